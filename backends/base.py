@@ -1,0 +1,91 @@
+"""The CgroupBackend Protocol: what the daemon asks of a cgroup hierarchy, and nothing more."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+class BackendError(Exception):
+    """A cgroup operation failed; `errno` is set when the kernel said why."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class Capability(enum.StrEnum):
+    """Optional features a backend may offer; the daemon asks before relying on them."""
+
+    KILL = "kill"  # whole-cgroup kill (cgroup.kill or per-process signalling)
+    FREEZE = "freeze"  # cgroup.freeze or the v1 freezer
+    LIMITS = "limits"  # resource attribute files
+    DELEGATE = "delegate"  # sub-cgroups below a unit's cgroup
+    PIDFD = "pidfd"  # exits noticed through pidfds
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One recorded backend call (the fake backend keeps a list of these)."""
+
+    op: str
+    path: str
+    args: tuple[object, ...] = ()
+
+
+EmptyCallback = Callable[[str], None]
+
+
+@runtime_checkable
+class CgroupBackend(Protocol):
+    """A cgroup hierarchy. Paths are absolute cgroup paths such as "/user.slice/foo.scope",
+    relative to the root the backend was given; "/" is that root."""
+
+    name: str
+    capabilities: frozenset[Capability]
+
+    def create(self, path: str) -> None:
+        """Create the cgroup and its missing parents (no error if it exists)."""
+
+    def remove(self, path: str) -> None:
+        """Remove the cgroup and its empty sub-cgroups; BackendError if populated."""
+
+    def exists(self, path: str) -> bool:
+        """Whether the cgroup exists."""
+
+    def attach(self, path: str, pids: Iterable[int]) -> None:
+        """Move whole processes into the cgroup; BackendError (errno ESRCH) for a dead PID."""
+
+    def pids(self, path: str, recursive: bool = True) -> list[int]:
+        """PIDs in the cgroup (and its sub-cgroups when recursive), sorted."""
+
+    def cgroup_of(self, pid: int) -> str | None:
+        """The cgroup path of a process in this hierarchy, None if unknown or dead."""
+
+    def set_attribute(self, path: str, attribute: str, value: str) -> None:
+        """Write a cgroup attribute file (e.g. "memory.max", "max")."""
+
+    def get_attribute(self, path: str, attribute: str) -> str | None:
+        """Read a cgroup attribute file; None if the file does not exist."""
+
+    def kill(self, path: str, signal: int, recursive: bool = True) -> int:
+        """Send a signal to every process of the cgroup; returns how many were signalled."""
+
+    def freeze(self, path: str) -> None:
+        """Freeze every process of the cgroup."""
+
+    def thaw(self, path: str) -> None:
+        """Thaw the cgroup."""
+
+    def watch_empty(self, path: str, callback: EmptyCallback) -> None:
+        """Call callback(path) once, from the event loop, when the cgroup has no process left.
+
+        Watching is re-armed by calling again; unwatch() cancels it."""
+
+    def unwatch(self, path: str) -> None:
+        """Stop watching the cgroup."""
+
+    def close(self) -> None:
+        """Release watches and file descriptors."""

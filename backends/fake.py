@@ -1,0 +1,219 @@
+"""The fake backend: a cgroup tree of plain directories that records every operation.
+
+Processes are real: attaching opens a pidfd, exits are noticed through it (no polling),
+and kill() really signals the attached processes. Nothing touches cgroupfs, so it is
+safe anywhere; children forked later by an attached process are not tracked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal as _signal
+from collections.abc import Iterable
+from pathlib import Path
+
+from backends.base import BackendError, Capability, EmptyCallback, Operation
+
+
+def _norm(path: str) -> str:
+    if not path.startswith("/"):
+        raise BackendError(f"cgroup path {path!r} is not absolute", errno.EINVAL)
+    parts = [p for p in path.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise BackendError(f"cgroup path {path!r} is not normalised", errno.EINVAL)
+    return "/" + "/".join(parts)
+
+
+def _within(path: str, root: str) -> bool:
+    return root == "/" or path == root or path.startswith(root + "/")
+
+
+class FakeBackend:
+    """A CgroupBackend over a directory tree; `operations` lists every call made."""
+
+    name = "fake"
+    capabilities = frozenset(
+        {
+            Capability.KILL,
+            Capability.FREEZE,
+            Capability.LIMITS,
+            Capability.DELEGATE,
+            Capability.PIDFD,
+        }
+    )
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.operations: list[Operation] = []
+        self._members: dict[int, str] = {}  # pid -> cgroup path
+        self._pidfds: dict[int, int] = {}  # pid -> pidfd
+        self._watches: dict[str, EmptyCallback] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _dir(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def _record(self, op: str, path: str, *args: object) -> None:
+        self.operations.append(Operation(op, path, args))
+
+    def _write_procs(self, path: str) -> None:
+        d = self._dir(path)
+        if d.is_dir():
+            pids = sorted(p for p, c in self._members.items() if c == path)
+            (d / "cgroup.procs").write_text("".join(f"{p}\n" for p in pids))
+
+    def _forget(self, pid: int) -> None:
+        fd = self._pidfds.pop(pid, None)
+        if fd is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(fd)
+            os.close(fd)
+        old = self._members.pop(pid, None)
+        if old is not None:
+            self._write_procs(old)
+
+    def _on_exit(self, pid: int) -> None:
+        path = self._members.get(pid)
+        self._forget(pid)
+        if path is not None:
+            self._check_watches(path)
+
+    def _check_watches(self, path: str) -> None:
+        for watched in list(self._watches):
+            if _within(path, watched) and not self.pids(watched):
+                callback = self._watches.pop(watched)
+                callback(watched)
+
+    # -- the Protocol ----------------------------------------------------------------------
+    def create(self, path: str) -> None:
+        path = _norm(path)
+        self._record("create", path)
+        d = self._dir(path)
+        d.mkdir(parents=True, exist_ok=True)
+        procs = d / "cgroup.procs"
+        if not procs.exists():
+            procs.write_text("")
+
+    def exists(self, path: str) -> bool:
+        return self._dir(_norm(path)).is_dir()
+
+    def remove(self, path: str) -> None:
+        path = _norm(path)
+        self._record("remove", path)
+        if path == "/":
+            raise BackendError("refusing to remove the root cgroup", errno.EBUSY)
+        if self.pids(path):
+            raise BackendError(f"cgroup {path} is populated", errno.EBUSY)
+        d = self._dir(path)
+        if not d.is_dir():
+            return
+        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            for f in sub.iterdir():
+                f.unlink()
+            sub.rmdir()
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+        self._watches.pop(path, None)
+
+    def attach(self, path: str, pids: Iterable[int]) -> None:
+        path = _norm(path)
+        pids = list(pids)
+        self._record("attach", path, *pids)
+        if not self._dir(path).is_dir():
+            raise BackendError(f"cgroup {path} does not exist", errno.ENOENT)
+        opened: dict[int, int] = {}
+        try:
+            for pid in pids:
+                if pid in self._pidfds or pid in opened:
+                    continue
+                try:
+                    opened[pid] = os.pidfd_open(pid)
+                except OSError as e:
+                    raise BackendError(f"process {pid} does not exist", e.errno) from e
+        except BackendError:
+            for fd in opened.values():
+                os.close(fd)
+            raise
+        try:
+            self._loop = self._loop or asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        for pid, fd in opened.items():
+            self._pidfds[pid] = fd
+            if self._loop is not None:
+                self._loop.add_reader(fd, self._on_exit, pid)
+        touched = {path}
+        for pid in pids:
+            old = self._members.get(pid)
+            if old is not None:
+                touched.add(old)
+            self._members[pid] = path
+        for p in touched:
+            self._write_procs(p)
+        for p in touched - {path}:
+            self._check_watches(p)
+
+    def pids(self, path: str, recursive: bool = True) -> list[int]:
+        path = _norm(path)
+        if recursive:
+            return sorted(p for p, c in self._members.items() if _within(c, path))
+        return sorted(p for p, c in self._members.items() if c == path)
+
+    def cgroup_of(self, pid: int) -> str | None:
+        return self._members.get(pid)
+
+    def set_attribute(self, path: str, attribute: str, value: str) -> None:
+        path = _norm(path)
+        self._record("set", path, attribute, value)
+        d = self._dir(path)
+        if not d.is_dir():
+            raise BackendError(f"cgroup {path} does not exist", errno.ENOENT)
+        if "/" in attribute or attribute.startswith("."):
+            raise BackendError(f"invalid attribute {attribute!r}", errno.EINVAL)
+        (d / attribute).write_text(value + "\n")
+
+    def get_attribute(self, path: str, attribute: str) -> str | None:
+        f = self._dir(_norm(path)) / attribute
+        return f.read_text().strip() if f.is_file() else None
+
+    def kill(self, path: str, signal: int, recursive: bool = True) -> int:
+        path = _norm(path)
+        self._record("kill", path, signal, recursive)
+        count = 0
+        for pid in self.pids(path, recursive):
+            try:
+                _signal.pidfd_send_signal(self._pidfds[pid], signal)
+                count += 1
+            except (OSError, KeyError):
+                continue
+        return count
+
+    def freeze(self, path: str) -> None:
+        self._record("freeze", _norm(path))
+        self.set_attribute(path, "cgroup.freeze", "1")
+
+    def thaw(self, path: str) -> None:
+        self._record("thaw", _norm(path))
+        self.set_attribute(path, "cgroup.freeze", "0")
+
+    def watch_empty(self, path: str, callback: EmptyCallback) -> None:
+        path = _norm(path)
+        self._record("watch", path)
+        if not self.pids(path):
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(callback, path)
+            return
+        self._watches[path] = callback
+
+    def unwatch(self, path: str) -> None:
+        self._watches.pop(_norm(path), None)
+
+    def close(self) -> None:
+        for pid in list(self._pidfds):
+            self._forget(pid)
+        self._watches.clear()

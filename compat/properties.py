@@ -1,0 +1,445 @@
+"""Settable unit properties: name -> D-Bus signature, unit types, phase and value check.
+
+This is the table StartTransientUnit and SetUnitProperties go through. It is pure: it turns
+(name, signature, plain value) triples into validated assignments, and raises the error
+systemd would answer. Readable properties and their signatures live in compat/readable.py.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from compat import errors, unitname
+from compat.enums import CollectMode, DevicePolicy, KillMode, OOMPolicy
+from compat.unitname import UnitType
+
+UINT64_MAX = 2**64 - 1
+UINT32_MAX = 2**32 - 1
+USEC_INFINITY = UINT64_MAX
+CGROUP_LIMIT_MAX = UINT64_MAX
+# systemd.resource-control(5): CPUWeight=, IOWeight= "range 1…10000"; CPUWeight "idle" is 0
+CGROUP_WEIGHT_MIN, CGROUP_WEIGHT_MAX = 1, 10000
+# systemd.resource-control(5): CPUShares= "range 2…262144"; BlockIOWeight= "range 10…1000"
+CPU_SHARES_MIN, CPU_SHARES_MAX = 2, 262144
+BLKIO_WEIGHT_MIN, BLKIO_WEIGHT_MAX = 10, 1000
+SIGNAL_MAX = 64  # _NSIG - 1 on Linux
+
+
+class Merge(enum.Enum):
+    """How repeated assignments of one property combine."""
+
+    LAST = "last"  # scalars: the last assignment wins
+    APPEND = "append"  # lists: entries append; an empty list resets (DeviceAllow, IO lists)
+
+
+class Phase(enum.Flag):
+    """When a property may be set: only while creating a transient unit, or also at runtime."""
+
+    TRANSIENT = enum.auto()
+    RUNTIME = enum.auto()
+    BOTH = TRANSIENT | RUNTIME
+
+
+Check = Callable[[str, object], object]
+
+_SCOPE = frozenset({UnitType.SCOPE})
+_CGROUP = frozenset({UnitType.SCOPE, UnitType.SLICE})
+_ANY = frozenset(UnitType)
+
+
+@dataclass(frozen=True, slots=True)
+class PropertySpec:
+    """One settable property."""
+
+    name: str
+    signature: str
+    types: frozenset[UnitType]
+    phase: Phase
+    merge: Merge = Merge.LAST
+    check: Check | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A validated property assignment, ready to apply."""
+
+    name: str
+    value: object
+    merge: Merge
+
+
+def _invalid(message: str) -> errors.InvalidArgs:
+    return errors.InvalidArgs(message)
+
+
+# -- value checks (each returns the value to store) ----------------------------------------
+
+
+def _weight(lo: int, hi: int, idle: bool = False) -> Check:
+    def check(name: str, v: object) -> object:
+        assert isinstance(v, int)
+        if v == UINT64_MAX or lo <= v <= hi or (idle and v == 0):
+            return v
+        raise _invalid(f"Value specified in {name} is out of range")
+
+    return check
+
+
+def _positive_limit(name: str, v: object) -> object:
+    # systemd.resource-control(5): TasksMax= takes a count or "infinity"; 0 is no valid limit
+    assert isinstance(v, int)
+    if v == 0:
+        raise _invalid(f"Value specified in {name} is out of range")
+    return v
+
+
+def _scale(name: str, v: object) -> object:
+    # a fraction of the total scaled to UINT32_MAX (the bus form of a percentage)
+    assert isinstance(v, int)
+    if v == 0:
+        raise _invalid(f"Value specified in {name} is out of range")
+    return v
+
+
+def _nonzero_usec(name: str, v: object) -> object:
+    assert isinstance(v, int)
+    if v == 0:
+        raise _invalid(f"{name}= value out of range")
+    return v
+
+
+def _enum(cls: type[enum.StrEnum]) -> Check:
+    def check(name: str, v: object) -> object:
+        assert isinstance(v, str)
+        try:
+            return cls(v).value  # stored as the plain string
+        except ValueError:
+            raise _invalid(f"Invalid {name} setting: {v}") from None
+
+    return check
+
+
+def _signal(name: str, v: object) -> object:
+    assert isinstance(v, int)
+    if not 1 <= v <= SIGNAL_MAX:
+        raise _invalid(f"Signal {v} out of range")
+    return v
+
+
+def _slice(name: str, v: object) -> object:
+    assert isinstance(v, str)
+    if not unitname.is_valid(v, instance=False, template=False):
+        raise _invalid(f"Invalid slice name {v}")
+    if unitname.unit_type(v) is not UnitType.SLICE:
+        raise _invalid(f"Unit name '{v}' is not a slice")
+    if not unitname.is_valid_slice_name(v):
+        raise _invalid(f"Invalid slice name {v}")
+    return v
+
+
+def _unit_names(name: str, v: object) -> object:
+    assert isinstance(v, list)
+    for other in v:
+        if not unitname.is_valid(other, template=False):
+            raise _invalid(f"Invalid unit name {other}")
+    return list(v)
+
+
+def _absolute_paths(name: str, v: object) -> object:
+    assert isinstance(v, list)
+    for p in v:
+        if not isinstance(p, str) or not p.startswith("/") or "\0" in p:
+            raise _invalid(f"Path specified in {name} is not absolute: {p}")
+    return list(v)
+
+
+def _text(name: str, v: object) -> object:
+    assert isinstance(v, str)
+    if "\0" in v:
+        raise _invalid(f"Invalid {name} setting")
+    return v
+
+
+def _pids(name: str, v: object) -> object:
+    assert isinstance(v, list)
+    return list(v)
+
+
+_BUS_NAME = re.compile(
+    r"^(:[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+|[A-Za-z_-][A-Za-z0-9_-]*"
+    r"(\.[A-Za-z_-][A-Za-z0-9_-]*)+)$"
+)
+
+
+def _controller(name: str, v: object) -> object:
+    assert isinstance(v, str)
+    if v and (len(v) > 255 or not _BUS_NAME.match(v)):
+        raise _invalid(f"Controller '{v}' is not a valid bus name.")
+    return v
+
+
+_DEVICE_PATH = re.compile(r"^(/dev/\S+|/run/systemd/inaccessible/\S+|(char|block)-\S+)$")
+
+
+def _device_allow(name: str, v: object) -> object:
+    assert isinstance(v, list)
+    for path, rights in v:
+        if not _DEVICE_PATH.match(path):
+            raise _invalid(f"{name}= requires device node or pattern")
+        if not rights or any(c not in "rwm" for c in rights) or len(set(rights)) != len(rights):
+            raise _invalid(f"{name}= requires combination of rwm flags")
+    return [(p, r) for p, r in v]
+
+
+def _device_values(name: str, v: object) -> object:
+    assert isinstance(v, list)
+    for path, _value in v:
+        if not path.startswith("/dev/"):
+            raise _invalid(f"{name}= expects a device node path")
+    return [(p, n) for p, n in v]
+
+
+def _device_weights(lo: int, hi: int) -> Check:
+    def check(name: str, v: object) -> object:
+        checked = _device_values(name, v)
+        assert isinstance(checked, list)
+        for _path, weight in checked:
+            if not lo <= weight <= hi:
+                raise _invalid(f"{name}= value out of range")
+        return checked
+
+    return check
+
+
+def _cpuset(name: str, v: object) -> object:
+    assert isinstance(v, bytes | bytearray)
+    return bytes(v)
+
+
+def _bpf_program(name: str, v: object) -> object:
+    # We install no BPF programs: refusing here lets crun fall back to DevicePolicy/DeviceAllow.
+    raise errors.property_read_only(name)
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def _spec(
+    name: str,
+    signature: str,
+    types: frozenset[UnitType] = _CGROUP,
+    phase: Phase = Phase.BOTH,
+    merge: Merge = Merge.LAST,
+    check: Check | None = None,
+) -> PropertySpec:
+    return PropertySpec(name, signature, types, phase, merge, check)
+
+
+_T = Phase.TRANSIENT
+_DEPENDENCIES = (
+    # systemd.unit(5) dependency settings that may be created transiently; they append
+    "Requires", "Requisite", "Wants", "BindsTo", "PartOf", "Upholds", "Conflicts", "Before",
+    "After", "OnSuccess", "OnFailure", "PropagatesReloadTo", "ReloadPropagatedFrom",
+    "PropagatesStopTo", "StopPropagatedFrom", "JoinsNamespaceOf",
+)  # fmt: skip
+# systemd.unit(5) dependencies that are only ever derived, never set
+NON_TRANSIENT_DEPENDENCIES = frozenset({
+    "RequiredBy", "RequisiteOf", "WantedBy", "BoundBy", "UpheldBy", "ConsistsOf",
+    "ConflictedBy", "OnSuccessOf", "OnFailureOf", "Triggers", "TriggeredBy", "SliceOf",
+})  # fmt: skip
+
+_SPECS: list[PropertySpec] = [
+    # generic unit settings (systemd.unit(5)); transient only unless noted
+    _spec("Description", "s", _ANY, Phase.BOTH, check=_text),
+    _spec("Slice", "s", _CGROUP, _T, check=_slice),
+    _spec("DefaultDependencies", "b", _ANY, _T),
+    _spec("Documentation", "as", _ANY, _T, Merge.APPEND),
+    _spec("SourcePath", "s", _ANY, _T, check=_text),
+    _spec("StopWhenUnneeded", "b", _ANY, _T),
+    _spec("RefuseManualStart", "b", _ANY, _T),
+    _spec("RefuseManualStop", "b", _ANY, _T),
+    _spec("AllowIsolate", "b", _ANY, _T),
+    _spec("IgnoreOnIsolate", "b", _ANY, _T),
+    _spec("JobTimeoutUSec", "t", _ANY, _T),
+    _spec("JobRunningTimeoutUSec", "t", _ANY, _T),
+    _spec("JobTimeoutAction", "s", _ANY, _T, check=_text),
+    _spec("JobTimeoutRebootArgument", "s", _ANY, _T, check=_text),
+    _spec("StartLimitIntervalUSec", "t", _ANY, _T),
+    _spec("StartLimitBurst", "u", _ANY, _T),
+    _spec("StartLimitAction", "s", _ANY, _T, check=_text),
+    _spec("FailureAction", "s", _ANY, _T, check=_text),
+    _spec("SuccessAction", "s", _ANY, _T, check=_text),
+    _spec("FailureActionExitStatus", "i", _ANY, _T),
+    _spec("SuccessActionExitStatus", "i", _ANY, _T),
+    _spec("RebootArgument", "s", _ANY, _T, check=_text),
+    _spec("CollectMode", "s", _ANY, _T, check=_enum(CollectMode)),
+    _spec("OnSuccessJobMode", "s", _ANY, _T, check=_text),
+    _spec("OnFailureJobMode", "s", _ANY, _T, check=_text),
+    _spec("RequiresMountsFor", "as", _ANY, _T, Merge.APPEND, _absolute_paths),
+    _spec("AddRef", "b", _ANY, _T),
+    _spec("Markers", "as", _ANY, Phase.BOTH, Merge.LAST),
+    *(_spec(d, "as", _ANY, _T, Merge.APPEND, _unit_names) for d in _DEPENDENCIES),
+    # systemd.scope(5)
+    _spec("PIDs", "au", _SCOPE, _T, Merge.APPEND, _pids),
+    _spec("Controller", "s", _SCOPE, _T, check=_controller),
+    _spec("TimeoutStopUSec", "t", _SCOPE, _T),
+    _spec("RuntimeMaxUSec", "t", _SCOPE, Phase.BOTH),
+    _spec("RuntimeRandomizedExtraUSec", "t", _SCOPE, Phase.BOTH),
+    _spec("OOMPolicy", "s", _SCOPE, _T, check=_enum(OOMPolicy)),
+    _spec("User", "s", _SCOPE, _T, check=_text),
+    _spec("Group", "s", _SCOPE, _T, check=_text),
+    # systemd.kill(5)
+    _spec("KillMode", "s", _SCOPE, _T, check=_enum(KillMode)),
+    _spec("SendSIGHUP", "b", _SCOPE, _T),
+    _spec("SendSIGKILL", "b", _SCOPE, _T),
+    _spec("KillSignal", "i", _SCOPE, _T, check=_signal),
+    _spec("RestartKillSignal", "i", _SCOPE, _T, check=_signal),
+    _spec("FinalKillSignal", "i", _SCOPE, _T, check=_signal),
+    _spec("WatchdogSignal", "i", _SCOPE, _T, check=_signal),
+    # systemd.resource-control(5): transient and at runtime unless noted
+    _spec("Delegate", "b", _CGROUP, _T),
+    _spec("DelegateControllers", "as", _CGROUP, _T, Merge.APPEND),
+    _spec("DisableControllers", "as", _CGROUP, Phase.BOTH, Merge.APPEND),
+    *(_spec(f"{a}Accounting", "b") for a in ("CPU", "Memory", "IO", "Tasks", "BlockIO", "IP")),
+    _spec("CPUWeight", "t", check=_weight(CGROUP_WEIGHT_MIN, CGROUP_WEIGHT_MAX, idle=True)),
+    _spec("StartupCPUWeight", "t", check=_weight(CGROUP_WEIGHT_MIN, CGROUP_WEIGHT_MAX, idle=True)),
+    _spec("CPUShares", "t", check=_weight(CPU_SHARES_MIN, CPU_SHARES_MAX)),
+    _spec("StartupCPUShares", "t", check=_weight(CPU_SHARES_MIN, CPU_SHARES_MAX)),
+    _spec("CPUQuotaPerSecUSec", "t", check=_nonzero_usec),
+    _spec("CPUQuotaPeriodUSec", "t"),
+    _spec("AllowedCPUs", "ay", check=_cpuset),
+    _spec("StartupAllowedCPUs", "ay", check=_cpuset),
+    _spec("AllowedMemoryNodes", "ay", check=_cpuset),
+    _spec("StartupAllowedMemoryNodes", "ay", check=_cpuset),
+    _spec("IOWeight", "t", check=_weight(CGROUP_WEIGHT_MIN, CGROUP_WEIGHT_MAX)),
+    _spec("StartupIOWeight", "t", check=_weight(CGROUP_WEIGHT_MIN, CGROUP_WEIGHT_MAX)),
+    _spec(
+        "IODeviceWeight",
+        "a(st)",
+        merge=Merge.APPEND,
+        check=_device_weights(CGROUP_WEIGHT_MIN, CGROUP_WEIGHT_MAX),
+    ),
+    *(
+        _spec(n, "a(st)", merge=Merge.APPEND, check=_device_values)
+        for n in (
+            "IOReadBandwidthMax",
+            "IOWriteBandwidthMax",
+            "IOReadIOPSMax",
+            "IOWriteIOPSMax",
+            "IODeviceLatencyTargetUSec",
+            "BlockIOReadBandwidth",
+            "BlockIOWriteBandwidth",
+        )
+    ),
+    _spec("BlockIOWeight", "t", check=_weight(BLKIO_WEIGHT_MIN, BLKIO_WEIGHT_MAX)),
+    _spec("StartupBlockIOWeight", "t", check=_weight(BLKIO_WEIGHT_MIN, BLKIO_WEIGHT_MAX)),
+    _spec(
+        "BlockIODeviceWeight",
+        "a(st)",
+        merge=Merge.APPEND,
+        check=_device_weights(BLKIO_WEIGHT_MIN, BLKIO_WEIGHT_MAX),
+    ),
+    *(
+        _spec(n, "t")
+        for n in (
+            "MemoryMin",
+            "MemoryLow",
+            "MemoryHigh",
+            "MemoryMax",
+            "MemorySwapMax",
+            "MemoryZSwapMax",
+            "MemoryLimit",
+            "DefaultMemoryMin",
+            "DefaultMemoryLow",
+        )
+    ),
+    *(
+        _spec(f"{n}Scale", "u", check=_scale)
+        for n in (
+            "MemoryMin",
+            "MemoryLow",
+            "MemoryHigh",
+            "MemoryMax",
+            "MemorySwapMax",
+            "MemoryZSwapMax",
+            "MemoryLimit",
+            "DefaultMemoryMin",
+            "DefaultMemoryLow",
+        )
+    ),
+    _spec("TasksMax", "t", check=_positive_limit),
+    _spec("TasksMaxScale", "u", check=_scale),
+    _spec("DevicePolicy", "s", check=_enum(DevicePolicy)),
+    _spec("DeviceAllow", "a(ss)", merge=Merge.APPEND, check=_device_allow),
+    _spec("IPAddressAllow", "a(iayu)", merge=Merge.APPEND),
+    _spec("IPAddressDeny", "a(iayu)", merge=Merge.APPEND),
+    _spec("BPFProgram", "a(ss)", _CGROUP, _T, check=_bpf_program),
+    _spec("ManagedOOMSwap", "s", check=_text),
+    _spec("ManagedOOMMemoryPressure", "s", check=_text),
+    _spec("ManagedOOMMemoryPressureLimit", "u"),
+    _spec("ManagedOOMPreference", "s", check=_text),
+]
+
+PROPERTIES: dict[str, PropertySpec] = {s.name: s for s in _SPECS}
+
+# scale properties and the byte/count property each one sets
+SCALE_TARGETS: dict[str, str] = {
+    name: name.removesuffix("Scale") for name in PROPERTIES if name.endswith("Scale")
+}
+
+
+def scaled(fraction: int, total: int) -> int:
+    """The value a *Scale property stands for, given the total (RAM bytes, pid max)."""
+    return math.floor(total * fraction / UINT32_MAX)
+
+
+def parse_assignments(
+    unit_type: UnitType,
+    items: Iterable[tuple[str, str, object]],
+    *,
+    transient: bool,
+) -> list[Assignment]:
+    """Validate (name, signature, value) triples completely, before anything is applied.
+
+    Raises PropertyReadOnly ("Cannot set property X, or unknown property.") for unknown
+    properties and those not settable in this phase or for this unit type, InvalidArgs
+    for a wrong signature or an invalid value. Returns assignments in wire order.
+    """
+    phase = Phase.TRANSIENT if transient else Phase.RUNTIME
+    out: list[Assignment] = []
+    for name, signature, value in items:
+        spec = PROPERTIES.get(name)
+        if spec is None or unit_type not in spec.types or not (spec.phase & phase):
+            if transient and name in NON_TRANSIENT_DEPENDENCIES:
+                raise _invalid(f"Dependency type {name} may not be created transiently.")
+            raise errors.property_read_only(name)
+        if signature != spec.signature:
+            raise _invalid(
+                f"Invalid type for property {name}: expected '{spec.signature}', got '{signature}'"
+            )
+        checked = spec.check(name, value) if spec.check else value
+        out.append(Assignment(name, checked, spec.merge))
+    return out
+
+
+def merge_into(settings: dict[str, object], assignments: Sequence[Assignment]) -> None:
+    """Apply assignments: scalars last-wins, lists append (an empty list resets)."""
+    for a in assignments:
+        if a.merge is Merge.APPEND:
+            assert isinstance(a.value, list)
+            if not a.value:
+                settings[a.name] = []
+            else:
+                current = settings.get(a.name)
+                settings[a.name] = [*(current if isinstance(current, list) else []), *a.value]
+        else:
+            settings[a.name] = a.value
+        target = SCALE_TARGETS.get(a.name)
+        if target is not None:
+            settings.pop(target, None)
+        elif f"{a.name}Scale" in PROPERTIES:
+            settings.pop(f"{a.name}Scale", None)

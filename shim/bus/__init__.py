@@ -1,0 +1,1 @@
+"""The D-Bus front end: the only package that imports dbus-fast; Variants stay in here."""

@@ -1,0 +1,110 @@
+"""Run the service: connect to the bus, own org.freedesktop.systemd1, serve until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbus_fast import BusType, Message, RequestNameReply
+from dbus_fast.aio import MessageBus
+
+from backends.base import CgroupBackend
+from shim.bus.service import BUS_NAME, Service
+from shim.core.manager import Manager
+
+log = logging.getLogger("scopeshim")
+
+DEFAULT_VERSION = "252"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What `scopeshim serve` was asked to do."""
+
+    address: str | None = None  # None: the system bus
+    version: str = DEFAULT_VERSION
+
+
+def _machine_id() -> str:
+    for p in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            text = Path(p).read_text().strip()
+        except OSError:
+            continue
+        if len(text) == 32:
+            return text
+    return "0" * 32
+
+
+class NameTakenError(Exception):
+    """Another connection owns org.freedesktop.systemd1."""
+
+
+async def serve(options: Options, backend: CgroupBackend) -> Service:
+    """Connect, own the name and return the running service (the caller awaits `stop`)."""
+    loop = asyncio.get_running_loop()
+    if options.address is not None:
+        bus = MessageBus(bus_address=options.address, negotiate_unix_fd=True)
+    else:
+        bus = MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
+    await bus.connect()
+    service = Service(
+        bus,
+        lambda svc: Manager(backend, svc.signals, loop),
+        version=options.version,
+        machine_id=_machine_id(),
+    )
+    # client departures drop their subscriptions, references and cached credentials
+    await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="AddMatch",
+            signature="s",
+            body=[
+                "type='signal',sender='org.freedesktop.DBus',"
+                "interface='org.freedesktop.DBus',member='NameOwnerChanged'"
+            ],
+        )
+    )
+    reply = await bus.request_name(BUS_NAME)
+    if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+        bus.disconnect()
+        raise NameTakenError(f"{BUS_NAME} is already owned on this bus ({reply.name})")
+    log.info(
+        "serving %s on %s as %s (backend %s)",
+        BUS_NAME,
+        options.address or "the system bus",
+        bus.unique_name,
+        backend.name,
+    )
+    return service
+
+
+async def run(options: Options, backend: CgroupBackend) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0) or until the bus goes away (exit 1)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    service = await serve(options, backend)
+    disconnected = loop.create_task(service.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
+    stopped = loop.create_task(stop.wait())
+    done, _ = await asyncio.wait({disconnected, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if disconnected in done:
+        log.error("lost the bus connection; exiting so that the supervisor restarts us")
+        code = 1
+    else:
+        disconnected.cancel()
+        log.info("stopping on signal")
+    service.close()
+    service.manager.close()
+    if service.bus.connected:
+        service.bus.disconnect()
+    backend.close()
+    return code

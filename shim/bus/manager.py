@@ -1,0 +1,326 @@
+"""org.freedesktop.systemd1.Manager: methods, signals, properties (org.freedesktop.systemd1(5))."""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import TYPE_CHECKING, Any
+
+from compat import buspath, readable
+from compat.properties import UINT64_MAX
+from shim.bus.convert import unwrap_properties
+from shim.bus.router import Interface, Method, Prop, Signal
+from shim.core.units import Job, Unit
+
+if TYPE_CHECKING:
+    from shim.bus.service import Call, Service
+
+NAME = "org.freedesktop.systemd1.Manager"
+# Methods whose handler needs the caller's PID (PIDs 0 and pid 0 mean "the caller")
+NEEDS_CALLER = frozenset({"StartTransientUnit", "GetUnitByPID", "AttachProcessesToUnit"})
+
+UnitTuple = tuple[str, str, str, str, str, str, str, int, str, str]
+JobTuple = tuple[int, str, str, str, str, str]
+
+
+def unit_tuple(unit: Unit) -> UnitTuple:
+    """One (ssssssouso) entry of ListUnits."""
+    job = unit.job
+    return (
+        unit.name,
+        unit.description,
+        unit.load_state,
+        unit.active_state,
+        unit.sub_state,
+        "",
+        buspath.unit_path(unit.name),
+        job.id if job else 0,
+        job.type if job else "",
+        buspath.job_path(job.id) if job else "/",
+    )
+
+
+def job_tuple(job: Job) -> JobTuple:
+    """One (usssoo) entry of ListJobs."""
+    return (
+        job.id,
+        job.unit.name,
+        job.type,
+        job.state,
+        buspath.job_path(job.id),
+        buspath.unit_path(job.unit.name),
+    )
+
+
+def _job(job: Job) -> str:
+    return buspath.job_path(job.id)
+
+
+def _unit(unit: Unit) -> str:
+    return buspath.unit_path(unit.name)
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+def GetUnit(c: Call, name: str) -> str:
+    return _unit(c.manager.get_unit(name))
+
+
+def LoadUnit(c: Call, name: str) -> str:
+    return _unit(c.manager.load_unit(name))
+
+
+def GetUnitByPID(c: Call, pid: int) -> str:
+    return _unit(c.manager.unit_by_pid(pid or (c.pid or 0)))
+
+
+def GetUnitByInvocationID(c: Call, invocation_id: bytes) -> str:
+    return _unit(c.manager.unit_by_invocation_id(bytes(invocation_id)))
+
+
+def GetUnitByControlGroup(c: Call, cgroup: str) -> str:
+    return _unit(c.manager.unit_by_cgroup(cgroup))
+
+
+def StartUnit(c: Call, name: str, mode: str) -> str:
+    return _job(c.manager.start_unit(name, mode))
+
+
+def StopUnit(c: Call, name: str, mode: str) -> str:
+    return _job(c.manager.stop_unit(name, mode))
+
+
+def StartTransientUnit(c: Call, name: str, mode: str, props: list[Any], aux: list[Any]) -> str:
+    converted = [(n, unwrap_properties(p)) for n, p in aux]
+    return _job(
+        c.manager.start_transient_unit(name, mode, unwrap_properties(props), converted, c.pid)
+    )
+
+
+def KillUnit(c: Call, name: str, whom: str, signal: int) -> None:
+    c.manager.kill_unit(name, whom, signal)
+
+
+def AbandonScope(c: Call, name: str) -> None:
+    c.manager.abandon_scope(name)
+
+
+def ResetFailedUnit(c: Call, name: str) -> None:
+    c.manager.reset_failed_unit(name)
+
+
+def ResetFailed(c: Call) -> None:
+    c.manager.reset_failed()
+
+
+def SetUnitProperties(c: Call, name: str, runtime: bool, props: list[Any]) -> None:
+    c.manager.set_unit_properties(name, runtime, unwrap_properties(props))
+
+
+def ListUnits(c: Call) -> list[UnitTuple]:
+    return [unit_tuple(u) for u in c.manager.list_units()]
+
+
+def ListUnitsFiltered(c: Call, states: list[str]) -> list[UnitTuple]:
+    return [unit_tuple(u) for u in c.manager.list_units(states)]
+
+
+def ListUnitsByPatterns(c: Call, states: list[str], patterns: list[str]) -> list[UnitTuple]:
+    return [unit_tuple(u) for u in c.manager.list_units(states, patterns)]
+
+
+def ListUnitsByNames(c: Call, names: list[str]) -> list[UnitTuple]:
+    return [unit_tuple(u) for u in c.manager.list_units(names=names)]
+
+
+def ListJobs(c: Call) -> list[JobTuple]:
+    return [job_tuple(j) for j in c.manager.jobs.values()]
+
+
+def GetJob(c: Call, job_id: int) -> str:
+    return _job(c.manager.get_job(job_id))
+
+
+def CancelJob(c: Call, job_id: int) -> None:
+    c.manager.cancel_job(job_id)
+
+
+def ClearJobs(c: Call) -> None:
+    c.manager.clear_jobs()
+
+
+def GetUnitProcesses(c: Call, name: str) -> list[tuple[str, int, str]]:
+    return c.manager.unit_processes(name)
+
+
+def AttachProcessesToUnit(c: Call, name: str, subcgroup: str, pids: list[int]) -> None:
+    c.manager.attach_processes(name, subcgroup, pids, c.pid)
+
+
+def Subscribe(c: Call) -> None:
+    c.manager.subscribe(c.sender)
+
+
+def Unsubscribe(c: Call) -> None:
+    c.manager.unsubscribe(c.sender)
+
+
+def Reload(c: Call) -> None:
+    c.manager.reload()
+
+
+def FreezeUnit(c: Call, name: str) -> None:
+    c.manager.freeze_unit(name)
+
+
+def ThawUnit(c: Call, name: str) -> None:
+    c.manager.thaw_unit(name)
+
+
+def RefUnit(c: Call, name: str) -> None:
+    c.manager.ref_unit(name, c.sender)
+
+
+def UnrefUnit(c: Call, name: str) -> None:
+    c.manager.unref_unit(name, c.sender)
+
+
+_METHODS = [
+    Method("GetUnit", "s", "o", GetUnit, ("name",), ("unit",)),
+    Method("GetUnitByPID", "u", "o", GetUnitByPID, ("pid",), ("unit",)),
+    Method(
+        "GetUnitByInvocationID", "ay", "o", GetUnitByInvocationID, ("invocation_id",), ("unit",)
+    ),
+    Method("GetUnitByControlGroup", "s", "o", GetUnitByControlGroup, ("cgroup",), ("unit",)),
+    Method("LoadUnit", "s", "o", LoadUnit, ("name",), ("unit",)),
+    Method("StartUnit", "ss", "o", StartUnit, ("name", "mode"), ("job",)),
+    Method("StopUnit", "ss", "o", StopUnit, ("name", "mode"), ("job",)),
+    Method("KillUnit", "ssi", "", KillUnit, ("name", "whom", "signal")),
+    Method("FreezeUnit", "s", "", FreezeUnit, ("name",)),
+    Method("ThawUnit", "s", "", ThawUnit, ("name",)),
+    Method("ResetFailedUnit", "s", "", ResetFailedUnit, ("name",)),
+    Method(
+        "SetUnitProperties", "sba(sv)", "", SetUnitProperties, ("name", "runtime", "properties")
+    ),
+    Method("RefUnit", "s", "", RefUnit, ("name",)),
+    Method("UnrefUnit", "s", "", UnrefUnit, ("name",)),
+    Method(
+        "StartTransientUnit",
+        "ssa(sv)a(sa(sv))",
+        "o",
+        StartTransientUnit,
+        ("name", "mode", "properties", "aux"),
+        ("job",),
+    ),
+    Method("GetUnitProcesses", "s", "a(sus)", GetUnitProcesses, ("name",), ("processes",)),
+    Method(
+        "AttachProcessesToUnit",
+        "ssau",
+        "",
+        AttachProcessesToUnit,
+        ("unit_name", "subcgroup", "pids"),
+    ),
+    Method("AbandonScope", "s", "", AbandonScope, ("name",)),
+    Method("GetJob", "u", "o", GetJob, ("id",), ("job",)),
+    Method("CancelJob", "u", "", CancelJob, ("id",)),
+    Method("ClearJobs", "", "", ClearJobs),
+    Method("ResetFailed", "", "", ResetFailed),
+    Method("ListUnits", "", "a(ssssssouso)", ListUnits, (), ("units",)),
+    Method("ListUnitsFiltered", "as", "a(ssssssouso)", ListUnitsFiltered, ("states",), ("units",)),
+    Method(
+        "ListUnitsByPatterns",
+        "asas",
+        "a(ssssssouso)",
+        ListUnitsByPatterns,
+        ("states", "patterns"),
+        ("units",),
+    ),
+    Method("ListUnitsByNames", "as", "a(ssssssouso)", ListUnitsByNames, ("names",), ("units",)),
+    Method("ListJobs", "", "a(usssoo)", ListJobs, (), ("jobs",)),
+    Method("Subscribe", "", "", Subscribe),
+    Method("Unsubscribe", "", "", Unsubscribe),
+    Method("Reload", "", "", Reload),
+]
+
+MANAGER = Interface(NAME)
+for _m in _METHODS:
+    MANAGER.add(_m)
+MANAGER.signals = [
+    Signal("UnitNew", "so", ("id", "unit")),
+    Signal("UnitRemoved", "so", ("id", "unit")),
+    Signal("JobNew", "uos", ("id", "job", "unit")),
+    Signal("JobRemoved", "uoss", ("id", "job", "unit", "result")),
+    Signal(
+        "StartupFinished",
+        "tttttt",
+        ("firmware", "loader", "kernel", "initrd", "userspace", "total"),
+    ),
+    Signal("UnitFilesChanged", ""),
+    Signal("Reloading", "b", ("active",)),
+]
+MANAGER.properties = {n: Prop(n, s, e) for n, s, e in readable.MANAGER}
+
+# -- properties -------------------------------------------------------------------------------
+
+_BOOT_REALTIME = time.time_ns() // 1000
+_BOOT_MONOTONIC = time.monotonic_ns() // 1000
+_ZERO = {"s": "", "t": 0, "b": False, "u": 0, "i": 0, "d": 0.0, "as": [], "y": 0}
+_ARCH = {
+    "x86_64": "x86-64",
+    "aarch64": "arm64",
+    "i686": "x86",
+    "armv7l": "arm",
+    "ppc64le": "ppc64-le",
+    "riscv64": "riscv64",
+    "s390x": "s390x",
+}
+# systemd-system.conf(5) defaults
+_STATIC: dict[str, object] = {
+    "Features": "",
+    "Architecture": _ARCH.get(platform.machine(), platform.machine()),
+    "Progress": 1.0,
+    "LogLevel": "info",
+    "LogTarget": "console",
+    "SystemState": "running",
+    "ControlGroup": "",
+    "DefaultStandardOutput": "journal",
+    "DefaultStandardError": "inherit",
+    "DefaultTimerAccuracyUSec": 60_000_000,
+    "DefaultTimeoutStartUSec": 90_000_000,
+    "DefaultTimeoutStopUSec": 90_000_000,
+    "DefaultTimeoutAbortUSec": 90_000_000,
+    "DefaultDeviceTimeoutUSec": 90_000_000,
+    "DefaultRestartUSec": 100_000,
+    "DefaultStartLimitIntervalUSec": 10_000_000,
+    "DefaultStartLimitBurst": 5,
+    "DefaultTasksAccounting": True,
+    "DefaultMemoryAccounting": True,
+    "DefaultOOMPolicy": "stop",
+    "CtrlAltDelBurstAction": "reboot-force",
+    "RuntimeWatchdogPreGovernor": "",
+    "TimerSlackNSec": 50_000,
+    "UserspaceTimestamp": _BOOT_REALTIME,
+    "UserspaceTimestampMonotonic": _BOOT_MONOTONIC,
+    "FinishTimestamp": _BOOT_REALTIME,
+    "FinishTimestampMonotonic": _BOOT_MONOTONIC,
+}
+
+
+def get_property(svc: Service, name: str) -> object:
+    m = svc.manager
+    dynamic: dict[str, Any] = {
+        "Version": svc.version,
+        "NNames": len(m.units),
+        "NFailedUnits": m.n_failed_units,
+        "NJobs": len(m.jobs),
+        "NInstalledJobs": m.n_installed_jobs,
+        "NFailedJobs": m.n_failed_jobs,
+    }
+    if name in dynamic:
+        return dynamic[name]
+    if name in _STATIC:
+        return _STATIC[name]
+    if name.startswith("DefaultLimit"):
+        return UINT64_MAX
+    return _ZERO.get(MANAGER.properties[name].sig, 0)

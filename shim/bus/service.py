@@ -1,0 +1,311 @@
+"""The systemd1 service on one bus connection: object resolution, dispatch and signals.
+
+Paths: /org/freedesktop/systemd1 is the Manager; .../unit/<label> is any valid unit (loaded
+on demand), "self" (the caller's unit) or a 32-hex-digit invocation ID; .../job/<id> is a
+queued job, and anything else is UnknownObject, as sd-bus answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from compat import buspath, errors
+from shim.bus import jobs as job_iface
+from shim.bus import manager as manager_iface
+from shim.bus import units as unit_iface
+from shim.bus.router import (
+    INTROSPECTABLE,
+    PEER,
+    PROPERTIES,
+    Interface,
+    XmlCache,
+    bad_arguments,
+    unknown_interface,
+    unknown_method,
+    unknown_object,
+    unknown_property,
+)
+from shim.core.manager import Manager
+from shim.core.units import Job, Unit
+
+log = logging.getLogger(__name__)
+
+BUS_NAME = "org.freedesktop.systemd1"
+MANAGER_PATH = buspath.MANAGER_PATH
+UNIT_NODE = MANAGER_PATH + "/unit"
+JOB_NODE = MANAGER_PATH + "/job"
+# Intermediate nodes so that `busctl tree` finds the whole tree from "/"
+_NODES = {"/": ["org"], "/org": ["freedesktop"], "/org/freedesktop": ["systemd1"]}
+
+
+@dataclass(slots=True)
+class Call:
+    """What a handler gets besides its arguments."""
+
+    service: Service
+    sender: str
+    pid: int | None
+    path: str
+    target: Unit | Job | None
+
+    @property
+    def manager(self) -> Manager:
+        return self.service.manager
+
+    @property
+    def unit(self) -> Unit:
+        assert isinstance(self.target, Unit)
+        return self.target
+
+    @property
+    def job(self) -> Job:
+        assert isinstance(self.target, Job)
+        return self.target
+
+
+class Service:
+    """Serves org.freedesktop.systemd1 for one Manager on one bus connection."""
+
+    def __init__(
+        self,
+        bus: MessageBus,
+        manager_factory: Callable[[Service], Manager],
+        *,
+        version: str,
+        machine_id: str,
+    ) -> None:
+        self.bus = bus
+        self.version = version
+        self.machine_id = machine_id
+        self.signals = unit_iface.SignalEmitter(self)
+        self.manager = manager_factory(self)
+        self._xml = XmlCache()
+        self._pids: dict[str, int] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+        bus.add_message_handler(self._on_message)
+
+    # -- objects ---------------------------------------------------------------------------
+
+    def _resolve(self, path: str, pid: int | None) -> tuple[list[Interface], Unit | Job | None]:
+        if path == MANAGER_PATH:
+            return [manager_iface.MANAGER], None
+        if path.startswith(buspath.UNIT_PATH_PREFIX):
+            unit = self._unit_for_path(path, pid)
+            return unit_iface.interfaces_for(unit), unit
+        if path.startswith(buspath.JOB_PATH_PREFIX):
+            job_id = buspath.job_id_from_path(path)
+            job = self.manager.jobs.get(job_id) if job_id is not None else None
+            if job is None:
+                raise unknown_object(path)
+            return [job_iface.JOB], job
+        if path in _NODES or path in (UNIT_NODE, JOB_NODE):
+            return [], None
+        raise unknown_object(path)
+
+    def _unit_for_path(self, path: str, pid: int | None) -> Unit:
+        label = path[len(buspath.UNIT_PATH_PREFIX) :]
+        if label == "self":
+            if pid is None:
+                raise unknown_object(path)
+            return self.manager.unit_by_pid(pid)
+        if len(label) == 32 and all(c in "0123456789abcdef" for c in label):
+            try:
+                return self.manager.unit_by_invocation_id(bytes.fromhex(label))
+            except errors.SystemdError:
+                raise unknown_object(path) from None
+        name = buspath.unit_name_from_path(path)
+        if name is None or "/" in label:
+            raise unknown_object(path)
+        try:
+            return self.manager.load_unit(name)
+        except errors.InvalidArgs:
+            raise unknown_object(path) from None
+
+    def _children(self, path: str) -> list[str]:
+        if path in _NODES:
+            return _NODES[path]
+        if path == MANAGER_PATH:
+            return ["unit", "job"]
+        if path == UNIT_NODE:
+            return sorted(buspath.label_escape(n) for n in self.manager.units)
+        if path == JOB_NODE:
+            return [str(i) for i in sorted(self.manager.jobs)]
+        return []
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def _on_message(self, msg: Message) -> Message | bool | None:
+        if msg.message_type is not MessageType.METHOD_CALL:
+            if (
+                msg.message_type is MessageType.SIGNAL
+                and msg.member == "NameOwnerChanged"
+                and msg.sender == "org.freedesktop.DBus"
+                and msg.body
+                and msg.body[0].startswith(":")
+                and not msg.body[2]
+            ):
+                self._pids.pop(msg.body[0], None)
+                self.manager.bus_name_gone(msg.body[0])
+            return None
+        sender = msg.sender or ""
+        pid = self._pids.get(sender)
+        if pid is None and self._needs_pid(msg):
+            task = asyncio.get_running_loop().create_task(self._dispatch_later(msg))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return True
+        return self._reply(msg, pid)
+
+    def _needs_pid(self, msg: Message) -> bool:
+        if msg.path == buspath.UNIT_PATH_PREFIX + "self":
+            return True
+        return msg.path == MANAGER_PATH and msg.member in manager_iface.NEEDS_CALLER
+
+    async def _dispatch_later(self, msg: Message) -> None:
+        pid = await self.caller_pid(msg.sender or "")
+        reply = self._reply(msg, pid)
+        if isinstance(reply, Message):
+            self.bus.send(reply)
+
+    async def caller_pid(self, sender: str) -> int | None:
+        """The caller's PID from the bus driver, cached per unique name."""
+        cached = self._pids.get(sender)
+        if cached is not None:
+            return cached
+        reply = await self.bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="GetConnectionUnixProcessID",
+                signature="s",
+                body=[sender],
+            )
+        )
+        if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
+            return None
+        pid = int(reply.body[0])
+        self._pids[sender] = pid
+        return pid
+
+    def _reply(self, msg: Message, pid: int | None) -> Message | bool:
+        no_reply = bool(msg.flags & 0x1)
+        try:
+            signature, body = self._call(msg, pid)
+        except errors.SystemdError as e:
+            if no_reply:
+                return True
+            return Message.new_error(msg, e.error_name, e.message)
+        except Exception:
+            log.exception(
+                "internal error handling %s.%s on %s", msg.interface, msg.member, msg.path
+            )
+            if no_reply:
+                return True
+            return Message.new_error(
+                msg, errors.Failed.error_name, "Internal error, see the scopeshim log."
+            )
+        if no_reply:
+            return True
+        return Message.new_method_return(msg, signature, body)
+
+    def _call(self, msg: Message, pid: int | None) -> tuple[str, list[Any]]:
+        path = msg.path or "/"
+        interface, member = msg.interface, msg.member or ""
+        interfaces, target = self._resolve(path, pid)
+        call = Call(self, msg.sender or "", pid, path, target)
+        if interface == PROPERTIES or (interface is None and member in ("Get", "GetAll", "Set")):
+            return self._properties(msg, call, interfaces)
+        if interface == INTROSPECTABLE or (interface is None and member == "Introspect"):
+            self._check(msg, INTROSPECTABLE, "Introspect", "")
+            return "s", [self._xml.document(interfaces, self._children(path))]
+        if interface == PEER or (interface is None and member in ("Ping", "GetMachineId")):
+            if member == "Ping":
+                self._check(msg, PEER, member, "")
+                return "", []
+            if member == "GetMachineId":
+                self._check(msg, PEER, member, "")
+                return "s", [self.machine_id]
+            raise unknown_method(interface, member)
+        for iface in interfaces:
+            if interface is not None and iface.name != interface:
+                continue
+            method = iface.methods.get(member)
+            if method is None:
+                continue
+            self._check(msg, iface.name, member, method.in_sig)
+            result = method.handler(call, *msg.body)
+            if not method.out_sig:
+                return "", []
+            return method.out_sig, [result] if len(_outs(method.out_sig)) == 1 else list(result)
+        raise unknown_method(interface, member)
+
+    @staticmethod
+    def _check(msg: Message, interface: str, member: str, expected: str) -> None:
+        if msg.signature != expected:
+            raise bad_arguments(msg.signature, interface, member, expected)
+
+    def _properties(
+        self, msg: Message, call: Call, interfaces: list[Interface]
+    ) -> tuple[str, list[Any]]:
+        member = msg.member
+        if member == "Get":
+            self._check(msg, PROPERTIES, "Get", "ss")
+            iface_name, prop = msg.body
+            iface = self._find_iface(interfaces, iface_name, prop)
+            if prop not in iface.properties:
+                raise unknown_property(iface_name, prop)
+            sig = iface.properties[prop].sig
+            return "v", [Variant(sig, self.property_value(call, iface.name, prop))]
+        if member == "GetAll":
+            self._check(msg, PROPERTIES, "GetAll", "s")
+            (iface_name,) = msg.body
+            selected = (
+                interfaces if iface_name == "" else [self._find_iface(interfaces, iface_name, None)]
+            )
+            out: dict[str, Variant] = {}
+            for iface in selected:
+                for name, p in iface.properties.items():
+                    out[name] = Variant(p.sig, self.property_value(call, iface.name, name))
+            return "a{sv}", [out]
+        if member == "Set":
+            self._check(msg, PROPERTIES, "Set", "ssv")
+            iface_name, prop, _value = msg.body
+            iface = self._find_iface(interfaces, iface_name, prop)
+            if prop not in iface.properties:
+                raise unknown_property(iface_name, prop)
+            raise errors.PropertyReadOnly(f"Property '{prop}' is not writable.")
+        raise unknown_method(PROPERTIES, member or "")
+
+    @staticmethod
+    def _find_iface(interfaces: list[Interface], name: str, prop: str | None) -> Interface:
+        for iface in interfaces:
+            if iface.name == name:
+                return iface
+        if prop is not None:
+            raise unknown_property(name, prop)
+        raise unknown_interface(name)
+
+    def property_value(self, call: Call, interface: str, name: str) -> object:
+        if interface == manager_iface.MANAGER.name:
+            return manager_iface.get_property(self, name)
+        if interface == job_iface.JOB.name:
+            return job_iface.get_property(call.job, name)
+        return unit_iface.get_property(self, call.unit, interface, name)
+
+    def close(self) -> None:
+        for task in self._pending:
+            task.cancel()
+
+
+def _outs(sig: str) -> list[str]:
+    from shim.bus.router import _split
+
+    return _split(sig)

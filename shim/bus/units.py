@@ -1,0 +1,318 @@
+"""Unit objects (.Unit plus .Scope/.Slice with cgroup and kill context) and the signals."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from dbus_fast import Message, Variant
+
+from compat import buspath, readable
+from compat.enums import LoadState
+from compat.properties import UINT64_MAX
+from compat.unitname import UnitType
+from shim.bus.convert import unwrap_properties
+from shim.bus.router import Interface, Method, Prop, Signal
+from shim.core.units import TIMESTAMPS, Job, Unit
+
+if TYPE_CHECKING:
+    from shim.bus.service import Call, Service
+
+UNIT = "org.freedesktop.systemd1.Unit"
+SCOPE = "org.freedesktop.systemd1.Scope"
+SLICE = "org.freedesktop.systemd1.Slice"
+_PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
+
+
+# -- methods ----------------------------------------------------------------------------------
+
+
+def Start(c: Call, mode: str) -> str:
+    return buspath.job_path(c.manager.start_unit(c.unit.name, mode).id)
+
+
+def Stop(c: Call, mode: str) -> str:
+    return buspath.job_path(c.manager.stop_unit(c.unit.name, mode).id)
+
+
+def Kill(c: Call, whom: str, signal: int) -> None:
+    c.manager.kill_unit(c.unit.name, whom, signal)
+
+
+def ResetFailed(c: Call) -> None:
+    c.manager.reset_failed_unit(c.unit.name)
+
+
+def SetProperties(c: Call, runtime: bool, props: list[Any]) -> None:
+    c.manager.set_unit_properties(c.unit.name, runtime, unwrap_properties(props))
+
+
+def Ref(c: Call) -> None:
+    c.manager.ref_unit(c.unit.name, c.sender)
+
+
+def Unref(c: Call) -> None:
+    c.manager.unref_unit(c.unit.name, c.sender)
+
+
+def Freeze(c: Call) -> None:
+    c.manager.freeze_unit(c.unit.name)
+
+
+def Thaw(c: Call) -> None:
+    c.manager.thaw_unit(c.unit.name)
+
+
+def Abandon(c: Call) -> None:
+    c.manager.abandon_scope(c.unit.name)
+
+
+def GetProcesses(c: Call) -> list[tuple[str, int, str]]:
+    return c.manager.unit_processes(c.unit.name)
+
+
+def AttachProcesses(c: Call, subcgroup: str, pids: list[int]) -> None:
+    c.manager.attach_processes(c.unit.name, subcgroup, pids, c.pid)
+
+
+def _table(name: str, table: readable.ReadableTable) -> Interface:
+    return Interface(name, properties={n: Prop(n, s, e) for n, s, e in table})
+
+
+UNIT_IFACE = _table(UNIT, readable.UNIT)
+for _m in (
+    Method("Start", "s", "o", Start, ("mode",), ("job",)),
+    Method("Stop", "s", "o", Stop, ("mode",), ("job",)),
+    Method("Kill", "si", "", Kill, ("whom", "signal")),
+    Method("ResetFailed", "", "", ResetFailed),
+    Method("SetProperties", "ba(sv)", "", SetProperties, ("runtime", "properties")),
+    Method("Ref", "", "", Ref),
+    Method("Unref", "", "", Unref),
+    Method("Freeze", "", "", Freeze),
+    Method("Thaw", "", "", Thaw),
+):
+    UNIT_IFACE.add(_m)
+
+_CGROUP_METHODS = (
+    Method("GetProcesses", "", "a(sus)", GetProcesses, (), ("processes",)),
+    Method("AttachProcesses", "sau", "", AttachProcesses, ("subcgroup", "pids")),
+)
+SCOPE_IFACE = _table(SCOPE, readable.SCOPE)
+SCOPE_IFACE.add(Method("Abandon", "", "", Abandon))
+SCOPE_IFACE.signals = [Signal("RequestStop", "")]
+SLICE_IFACE = _table(SLICE, readable.SLICE)
+for _m in _CGROUP_METHODS:
+    SCOPE_IFACE.add(_m)
+    SLICE_IFACE.add(_m)
+
+_TYPE_IFACE = {UnitType.SCOPE: SCOPE_IFACE, UnitType.SLICE: SLICE_IFACE}
+
+
+def interfaces_for(unit: Unit) -> list[Interface]:
+    type_iface = _TYPE_IFACE.get(unit.type)
+    return [UNIT_IFACE, type_iface] if type_iface else [UNIT_IFACE]
+
+
+# -- property values --------------------------------------------------------------------------
+
+
+def _deps(unit: Unit, name: str) -> list[str]:
+    own = unit.setting(name, [])
+    assert isinstance(own, list)
+    implicit: list[str] = []
+    # systemd.special(7)/systemd.unit(5): units are ordered after and require their slice,
+    # and with DefaultDependencies= conflict with and come before shutdown.target
+    if name in ("Requires", "After") and unit.slice and unit.load_state is LoadState.LOADED:
+        implicit = [unit.slice]
+    if (
+        name in ("Conflicts", "Before")
+        and unit.transient
+        and unit.setting("DefaultDependencies", True)
+    ):
+        implicit = ["shutdown.target"]
+    return implicit + [d for d in own if d not in implicit]
+
+
+def _default_tasks_max() -> int:
+    # systemd-system.conf(5): DefaultTasksMax=15% of the kernel's pid limit
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            pid_max = int(f.read())
+        with open("/proc/sys/kernel/threads-max") as f:
+            pid_max = min(pid_max, int(f.read()))
+    except (OSError, ValueError):
+        return UINT64_MAX
+    return pid_max * 15 // 100
+
+
+def get_property(svc: Service, unit: Unit, interface: str, name: str) -> object:
+    if (
+        name.endswith("TimestampMonotonic")
+        and name.removesuffix("TimestampMonotonic") in TIMESTAMPS
+    ):
+        return unit.timestamp(name.removesuffix("TimestampMonotonic")).monotonic
+    if name.endswith("Timestamp") and name.removesuffix("Timestamp") in TIMESTAMPS:
+        return unit.timestamp(name.removesuffix("Timestamp")).realtime
+    m = svc.manager
+    pids = m.backend.pids(unit.control_group) if unit.control_group else None
+    values: dict[str, Any] = {
+        "Id": unit.name,
+        "Names": [unit.name],
+        "Description": unit.description,
+        "LoadState": unit.load_state,
+        "ActiveState": unit.active_state,
+        "SubState": unit.sub_state,
+        "FreezerState": unit.freezer_state,
+        "Job": (unit.job.id, buspath.job_path(unit.job.id)) if unit.job else (0, "/"),
+        "InvocationID": unit.invocation_id,
+        "Transient": unit.transient,
+        "Perpetual": unit.perpetual,
+        "Refs": sorted(unit.refs),
+        "CanStart": unit.type is UnitType.SLICE and unit.load_state is LoadState.LOADED,
+        "CanStop": unit.load_state is LoadState.LOADED and not unit.perpetual,
+        "CanFreeze": unit.load_state is LoadState.LOADED and not unit.perpetual,
+        "LoadError": ("org.freedesktop.systemd1.NoSuchUnit", f"Unit {unit.name} not found.")
+        if unit.load_state is LoadState.NOT_FOUND
+        else ("", ""),
+        "Result": unit.result,
+        "Slice": unit.slice or "",
+        "ControlGroup": unit.control_group or "",
+        "ControlGroupId": 0,
+        "TasksCurrent": len(pids) if pids is not None else UINT64_MAX,
+        "MemoryCurrent": UINT64_MAX,
+        "CPUUsageNSec": UINT64_MAX,
+    }
+    if name in values:
+        return values[name]
+    if name == "TasksMax" and "TasksMax" not in unit.settings:
+        return _default_tasks_max()
+    sig = _signature(interface, name)
+    if sig == "as":
+        return _deps(unit, name)
+    value = unit.settings.get(name, readable.DEFAULTS.get(name))
+    if value is None:
+        return _zero(sig)
+    return value
+
+
+def _signature(interface: str, name: str) -> str:
+    for iface in (UNIT_IFACE, SCOPE_IFACE, SLICE_IFACE):
+        if iface.name == interface and name in iface.properties:
+            return iface.properties[name].sig
+    return ""
+
+
+def _zero(sig: str) -> object:
+    if sig.startswith("a"):
+        return b"" if sig == "ay" else []
+    return {"s": "", "o": "/", "b": False, "d": 0.0}.get(sig, 0)
+
+
+# -- signals (the core's Listener) ------------------------------------------------------------
+
+
+class SignalEmitter:
+    """Turns core events into signals, always broadcast from the name owner's connection.
+
+    PropertiesChanged is coalesced per unit within one loop iteration, and flushed before
+    the JobRemoved or UnitRemoved that follows it, the order systemd uses.
+    """
+
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self._loop = asyncio.get_running_loop()
+        self._dirty_units: dict[Unit, None] = {}
+        self._dirty_jobs: dict[Job, None] = {}
+        self._scheduled = False
+
+    def _send(self, msg: Message) -> None:
+        self.svc.bus.send(msg)
+
+    def _manager_signal(self, member: str, sig: str, body: list[Any]) -> None:
+        self._send(
+            Message.new_signal(
+                buspath.MANAGER_PATH, "org.freedesktop.systemd1.Manager", member, sig, body
+            )
+        )
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def unit_new(self, unit: Unit) -> None:
+        self._manager_signal("UnitNew", "so", [unit.name, buspath.unit_path(unit.name)])
+
+    def unit_removed(self, unit: Unit) -> None:
+        if unit in self._dirty_units:
+            self._flush_unit(unit)
+        self._manager_signal("UnitRemoved", "so", [unit.name, buspath.unit_path(unit.name)])
+
+    def unit_changed(self, unit: Unit) -> None:
+        self._dirty_units[unit] = None
+        self._schedule()
+
+    def job_new(self, job: Job) -> None:
+        self._manager_signal("JobNew", "uos", [job.id, buspath.job_path(job.id), job.unit.name])
+
+    def job_changed(self, job: Job) -> None:
+        self._dirty_jobs[job] = None
+        self._schedule()
+
+    def job_removed(self, job: Job, result: str) -> None:
+        self._dirty_jobs.pop(job, None)
+        if job.unit in self._dirty_units:
+            self._flush_unit(job.unit)
+        self._manager_signal(
+            "JobRemoved", "uoss", [job.id, buspath.job_path(job.id), job.unit.name, str(result)]
+        )
+
+    def reloading(self, active: bool) -> None:
+        self._manager_signal("Reloading", "b", [active])
+
+    def flush(self) -> None:
+        self._scheduled = False
+        for unit in list(self._dirty_units):
+            self._flush_unit(unit)
+        for job in list(self._dirty_jobs):
+            self._dirty_jobs.pop(job, None)
+            if self.svc.manager.jobs.get(job.id) is job:
+                self._send(
+                    Message.new_signal(
+                        buspath.job_path(job.id),
+                        _PROPERTIES_IFACE,
+                        "PropertiesChanged",
+                        "sa{sv}as",
+                        [
+                            "org.freedesktop.systemd1.Job",
+                            {"State": Variant("s", str(job.state))},
+                            [],
+                        ],
+                    )
+                )
+
+    def _flush_unit(self, unit: Unit) -> None:
+        self._dirty_units.pop(unit, None)
+        if self.svc.manager.units.get(unit.name) is not unit:
+            return
+        path = buspath.unit_path(unit.name)
+        for iface in reversed(interfaces_for(unit)):
+            changed: dict[str, Variant] = {}
+            invalidated: list[str] = []
+            for name, prop in iface.properties.items():
+                if prop.emits == "true":
+                    changed[name] = Variant(
+                        prop.sig, get_property(self.svc, unit, iface.name, name)
+                    )
+                elif prop.emits == "invalidates":
+                    invalidated.append(name)
+            if changed or invalidated:
+                self._send(
+                    Message.new_signal(
+                        path,
+                        _PROPERTIES_IFACE,
+                        "PropertiesChanged",
+                        "sa{sv}as",
+                        [iface.name, changed, invalidated],
+                    )
+                )

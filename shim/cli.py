@@ -1,0 +1,147 @@
+"""The `scopeshim` command line (also `python -m shim`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from backends import BACKENDS
+
+DEFAULT_STATE_DIR = "/run/scopeshim"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scopeshim",
+        description="systemd's org.freedesktop.systemd1 D-Bus API for machines whose init "
+        "is not systemd.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="own org.freedesktop.systemd1 and serve until SIGTERM")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--address", help="D-Bus address of the bus to serve on")
+    where.add_argument("--system", action="store_true", help="serve on the system bus (default)")
+    s.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="cgroup backend (default: auto)"
+    )
+    s.add_argument(
+        "--cgroup-root",
+        metavar="DIR",
+        default=None,
+        help="root of the cgroup tree the backend manages",
+    )
+    s.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    s.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default=None,
+        help=f"runtime state directory (default {DEFAULT_STATE_DIR})",
+    )
+    s.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="default: info",
+    )
+    s.add_argument(
+        "--version",
+        dest="api_version",
+        default=None,
+        help="the Manager's Version property (default 252)",
+    )
+    return p
+
+
+def _settings(args: argparse.Namespace) -> dict[str, object]:
+    settings: dict[str, object] = {
+        "address": None,
+        "system": False,
+        "backend": "auto",
+        "cgroup_root": None,
+        "state_dir": None,
+        "log_level": "info",
+        "version": "252",
+    }
+    if args.config:
+        from shim.config import load
+
+        settings.update(load(args.config))
+    given = {
+        "address": args.address,
+        "system": args.system or None,
+        "backend": args.backend,
+        "cgroup_root": args.cgroup_root,
+        "state_dir": args.state_dir,
+        "log_level": args.log_level,
+        "version": args.api_version,
+    }
+    settings.update({k: v for k, v in given.items() if v is not None})
+    if args.system:
+        settings["address"] = None
+    return settings
+
+
+def _state_dir(wanted: object) -> Path:
+    path = Path(str(wanted or DEFAULT_STATE_DIR))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        if wanted:
+            raise
+        path = Path(tempfile.mkdtemp(prefix="scopeshim-"))
+    return path
+
+
+def serve(args: argparse.Namespace) -> int:
+    from backends import make_backend
+    from backends.base import BackendError
+    from shim.bus.daemon import NameTakenError, Options, run
+
+    try:
+        settings = _settings(args)
+    except Exception as e:  # ConfigError; pydantic is imported only for --config
+        print(f"scopeshim: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=str(settings["log_level"]).upper(),
+        format="scopeshim[%(process)d]: %(levelname)s %(name)s: %(message)s",
+    )
+    state_dir = _state_dir(settings["state_dir"])
+    root = settings["cgroup_root"]
+    if root is None and settings["backend"] in ("auto", "fake"):
+        root = state_dir / "fake-cgroupfs"
+    try:
+        backend = make_backend(str(settings["backend"]), None if root is None else str(root))
+    except BackendError as e:
+        print(f"scopeshim: {e}", file=sys.stderr)
+        return 2
+    address = settings["address"]
+    options = Options(
+        address=None if address is None else str(address), version=str(settings["version"])
+    )
+    try:
+        return asyncio.run(run(options, backend))
+    except NameTakenError as e:
+        print(f"scopeshim: {e}", file=sys.stderr)
+        return 1
+    except (OSError, ConnectionError) as e:
+        print(f"scopeshim: cannot connect to the bus: {e}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())

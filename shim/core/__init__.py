@@ -1,0 +1,1 @@
+"""Units, jobs and the manager's rules, with no D-Bus imports."""

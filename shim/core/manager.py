@@ -1,0 +1,796 @@
+"""The manager: unit registry, load on demand, scope/slice state machines, jobs and GC.
+
+Everything here is synchronous and D-Bus free. A method either raises a compat.errors
+error before changing anything, or applies its change and returns. Job work is run later
+from the event loop (systemd's model: the caller gets the job path first, the job finishes
+afterwards), and every change is announced to the Listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import os
+import signal as _signal
+from collections.abc import Iterable, Sequence
+
+from backends.base import BackendError, Capability, CgroupBackend
+from compat import errors, unitname
+from compat.enums import (
+    ActiveState,
+    CollectMode,
+    JobMode,
+    JobResult,
+    JobState,
+    JobType,
+    KillMode,
+    KillWho,
+    LoadState,
+    ScopeState,
+    SliceState,
+)
+from compat.properties import Assignment, merge_into, parse_assignments
+from compat.unitname import ROOT_SLICE, UnitType
+from shim.core.events import Listener
+from shim.core.units import Job, Timestamp, Unit
+
+log = logging.getLogger(__name__)
+
+# systemd-system.conf(5): DefaultTimeoutStopSec= defaults to 90s
+DEFAULT_TIMEOUT_STOP_USEC = 90_000_000
+# systemd.special(7): units without Slice= go to system.slice on the system manager
+DEFAULT_SLICE = "system.slice"
+SIGNAL_MAX = 64
+UINT32_MAX = 2**32 - 1
+
+Property = tuple[str, str, object]  # (name, D-Bus signature, plain value)
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return ""
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+
+class Manager:
+    """The unit and job state of one scopeshim instance."""
+
+    def __init__(
+        self,
+        backend: CgroupBackend,
+        listener: Listener,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.backend = backend
+        self.listener = listener
+        self.loop = loop
+        self.units: dict[str, Unit] = {}
+        self.jobs: dict[int, Job] = {}
+        self.subscribers: set[str] = set()
+        self.n_installed_jobs = 0
+        self.n_failed_jobs = 0
+        self._next_job_id = 1
+        self._by_cgroup: dict[str, Unit] = {}
+        self._by_invocation: dict[bytes, Unit] = {}
+        self._gc_queue: set[Unit] = set()
+        self._gc_scheduled = False
+        self._timers: dict[Unit, asyncio.TimerHandle] = {}
+        self._run_queue: list[Job] = []
+        root = Unit(
+            ROOT_SLICE,
+            UnitType.SLICE,
+            LoadState.LOADED,
+            perpetual=True,
+            settings={"Description": "Root Slice"},
+        )
+        self._register(root)
+        self._realise(root)
+        self._set_state(root, SliceState.ACTIVE)
+
+    # -- registry --------------------------------------------------------------------------
+
+    def _register(self, unit: Unit) -> None:
+        self.units[unit.name] = unit
+        self.listener.unit_new(unit)
+        self._queue_gc(unit)
+
+    def _unregister(self, unit: Unit) -> None:
+        self.listener.unit_removed(unit)  # while still registered: pending changes flush first
+        del self.units[unit.name]
+        if unit.control_group is not None:
+            self._by_cgroup.pop(unit.control_group, None)
+        self._by_invocation.pop(unit.invocation_id, None)
+        parent = self.units.get(unit.slice or "")
+        if parent is not None:
+            self._queue_gc(parent)
+
+    def get_unit(self, name: str) -> Unit:
+        """A loaded unit, or NoSuchUnit (GetUnit never loads)."""
+        unit = self.units.get(name)
+        if unit is None:
+            self._check_name(name)
+            raise errors.NoSuchUnit(f"Unit {name} not loaded.")
+        return unit
+
+    def load_unit(self, name: str) -> Unit:
+        """The unit, loaded on demand: any valid name answers (not-found if nothing backs it)."""
+        unit = self.units.get(name)
+        if unit is not None:
+            return unit
+        self._check_name(name)
+        unit_type = unitname.unit_type(name)
+        assert unit_type is not None
+        if unit_type is UnitType.SLICE and unitname.is_valid_slice_name(name):
+            # systemd.slice(5): slices need no unit file; they load from their name alone
+            unit = Unit(name, unit_type, LoadState.LOADED, slice=unitname.slice_parent(name))
+        else:
+            unit = Unit(name, unit_type, LoadState.NOT_FOUND)
+        self._register(unit)
+        return unit
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if not unitname.is_valid(name, template=False):
+            raise errors.InvalidArgs(f"Unit name {name} is not valid.")
+
+    def _loaded(self, name: str) -> Unit:
+        """Load on demand, then refuse units that did not load (systemd's load-state check)."""
+        unit = self.load_unit(name)
+        if unit.load_state is LoadState.NOT_FOUND:
+            raise errors.NoSuchUnit(f"Unit {name} not found.")
+        return unit
+
+    def unit_by_cgroup(self, path: str) -> Unit:
+        """The unit owning a cgroup path, walking up to the closest ancestor that is a unit."""
+        probe = path.rstrip("/") or "/"
+        while True:
+            unit = self._by_cgroup.get(probe)
+            if unit is not None:
+                return unit
+            if probe == "/":
+                break
+            probe = probe.rsplit("/", 1)[0] or "/"
+        raise errors.NoSuchUnit(
+            f"Control group '{path}' is not valid or not managed by this instance"
+        )
+
+    def unit_by_pid(self, pid: int) -> Unit:
+        cgroup = self.backend.cgroup_of(pid) if pid > 0 else None
+        if cgroup is None:
+            raise errors.NoUnitForPID(f"PID {pid} does not belong to any loaded unit.")
+        try:
+            return self.unit_by_cgroup(cgroup)
+        except errors.NoSuchUnit:
+            raise errors.NoUnitForPID(f"PID {pid} does not belong to any loaded unit.") from None
+
+    def unit_by_invocation_id(self, invocation_id: bytes) -> Unit:
+        if len(invocation_id) != 16:
+            raise errors.InvalidArgs("Invalid invocation ID")
+        unit = self._by_invocation.get(invocation_id)
+        if unit is None:
+            raise errors.NoUnitForInvocationID(
+                f"No unit with the specified invocation ID {invocation_id.hex()} known."
+            )
+        return unit
+
+    def list_units(
+        self,
+        states: Sequence[str] = (),
+        patterns: Sequence[str] = (),
+        names: Sequence[str] | None = None,
+    ) -> list[Unit]:
+        """Loaded units filtered as systemctl list-units does (any state field, glob names)."""
+        if names is not None:
+            return [self.load_unit(n) for n in names]
+        out = []
+        for unit in self.units.values():
+            if states and not {unit.load_state, unit.active_state, unit.sub_state} & set(states):
+                continue
+            if patterns and not any(fnmatch.fnmatchcase(unit.name, p) for p in patterns):
+                continue
+            out.append(unit)
+        return out
+
+    # -- garbage collection ----------------------------------------------------------------
+
+    def _queue_gc(self, unit: Unit) -> None:
+        self._gc_queue.add(unit)
+        if not self._gc_scheduled:
+            self._gc_scheduled = True
+            self.loop.call_soon(self._run_gc)
+
+    def _collectable(self, unit: Unit) -> bool:
+        if unit.perpetual or unit.job is not None or unit.refs:
+            return False
+        state = unit.active_state
+        if state is ActiveState.FAILED:
+            # systemd.unit(5) CollectMode=: failed units stay unless inactive-or-failed
+            if unit.setting("CollectMode") != CollectMode.INACTIVE_OR_FAILED:
+                return False
+        elif state is not ActiveState.INACTIVE:
+            return False
+        return not (unit.type is UnitType.SLICE and self._children(unit))
+
+    def _children(self, slice_unit: Unit) -> list[Unit]:
+        name = slice_unit.name
+        return [u for u in self.units.values() if u.slice == name and u is not slice_unit]
+
+    def _run_gc(self) -> None:
+        self._gc_scheduled = False
+        while self._gc_queue:
+            unit = self._gc_queue.pop()
+            if self.units.get(unit.name) is unit and self._collectable(unit):
+                self._release_cgroup(unit)
+                self._unregister(unit)
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def _set_state(self, unit: Unit, sub_state: str) -> None:
+        """Enter a sub-state, keeping the timestamps systemd keeps, and announce it."""
+        old = unit.active_state
+        unit.sub_state = sub_state
+        new = unit.active_state
+        now = Timestamp.now()
+        unit.timestamps["StateChange"] = now
+        inactive = (ActiveState.INACTIVE, ActiveState.FAILED)
+        if old in inactive and new not in inactive:
+            unit.timestamps["InactiveExit"] = now
+        if new is ActiveState.ACTIVE and old is not ActiveState.ACTIVE:
+            unit.timestamps["ActiveEnter"] = now
+        if old is ActiveState.ACTIVE and new is not ActiveState.ACTIVE:
+            unit.timestamps["ActiveExit"] = now
+        if new in inactive and old not in inactive:
+            unit.timestamps["InactiveEnter"] = now
+        self.listener.unit_changed(unit)
+        if new in inactive:
+            self._queue_gc(unit)
+
+    def _new_invocation(self, unit: Unit) -> None:
+        self._by_invocation.pop(unit.invocation_id, None)
+        unit.invocation_id = os.urandom(16)
+        self._by_invocation[unit.invocation_id] = unit
+        now = Timestamp.now()
+        unit.timestamps["Condition"] = now
+        unit.timestamps["Assert"] = now
+
+    def _realise(self, unit: Unit) -> None:
+        path = unitname.cgroup_path(unit.name, unit.slice)
+        self.backend.create(path)
+        unit.control_group = path
+        self._by_cgroup[path] = unit
+
+    def _release_cgroup(self, unit: Unit) -> None:
+        path = unit.control_group
+        if path is None or path == "/":
+            return
+        self.backend.unwatch(path)
+        self._by_cgroup.pop(path, None)
+        unit.control_group = None
+        try:
+            self.backend.remove(path)
+        except BackendError as e:
+            # still populated (KillMode=none, stray forks): remove it once it empties
+            log.warning("cgroup %s of %s not removed yet: %s", path, unit.name, e)
+            self.backend.watch_empty(path, self._remove_orphan)
+
+    def _remove_orphan(self, path: str) -> None:
+        if path in self._by_cgroup:
+            return
+        try:
+            self.backend.remove(path)
+        except BackendError as e:
+            log.warning("orphaned cgroup %s not removed: %s", path, e)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _job_mode(mode: str) -> JobMode:
+        try:
+            return JobMode(mode)
+        except ValueError:
+            raise errors.InvalidArgs(f"Job mode {mode} invalid.") from None
+
+    def _check_job(self, unit: Unit, job_type: JobType, mode: JobMode) -> None:
+        """Refuse a job that would conflict with a queued one in mode fail."""
+        other = unit.job
+        if other is not None and other.type is not job_type and mode is JobMode.FAIL:
+            raise errors.TransactionIsDestructive(
+                f"Transaction for {unit.name}/{job_type} is destructive ({unit.name} has "
+                f"'{other.type}' job queued, but '{job_type}' is included in transaction)."
+            )
+
+    def _enqueue(self, unit: Unit, job_type: JobType) -> Job:
+        other = unit.job
+        if other is not None:
+            if other.type is job_type:
+                return other  # systemd merges a job into an identical queued one
+            self._finish_job(other, JobResult.CANCELED)
+        job = Job(self._next_job_id, unit, job_type)
+        self._next_job_id = self._next_job_id + 1 if self._next_job_id < UINT32_MAX else 1
+        self.jobs[job.id] = job
+        unit.job = job
+        self.n_installed_jobs += 1
+        self.listener.job_new(job)
+        self.listener.unit_changed(unit)
+        if not self._run_queue:
+            self.loop.call_soon(self._dispatch)
+        self._run_queue.append(job)
+        return job
+
+    def _dispatch(self) -> None:
+        """Run queued jobs after the reply went out; slices start before what they contain."""
+        queue, self._run_queue = self._run_queue, []
+
+        def order(job: Job) -> tuple[int, int]:
+            if job.type is JobType.START and job.unit.type is UnitType.SLICE:
+                return (0, job.unit.name.count("-"))
+            return (1, 0)
+
+        for job in sorted(queue, key=order):
+            self._run_job(job)
+
+    def _finish_job(self, job: Job, result: JobResult) -> None:
+        if self.jobs.get(job.id) is not job:
+            return
+        del self.jobs[job.id]
+        if result is not JobResult.DONE and result is not JobResult.SKIPPED:
+            self.n_failed_jobs += 1
+        self.listener.job_removed(job, result)
+        if job.unit.job is job:
+            job.unit.job = None
+            self.listener.unit_changed(job.unit)
+        self._queue_gc(job.unit)
+        parent = self.units.get(job.unit.slice or "")
+        if parent is not None and parent.job is not None and parent.job.type is JobType.STOP:
+            self._maybe_finish_slice_stop(parent)
+
+    def _set_running(self, job: Job) -> None:
+        if job.state is not JobState.RUNNING:
+            job.state = JobState.RUNNING
+            self.listener.job_changed(job)
+
+    def _run_job(self, job: Job) -> None:
+        if self.jobs.get(job.id) is not job:
+            return
+        self._set_running(job)
+        if job.type is JobType.START:
+            self._start(job)
+        elif job.type is JobType.STOP:
+            self._stop(job)
+        else:
+            self._finish_job(job, JobResult.DONE)
+
+    def get_job(self, job_id: int) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise errors.NoSuchJob(f"Job {job_id} does not exist.")
+        return job
+
+    def cancel_job(self, job_id: int) -> None:
+        self._finish_job(self.get_job(job_id), JobResult.CANCELED)
+
+    def clear_jobs(self) -> None:
+        for job in list(self.jobs.values()):
+            self._finish_job(job, JobResult.CANCELED)
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start_transient_unit(
+        self,
+        name: str,
+        mode: str,
+        properties: Sequence[Property],
+        aux: Sequence[tuple[str, Sequence[Property]]],
+        caller_pid: int | None,
+    ) -> Job:
+        """Create a transient scope or slice and queue its start job (validated fully first)."""
+        self._job_mode(mode)  # a new unit has no queued job to conflict with
+        if not unitname.is_valid(name, template=False):
+            raise errors.InvalidArgs(f"Unit name {name} is not valid.")
+        unit_type = unitname.unit_type(name)
+        if unit_type not in (UnitType.SCOPE, UnitType.SLICE):
+            raise errors.InvalidArgs(f"Unit type {unit_type} does not support transient units.")
+        if aux:
+            raise errors.NotSupported("Auxiliary units are not supported.")
+        existing = self.units.get(name)
+        if existing is not None and not self._pristine(existing):
+            raise errors.UnitExists(f"Unit {name} was already loaded or has a fragment file.")
+        settings = self._parse(unit_type, properties, transient=True)
+        if unit_type is UnitType.SLICE:
+            if not unitname.is_valid_slice_name(name):
+                raise errors.InvalidArgs(f"Unit name {name} is not valid.")
+            slice_name = unitname.slice_parent(name)
+            given = settings.pop("Slice", None)
+            if given is not None and given != slice_name:
+                raise errors.InvalidArgs(f"Slice {given} is not the parent of {name}.")
+        else:
+            slice_name = str(settings.pop("Slice", None) or self._default_slice(name))
+            settings["PIDs"] = self._resolve_pids(settings.get("PIDs", []), caller_pid)
+            if not settings["PIDs"]:
+                raise errors.BadUnitSetting("Scope has no PIDs. Refusing.")
+        # every check passed: from here on nothing fails
+        if existing is not None:
+            self._unregister(existing)
+        unit = Unit(
+            name, unit_type, LoadState.LOADED, transient=True, slice=slice_name, settings=settings
+        )
+        self._register(unit)
+        job = self._enqueue(unit, JobType.START)
+        self._pull_in_slices(unit)
+        return job
+
+    def _pristine(self, unit: Unit) -> bool:
+        # systemd: a transient unit may replace a loaded unit only if nothing backs or runs it
+        return (
+            unit.load_state is LoadState.NOT_FOUND
+            and unit.job is None
+            and unit.active_state is ActiveState.INACTIVE
+        )
+
+    @staticmethod
+    def _default_slice(name: str) -> str:
+        return DEFAULT_SLICE
+
+    def _parse(
+        self, unit_type: UnitType, properties: Sequence[Property], *, transient: bool
+    ) -> dict[str, object]:
+        assignments: list[Assignment] = parse_assignments(
+            unit_type, properties, transient=transient
+        )
+        settings: dict[str, object] = {}
+        merge_into(settings, assignments)
+        return settings
+
+    def _resolve_pids(self, pids: object, caller_pid: int | None) -> list[int]:
+        assert isinstance(pids, list)
+        out: list[int] = []
+        for pid in pids:
+            if pid == 0:
+                if caller_pid is None:
+                    raise errors.InvalidArgs("Failed to get peer PID.")
+                pid = caller_pid
+            if not _pid_exists(pid):
+                raise errors.InvalidArgs(f"Failed to add PID {pid} to scope: No such process")
+            if pid not in out:
+                out.append(pid)
+        return out
+
+    def _pull_in_slices(self, unit: Unit) -> None:
+        """Load the unit's slice ancestors and queue start jobs for the inactive ones."""
+        chain = unitname.slice_ancestors(unit.slice) if unit.slice else []
+        for name in chain:
+            parent = self.load_unit(name)
+            if parent.active_state is not ActiveState.ACTIVE:
+                self._enqueue(parent, JobType.START)
+
+    def start_unit(self, name: str, mode: str) -> Job:
+        job_mode = self._job_mode(mode)
+        unit = self._loaded(name)
+        self._check_job(unit, JobType.START, job_mode)
+        if unit.type is UnitType.SCOPE and unit.active_state is not ActiveState.ACTIVE:
+            # systemd.scope(5): scopes are only created programmatically
+            raise errors.JobTypeNotApplicable(f"Job type start is not applicable for unit {name}.")
+        job = self._enqueue(unit, JobType.START)
+        if unit.type is UnitType.SLICE:
+            self._pull_in_slices(unit)
+        return job
+
+    def _start(self, job: Job) -> None:
+        unit = job.unit
+        if unit.active_state is ActiveState.ACTIVE:
+            self._finish_job(job, JobResult.DONE)
+            return
+        if unit.type is UnitType.SLICE:
+            parent = self.units.get(unit.slice or "")
+            if parent is not None and parent.active_state is not ActiveState.ACTIVE:
+                self._finish_job(job, JobResult.DEPENDENCY)
+                return
+            self._new_invocation(unit)
+            self._realise(unit)
+            self._set_state(unit, SliceState.ACTIVE)
+            self._finish_job(job, JobResult.DONE)
+            return
+        if unit.type is UnitType.SCOPE:
+            self._start_scope(job)
+            return
+        self._finish_job(job, JobResult.UNSUPPORTED)
+
+    def _start_scope(self, job: Job) -> None:
+        unit = job.unit
+        parent = self.units.get(unit.slice or "")
+        if parent is not None and parent.active_state is not ActiveState.ACTIVE:
+            self._set_state(unit, ScopeState.FAILED)
+            unit.result = "resources"
+            self._finish_job(job, JobResult.DEPENDENCY)
+            return
+        self._new_invocation(unit)
+        self._realise(unit)
+        assert unit.control_group is not None
+        attached = 0
+        pids = unit.setting("PIDs", [])
+        assert isinstance(pids, list)
+        for pid in pids:
+            try:
+                self.backend.attach(unit.control_group, [pid])
+                attached += 1
+            except BackendError as e:
+                log.warning("%s: PID %d not attached: %s", unit.name, pid, e)
+        if not attached:
+            # systemd.scope(5): a scope without processes cannot start
+            log.warning("%s: no PIDs left to attach to the scope's control group", unit.name)
+            unit.result = "resources"
+            self._set_state(unit, ScopeState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+            return
+        self._set_state(unit, ScopeState.RUNNING)
+        self.backend.watch_empty(unit.control_group, self._cgroup_empty)
+        self._finish_job(job, JobResult.DONE)
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def stop_unit(self, name: str, mode: str) -> Job:
+        job_mode = self._job_mode(mode)
+        unit = self.load_unit(name)
+        if unit.load_state is LoadState.NOT_FOUND:
+            raise errors.NoSuchUnit(f"Unit {name} not loaded.")
+        self._check_job(unit, JobType.STOP, job_mode)
+        if unit.perpetual:
+            raise errors.JobTypeNotApplicable(f"Job type stop is not applicable for unit {name}.")
+        return self._enqueue(unit, JobType.STOP)
+
+    def _stop(self, job: Job) -> None:
+        unit = job.unit
+        if unit.active_state in (ActiveState.INACTIVE, ActiveState.FAILED):
+            self._finish_job(job, JobResult.DONE)
+            return
+        if unit.type is UnitType.SLICE:
+            for child in self._children(unit):
+                if child.active_state not in (ActiveState.INACTIVE, ActiveState.FAILED):
+                    self._enqueue(child, JobType.STOP)
+            self._maybe_finish_slice_stop(unit)
+            return
+        if unit.type is UnitType.SCOPE:
+            if unit.sub_state in (ScopeState.STOP_SIGTERM, ScopeState.STOP_SIGKILL):
+                return  # already stopping: the job finishes when the cgroup empties
+            self._scope_signal(unit, ScopeState.STOP_SIGTERM)
+            return
+        self._finish_job(job, JobResult.DONE)
+
+    def _maybe_finish_slice_stop(self, unit: Unit) -> None:
+        job = unit.job
+        if job is None or job.type is not JobType.STOP or job.state is not JobState.RUNNING:
+            return
+        if any(
+            c.active_state not in (ActiveState.INACTIVE, ActiveState.FAILED)
+            for c in self._children(unit)
+        ):
+            return
+        self._set_state(unit, SliceState.DEAD)
+        self._finish_job(job, JobResult.DONE)
+
+    def _scope_signal(self, unit: Unit, state: ScopeState) -> None:
+        """systemd.kill(5): SIGTERM (+SIGHUP) first, SIGKILL after TimeoutStopSec=."""
+        path = unit.control_group
+        kill_mode = unit.setting("KillMode", KillMode.CONTROL_GROUP)
+        signalled = 0
+        if path is not None and kill_mode in (KillMode.CONTROL_GROUP, KillMode.MIXED):
+            if state is ScopeState.STOP_SIGTERM:
+                sig = unit.setting("KillSignal", _signal.SIGTERM)
+                assert isinstance(sig, int)
+                signalled = self.backend.kill(path, sig)
+                if unit.setting("SendSIGHUP", False) and signalled:
+                    self.backend.kill(path, _signal.SIGHUP)
+                if signalled:
+                    self.backend.kill(path, _signal.SIGCONT)
+            elif unit.setting("SendSIGKILL", True):
+                sig = unit.setting("FinalKillSignal", _signal.SIGKILL)
+                assert isinstance(sig, int)
+                signalled = self.backend.kill(path, sig)
+        if path is None or not self.backend.pids(path):
+            self._scope_dead(unit, "success")
+            return
+        if kill_mode in (KillMode.NONE, KillMode.PROCESS):
+            self._scope_dead(unit, "success")  # processes stay behind, as systemd leaves them
+            return
+        self._set_state(unit, state)
+        timeout = unit.setting("TimeoutStopUSec", DEFAULT_TIMEOUT_STOP_USEC)
+        assert isinstance(timeout, int)
+        self._arm_timer(unit, timeout, self._stop_timeout)
+
+    def _arm_timer(self, unit: Unit, usec: int, callback: object) -> None:
+        self._cancel_timer(unit)
+        if usec in (0, 2**64 - 1):
+            return
+        assert callable(callback)
+        self._timers[unit] = self.loop.call_later(usec / 1e6, callback, unit)
+
+    def _cancel_timer(self, unit: Unit) -> None:
+        handle = self._timers.pop(unit, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _stop_timeout(self, unit: Unit) -> None:
+        self._timers.pop(unit, None)
+        if unit.sub_state == ScopeState.STOP_SIGTERM:
+            self._scope_signal(unit, ScopeState.STOP_SIGKILL)
+        elif unit.sub_state == ScopeState.STOP_SIGKILL:
+            log.warning("%s: processes still around after final SIGKILL", unit.name)
+            self._scope_dead(unit, "timeout")
+
+    def _scope_dead(self, unit: Unit, result: str) -> None:
+        self._cancel_timer(unit)
+        unit.result = result
+        self._release_cgroup(unit)
+        self._set_state(unit, ScopeState.DEAD if result == "success" else ScopeState.FAILED)
+        job = unit.job
+        if job is not None and job.type is JobType.STOP:
+            self._finish_job(job, JobResult.DONE)
+
+    def _cgroup_empty(self, path: str) -> None:
+        unit = self._by_cgroup.get(path)
+        if unit is None or unit.type is not UnitType.SCOPE:
+            return
+        if unit.active_state in (ActiveState.ACTIVE, ActiveState.DEACTIVATING):
+            self._scope_dead(unit, "success")
+
+    # -- other unit operations -------------------------------------------------------------
+
+    def kill_unit(self, name: str, whom: str, signal: int) -> int:
+        try:
+            who = KillWho(whom)
+        except ValueError:
+            raise errors.InvalidArgs(f"Invalid who argument {whom}") from None
+        if not 1 <= signal <= SIGNAL_MAX:
+            raise errors.InvalidArgs("Signal number out of range.")
+        unit = self._loaded(name)
+        if who in (KillWho.MAIN, KillWho.MAIN_FAIL, KillWho.CONTROL, KillWho.CONTROL_FAIL):
+            kind = "main" if who in (KillWho.MAIN, KillWho.MAIN_FAIL) else "control"
+            raise errors.NoSuchProcess(f"{unit.type} units have no {kind} processes")
+        killed = 0
+        if unit.control_group is not None:
+            killed = self.backend.kill(unit.control_group, signal)
+        if who is KillWho.ALL_FAIL and killed == 0:
+            raise errors.NoSuchProcess("No matching processes to kill")
+        return killed
+
+    def abandon_scope(self, name: str) -> None:
+        unit = self._loaded(name)
+        if unit.type is not UnitType.SCOPE:
+            raise errors.InvalidArgs(f"Unit {name} is not a scope unit, refusing.")
+        if unit.sub_state not in (ScopeState.RUNNING, ScopeState.ABANDONED):
+            raise errors.ScopeNotRunning(f"Scope {name} is not running, cannot abandon.")
+        # systemd.scope(5) / Abandon(): the scope stays until its processes are gone
+        unit.settings["Controller"] = ""
+        self._set_state(unit, ScopeState.ABANDONED)
+
+    def reset_failed_unit(self, name: str) -> None:
+        self._reset_failed(self._loaded(name))
+
+    def reset_failed(self) -> None:
+        for unit in list(self.units.values()):
+            self._reset_failed(unit)
+
+    def _reset_failed(self, unit: Unit) -> None:
+        unit.result = "success"
+        if unit.active_state is ActiveState.FAILED:
+            self._set_state(unit, "dead")
+        else:
+            self._queue_gc(unit)
+
+    def set_unit_properties(self, name: str, runtime: bool, properties: Sequence[Property]) -> None:
+        unit = self._loaded(name)
+        assignments = parse_assignments(unit.type, properties, transient=False)
+        merge_into(unit.settings, assignments)
+        self.listener.unit_changed(unit)
+
+    def unit_processes(self, name: str) -> list[tuple[str, int, str]]:
+        unit = self._loaded(name)
+        if unit.control_group is None:
+            return []
+        out = []
+        for pid in self.backend.pids(unit.control_group):
+            out.append((self.backend.cgroup_of(pid) or unit.control_group, pid, _cmdline(pid)))
+        return out
+
+    def attach_processes(
+        self, name: str, subcgroup: str, pids: Iterable[int], caller_pid: int | None
+    ) -> None:
+        unit = self._loaded(name)
+        if unit.control_group is None or unit.active_state is not ActiveState.ACTIVE:
+            raise errors.UnitInactive(f"Unit {name} is not active, cannot attach processes.")
+        sub = subcgroup.strip("/")
+        if sub and not unit.setting("Delegate", False):
+            raise errors.InvalidArgs(
+                "Process migration to subcgroup only supported on units with delegation enabled."
+            )
+        if sub and any(p in ("", ".", "..") for p in sub.split("/")):
+            raise errors.InvalidArgs("Control group path is not normalized.")
+        resolved = self._resolve_pids(list(pids), caller_pid)
+        if not resolved:
+            raise errors.InvalidArgs("No PIDs specified.")
+        target = unit.control_group.rstrip("/") + ("/" + sub if sub else "")
+        if sub:
+            self.backend.create(target)
+        try:
+            self.backend.attach(target, resolved)
+        except BackendError as e:
+            raise errors.InvalidArgs(f"Failed to attach processes: {e}") from None
+
+    def freeze_unit(self, name: str) -> None:
+        unit = self._freezable(name)
+        if unit.freezer_state != "frozen":
+            assert unit.control_group is not None
+            self.backend.freeze(unit.control_group)
+            unit.freezer_state = "frozen"
+            self.listener.unit_changed(unit)
+
+    def thaw_unit(self, name: str) -> None:
+        unit = self._freezable(name)
+        if unit.freezer_state != "running":
+            assert unit.control_group is not None
+            self.backend.thaw(unit.control_group)
+            unit.freezer_state = "running"
+            self.listener.unit_changed(unit)
+
+    def _freezable(self, name: str) -> Unit:
+        unit = self._loaded(name)
+        if Capability.FREEZE not in self.backend.capabilities or unit.perpetual:
+            raise errors.NotSupported(f"Unit '{name}' does not support freezing.")
+        if unit.active_state is not ActiveState.ACTIVE or unit.control_group is None:
+            raise errors.UnitInactive(f"Unit {name} is not active.")
+        return unit
+
+    def ref_unit(self, name: str, bus_name: str) -> None:
+        self._loaded(name).refs.add(bus_name)
+
+    def unref_unit(self, name: str, bus_name: str) -> None:
+        unit = self._loaded(name)
+        if bus_name not in unit.refs:
+            raise errors.NotReferenced("Unit has not been referenced yet.")
+        unit.refs.discard(bus_name)
+        self._queue_gc(unit)
+
+    def subscribe(self, bus_name: str) -> None:
+        if bus_name in self.subscribers:
+            raise errors.AlreadySubscribed("Client is already subscribed.")
+        self.subscribers.add(bus_name)
+
+    def unsubscribe(self, bus_name: str) -> None:
+        if bus_name not in self.subscribers:
+            raise errors.NotSubscribed("Client is not subscribed.")
+        self.subscribers.discard(bus_name)
+
+    def bus_name_gone(self, bus_name: str) -> None:
+        """A client left the bus: drop its subscription and unit references."""
+        self.subscribers.discard(bus_name)
+        for unit in self.units.values():
+            if bus_name in unit.refs:
+                unit.refs.discard(bus_name)
+                self._queue_gc(unit)
+
+    def reload(self) -> None:
+        """Reload(): nothing is read from disk; clients still see Reloading true/false."""
+        self.listener.reloading(True)
+        self.listener.reloading(False)
+
+    @property
+    def n_failed_units(self) -> int:
+        return sum(1 for u in self.units.values() if u.active_state is ActiveState.FAILED)
+
+    def close(self) -> None:
+        for unit in list(self._timers):
+            self._cancel_timer(unit)

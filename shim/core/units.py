@@ -1,0 +1,84 @@
+"""The Unit and Job records and the timestamps systemd keeps for each unit."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from compat.enums import (
+    SCOPE_ACTIVE_STATE,
+    SLICE_ACTIVE_STATE,
+    ActiveState,
+    JobState,
+    JobType,
+    LoadState,
+    ScopeState,
+    SliceState,
+)
+from compat.unitname import UnitType
+
+# systemd.unit(5) / org.freedesktop.systemd1(5): the dual timestamps every unit carries
+TIMESTAMPS = ("StateChange", "InactiveExit", "ActiveEnter", "ActiveExit", "InactiveEnter",
+              "Condition", "Assert")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Timestamp:
+    """A CLOCK_REALTIME / CLOCK_MONOTONIC pair in microseconds (0, 0 = never)."""
+
+    realtime: int = 0
+    monotonic: int = 0
+
+    @staticmethod
+    def now() -> Timestamp:
+        return Timestamp(time.time_ns() // 1000, time.monotonic_ns() // 1000)
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """A queued or running job; its object exists until it is removed."""
+
+    id: int
+    unit: Unit
+    type: JobType
+    state: JobState = JobState.WAITING
+
+
+@dataclass(eq=False, slots=True)
+class Unit:
+    """One loaded unit. `sub_state` holds the type's state (ScopeState, SliceState or "dead")."""
+
+    name: str
+    type: UnitType
+    load_state: LoadState
+    sub_state: str = "dead"
+    transient: bool = False
+    perpetual: bool = False
+    slice: str | None = None
+    control_group: str | None = None  # set once the unit's cgroup is realised
+    settings: dict[str, object] = field(default_factory=dict)
+    invocation_id: bytes = b""
+    job: Job | None = None
+    result: str = "success"
+    freezer_state: str = "running"
+    refs: set[str] = field(default_factory=set)
+    timestamps: dict[str, Timestamp] = field(default_factory=dict)
+
+    @property
+    def active_state(self) -> ActiveState:
+        if self.type is UnitType.SCOPE and self.sub_state in ScopeState.__members__.values():
+            return SCOPE_ACTIVE_STATE[ScopeState(self.sub_state)]
+        if self.type is UnitType.SLICE and self.sub_state in SliceState.__members__.values():
+            return SLICE_ACTIVE_STATE[SliceState(self.sub_state)]
+        return ActiveState.INACTIVE
+
+    @property
+    def description(self) -> str:
+        value = self.settings.get("Description")
+        return value if isinstance(value, str) and value else self.name
+
+    def setting(self, name: str, default: object = None) -> object:
+        return self.settings.get(name, default)
+
+    def timestamp(self, name: str) -> Timestamp:
+        return self.timestamps.get(name, Timestamp())

@@ -1,0 +1,276 @@
+"""A scope's whole life over a private bus: start, read, abandon, empty, removal; slices."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from dbus_fast import Message, Variant
+
+from tests.conftest import MANAGER_IFACE, MANAGER_PATH, Client, Daemon
+
+UNIT = "org.freedesktop.systemd1.Unit"
+SCOPE = "org.freedesktop.systemd1.Scope"
+JOB = "org.freedesktop.systemd1.Job"
+FOO = "/org/freedesktop/systemd1/unit/foo_2escope"
+
+
+def is_signal(member: str, *args: object) -> object:
+    def pred(m: Message) -> bool:
+        return m.member == member and list(m.body[: len(args)]) == list(args)
+
+    return pred
+
+
+def job_removed_for(job_path: str) -> object:
+    return lambda m: m.member == "JobRemoved" and m.body[1] == job_path
+
+
+async def start_scope(client: Client, name: str, pids: list[int], *extra: list[object],
+                      mode: str = "fail") -> str:
+    props = [["PIDs", Variant("au", pids)], *extra]
+    (job,) = await client.ok("StartTransientUnit", "ssa(sv)a(sa(sv))", [name, mode, props, []])
+    await client.wait_signal(job_removed_for(job))
+    return str(job)
+
+
+async def test_done_when_scenario(daemon: Daemon, client: Client, processes) -> None:
+    proc = processes()
+    props = [
+        ["PIDs", Variant("au", [proc.pid])],
+        ["Slice", Variant("s", "user-1000.slice")],
+        ["Wants", Variant("as", ["a.service"])],
+        ["Wants", Variant("as", ["b.service"])],
+        ["Description", Variant("s", "first")],
+        ["Description", Variant("s", "second")],
+    ]
+    (job,) = await client.ok("StartTransientUnit", "ssa(sv)a(sa(sv))",
+                             ["foo.scope", "fail", props, []])
+    assert job.startswith("/org/freedesktop/systemd1/job/")
+    removed = await client.wait_signal(job_removed_for(job))
+    assert removed.body[2:] == ["foo.scope", "done"]
+    assert removed.path == MANAGER_PATH and removed.interface == MANAGER_IFACE
+
+    assert await client.ok("GetUnit", "s", ["foo.scope"]) == [FOO]
+    assert await client.get(FOO, UNIT, "Wants") == ["a.service", "b.service"]  # appended
+    assert await client.get(FOO, UNIT, "Description") == "second"  # scalar: last wins
+    assert await client.get(FOO, UNIT, "ActiveState") == "active"
+    assert await client.get(FOO, UNIT, "SubState") == "running"
+    assert await client.get(FOO, SCOPE, "ControlGroup") == \
+        "/user.slice/user-1000.slice/foo.scope"
+    assert len(await client.get(FOO, UNIT, "InvocationID")) == 16
+
+    # the process really is in the scope's cgroup (fake backend), implicit slices exist
+    assert daemon.backend.cgroup_of(proc.pid) == "/user.slice/user-1000.slice/foo.scope"
+    assert (daemon.backend.root / "user.slice/user-1000.slice/foo.scope/cgroup.procs") \
+        .read_text() == f"{proc.pid}\n"
+    for slice_name in ("user.slice", "user-1000.slice"):
+        path = "/org/freedesktop/systemd1/unit/" + slice_name.replace("-", "_2d").replace(
+            ".", "_2e")
+        assert await client.get(path, UNIT, "ActiveState") == "active"
+
+    # a finished job's object is gone with exactly UnknownObject
+    name, message = await client.error("Get", "ss", [JOB, "State"], path=job,
+                                       interface="org.freedesktop.DBus.Properties")
+    assert name == "org.freedesktop.DBus.Error.UnknownObject"
+    assert message == f"Unknown object '{job}'."
+
+    # never-loaded units answer inactive
+    never = "/org/freedesktop/systemd1/unit/never_2dloaded_2escope"
+    assert await client.get(never, UNIT, "ActiveState") == "inactive"
+    assert await client.get(never, UNIT, "LoadState") == "not-found"
+
+    # a duplicate start is UnitExists and changes nothing
+    ops_before = list(daemon.backend.operations)
+    name, message = await client.error(
+        "StartTransientUnit", "ssa(sv)a(sa(sv))",
+        ["foo.scope", "fail", [["PIDs", Variant("au", [proc.pid])]], []])
+    assert name == "org.freedesktop.systemd1.UnitExists"
+    assert message == "Unit foo.scope was already loaded or has a fragment file."
+    assert daemon.backend.operations == ops_before
+
+    # Abandon -> SubState abandoned, still active
+    await client.ok("Abandon", path=FOO, interface=SCOPE)
+    assert await client.get(FOO, UNIT, "SubState") == "abandoned"
+    assert await client.get(FOO, UNIT, "ActiveState") == "active"
+
+    # the last process exits -> inactive, then UnitRemoved
+    client.signals.clear()
+    proc.kill()
+    removed = await client.wait_signal(is_signal("UnitRemoved", "foo.scope"))
+    states = [m.body[1]["ActiveState"].value for m in client.signals
+              if m.member == "PropertiesChanged" and m.path == FOO and m.body[0] == UNIT]
+    assert states and states[-1] == "inactive"
+    assert client.signals.index(removed) > max(
+        i for i, m in enumerate(client.signals) if m.member == "PropertiesChanged")
+    assert not (daemon.backend.root / "user.slice/user-1000.slice/foo.scope").exists()
+    name, _ = await client.error("GetUnit", "s", ["foo.scope"])
+    assert name == "org.freedesktop.systemd1.NoSuchUnit"
+
+
+async def test_signal_order_of_a_start(daemon: Daemon, client: Client, processes) -> None:
+    """UnitNew, JobNew, the reply, the unit's PropertiesChanged, then JobRemoved, then the
+    Job property cleared: systemd 252's order in
+    fixtures/dbus-logs/real-systemd-252/real-logind-open-session.log (serials 64-111).
+    The daemon's message serials give the order in which it sent them."""
+    proc = processes()
+    reply = await client.call("StartTransientUnit", "ssa(sv)a(sa(sv))",
+                              ["bar.scope", "fail", [["PIDs", Variant("au", [proc.pid])]], []])
+    job = reply.body[0]
+    await client.wait_signal(job_removed_for(job))
+    await client.wait_signal(lambda m: m.member == "PropertiesChanged" and m.body[0] == UNIT
+                             and m.path.endswith("bar_2escope") and m.body[1]["Job"].value[0] == 0)
+    events = [(reply.serial, "reply")]
+    for m in client.signals:
+        if m.member in ("UnitNew", "JobNew", "JobRemoved") and "bar.scope" in m.body:
+            events.append((m.serial, m.member))
+        elif m.member == "PropertiesChanged" and m.path.endswith("bar_2escope"):
+            job_id = m.body[1]["Job"].value[0] if "Job" in m.body[1] else None
+            events.append((m.serial, f"{m.body[0].rsplit('.', 1)[1]}:{job_id}"))
+    order = [name for _, name in sorted(events)]
+    job_id = int(job.rsplit("/", 1)[1])
+    # first the queued job (SubState dead), then running, JobRemoved, then Job cleared
+    assert order == ["UnitNew", "JobNew", "reply", "Scope:None", f"Unit:{job_id}", "Scope:None",
+                     f"Unit:{job_id}", "JobRemoved", "Scope:None", "Unit:0"]
+    states = [m.body[1]["SubState"].value for m in client.signals
+              if m.member == "PropertiesChanged" and m.path.endswith("bar_2escope")
+              and m.body[0] == UNIT]
+    assert states == ["dead", "running", "running"]
+
+
+async def test_stop_sends_sigterm_and_finishes_when_empty(daemon: Daemon, client: Client,
+                                                          processes) -> None:
+    proc = processes()
+    await start_scope(client, "stop-me.scope", [proc.pid],
+                      ["SendSIGHUP", Variant("b", True)])
+    (job,) = await client.ok("StopUnit", "ss", ["stop-me.scope", "replace"])
+    removed = await client.wait_signal(job_removed_for(job))
+    assert removed.body[3] == "done"
+    assert proc.wait(timeout=5) == -signal.SIGTERM
+    kills = [op.args[0] for op in daemon.backend.operations if op.op == "kill"]
+    assert kills[:2] == [signal.SIGTERM, signal.SIGHUP]
+
+
+async def test_stop_escalates_to_sigkill_after_timeout(daemon: Daemon, client: Client,
+                                                       processes) -> None:
+    proc = processes(ignore_term=True)
+    await start_scope(client, "stubborn.scope", [proc.pid],
+                      ["TimeoutStopUSec", Variant("t", 300_000)])
+    path = "/org/freedesktop/systemd1/unit/stubborn_2escope"
+    (job,) = await client.ok("StopUnit", "ss", ["stubborn.scope", "replace"])
+    await asyncio.sleep(0.1)
+    assert await client.get(path, UNIT, "SubState") == "stop-sigterm"
+    assert await client.get(job, JOB, "State") == "running"
+    removed = await client.wait_signal(job_removed_for(job))
+    assert removed.body[3] == "done"
+    assert proc.wait(timeout=5) == -signal.SIGKILL
+
+
+async def test_kill_unit(daemon: Daemon, client: Client, processes) -> None:
+    proc = processes()
+    await start_scope(client, "k.scope", [proc.pid])
+    name, message = await client.error("KillUnit", "ssi", ["k.scope", "main", 15])
+    assert (name, message) == ("org.freedesktop.systemd1.NoSuchProcess",
+                               "scope units have no main processes")
+    await client.ok("KillUnit", "ssi", ["k.scope", "all", signal.SIGUSR1])
+    assert proc.wait(timeout=5) == -signal.SIGUSR1
+    await client.wait_signal(is_signal("UnitRemoved", "k.scope"))
+
+
+async def test_transient_slice_and_implicit_parents(daemon: Daemon, client: Client) -> None:
+    (job,) = await client.ok("StartTransientUnit", "ssa(sv)a(sa(sv))",
+                             ["app-web-front.slice", "fail",
+                              [["MemoryMax", Variant("t", 1 << 30)]], []])
+    await client.wait_signal(job_removed_for(job))
+    for name, cgroup in (("app.slice", "/app.slice"), ("app-web.slice", "/app.slice/app-web.slice"),
+                         ("app-web-front.slice", "/app.slice/app-web.slice/app-web-front.slice")):
+        (path,) = await client.ok("GetUnit", "s", [name])
+        assert await client.get(path, UNIT, "ActiveState") == "active"
+        assert await client.get(path, "org.freedesktop.systemd1.Slice", "ControlGroup") == cgroup
+        assert daemon.backend.exists(cgroup)
+    (path,) = await client.ok("GetUnit", "s", ["app-web-front.slice"])
+    assert await client.get(path, "org.freedesktop.systemd1.Slice", "MemoryMax") == 1 << 30
+    # stopping the top slice stops what is inside, and removes the cgroups
+    (job,) = await client.ok("StopUnit", "ss", ["app.slice", "replace"])
+    await client.wait_signal(job_removed_for(job))
+    await asyncio.sleep(0.05)
+    assert not daemon.backend.exists("/app.slice/app-web.slice/app-web-front.slice")
+
+
+async def test_root_slice_is_perpetual(daemon: Daemon, client: Client) -> None:
+    path = "/org/freedesktop/systemd1/unit/_2d_2eslice"
+    assert await client.ok("GetUnit", "s", ["-.slice"]) == [path]
+    assert await client.get(path, UNIT, "Perpetual") is True
+    assert await client.get(path, "org.freedesktop.systemd1.Slice", "ControlGroup") == "/"
+    name, _ = await client.error("StopUnit", "ss", ["-.slice", "replace"])
+    assert name == "org.freedesktop.systemd1.JobTypeNotApplicable"
+
+
+async def test_unit_self_and_get_unit_by_pid(daemon: Daemon, client: Client) -> None:
+    """PIDs [0] means the caller; unit/self resolves the caller's unit (systemd-run --scope)."""
+    import os
+
+    job = await start_scope(client, "me.scope", [0])
+    assert job
+    assert daemon.backend.cgroup_of(os.getpid()) == "/system.slice/me.scope"
+    self_path = "/org/freedesktop/systemd1/unit/self"
+    assert await client.get(self_path, UNIT, "Id") == "me.scope"
+    invocation = await client.get(self_path, UNIT, "InvocationID")
+    assert len(invocation) == 16
+    assert await client.ok("GetUnitByPID", "u", [0]) == [
+        "/org/freedesktop/systemd1/unit/me_2escope"]
+    assert await client.ok("GetUnitByPID", "u", [os.getpid()]) == [
+        "/org/freedesktop/systemd1/unit/me_2escope"]
+    assert await client.ok("GetUnitByInvocationID", "ay", [invocation]) == [
+        "/org/freedesktop/systemd1/unit/me_2escope"]
+    assert await client.ok("GetUnitByControlGroup", "s", ["/system.slice/me.scope"]) == [
+        "/org/freedesktop/systemd1/unit/me_2escope"]
+    # never stop this scope: the fake backend would signal the test process itself
+    daemon.backend.close()
+
+
+async def test_lists_and_processes(daemon: Daemon, client: Client, processes) -> None:
+    proc = processes()
+    await start_scope(client, "list-me.scope", [proc.pid], ["Description", Variant("s", "Hi")])
+    (units,) = await client.ok("ListUnitsByPatterns", "asas", [["active"], ["list-*"]])
+    assert [list(u) for u in units] == [["list-me.scope", "Hi", "loaded", "active", "running", "",
+                      "/org/freedesktop/systemd1/unit/list_2dme_2escope", 0, "", "/"]]
+    (units,) = await client.ok("ListUnits")
+    assert {"-.slice", "system.slice", "list-me.scope"} <= {u[0] for u in units}
+    (units,) = await client.ok("ListUnitsFiltered", "as", [["running"]])
+    assert [u[0] for u in units] == ["list-me.scope"]
+    (procs,) = await client.ok("GetUnitProcesses", "s", ["list-me.scope"])
+    assert len(procs) == 1
+    cgroup, pid, cmdline = procs[0]
+    assert (cgroup, pid) == ("/system.slice/list-me.scope", proc.pid)
+    assert "time.sleep" in cmdline
+    assert await client.ok("ListJobs") == [[]]
+
+
+async def test_reset_failed_and_subscribe(daemon: Daemon, client: Client) -> None:
+    await client.ok("Subscribe")
+    name, message = await client.error("Subscribe")
+    assert (name, message) == ("org.freedesktop.systemd1.AlreadySubscribed",
+                               "Client is already subscribed.")
+    await client.ok("Unsubscribe")
+    name, _ = await client.error("Unsubscribe")
+    assert name == "org.freedesktop.systemd1.NotSubscribed"
+    await client.ok("ResetFailed")
+    client.signals.clear()
+    await client.ok("Reload")
+    await client.wait_signal(is_signal("Reloading", False))
+    assert [m.body for m in client.signals if m.member == "Reloading"] == [[True], [False]]
+
+
+async def test_freeze_thaw_and_attach(daemon: Daemon, client: Client, processes) -> None:
+    p1, p2 = processes(), processes()
+    await start_scope(client, "fz.scope", [p1.pid], ["Delegate", Variant("b", True)])
+    path = "/org/freedesktop/systemd1/unit/fz_2escope"
+    await client.ok("FreezeUnit", "s", ["fz.scope"])
+    assert await client.get(path, UNIT, "FreezerState") == "frozen"
+    await client.ok("ThawUnit", "s", ["fz.scope"])
+    assert await client.get(path, UNIT, "FreezerState") == "running"
+    assert [op.op for op in daemon.backend.operations if op.op in ("freeze", "thaw")] == [
+        "freeze", "thaw"]
+    await client.ok("AttachProcessesToUnit", "ssau", ["fz.scope", "/payload", [p2.pid]])
+    assert daemon.backend.cgroup_of(p2.pid) == "/system.slice/fz.scope/payload"

@@ -43,8 +43,10 @@ SYSTEMD1 = "org.freedesktop.systemd1"
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"dbus-daemon: {shutil.which('dbus-daemon')}, busctl: {shutil.which('busctl')}, "
-            f"gdbus: {shutil.which('gdbus')}, uid {os.getuid()}"]
+    return [
+        f"dbus-daemon: {shutil.which('dbus-daemon')}, busctl: {shutil.which('busctl')}, "
+        f"gdbus: {shutil.which('gdbus')}, uid {os.getuid()}"
+    ]
 
 
 @dataclass
@@ -64,9 +66,17 @@ def private_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBus
     conf.write_text(BUS_CONFIG.format(socket=socket))
     log = d / "dbus-daemon.log"
     with open(log, "wb") as err:
-        proc = subprocess.Popen(["dbus-daemon", f"--config-file={conf}", "--nofork",
-                                 "--nopidfile", "--print-address=1"],
-                                stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(
+            [
+                "dbus-daemon",
+                f"--config-file={conf}",
+                "--nofork",
+                "--nopidfile",
+                "--print-address=1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
     assert proc.stdout is not None
     address = proc.stdout.readline().decode().strip()
     proc.stdout.close()
@@ -111,33 +121,52 @@ class Client:
     bus: MessageBus
     signals: list[Message] = field(default_factory=list)
     _waiters: list[tuple[Callable[[Message], bool], asyncio.Future[Message]]] = field(
-        default_factory=list)
+        default_factory=list
+    )
 
-    async def call(self, member: str, signature: str = "", body: list[Any] | None = None, *,
-                   path: str = MANAGER_PATH, interface: str | None = MANAGER_IFACE,
-                   destination: str = SYSTEMD1) -> Message:
-        reply = await self.bus.call(Message(destination=destination, path=path,
-                                            interface=interface, member=member,
-                                            signature=signature, body=body or []))
+    async def call(
+        self,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+        *,
+        path: str = MANAGER_PATH,
+        interface: str | None = MANAGER_IFACE,
+        destination: str = SYSTEMD1,
+    ) -> Message:
+        reply = await self.bus.call(
+            Message(
+                destination=destination,
+                path=path,
+                interface=interface,
+                member=member,
+                signature=signature,
+                body=body or [],
+            )
+        )
         assert reply is not None
         return reply
 
-    async def ok(self, member: str, signature: str = "", body: list[Any] | None = None,
-                 **kw: Any) -> list[Any]:
+    async def ok(
+        self, member: str, signature: str = "", body: list[Any] | None = None, **kw: Any
+    ) -> list[Any]:
         reply = await self.call(member, signature, body, **kw)
         assert reply.message_type is MessageType.METHOD_RETURN, (
-            f"{member} failed: {reply.error_name}: {reply.body}")
+            f"{member} failed: {reply.error_name}: {reply.body}"
+        )
         return list(reply.body)
 
-    async def error(self, member: str, signature: str = "", body: list[Any] | None = None,
-                    **kw: Any) -> tuple[str, str]:
+    async def error(
+        self, member: str, signature: str = "", body: list[Any] | None = None, **kw: Any
+    ) -> tuple[str, str]:
         reply = await self.call(member, signature, body, **kw)
         assert reply.message_type is MessageType.ERROR, f"{member} unexpectedly succeeded"
         return reply.error_name or "", reply.body[0] if reply.body else ""
 
     async def get(self, path: str, interface: str, name: str) -> Any:
-        (value,) = await self.ok("Get", "ss", [interface, name], path=path,
-                                 interface="org.freedesktop.DBus.Properties")
+        (value,) = await self.ok(
+            "Get", "ss", [interface, name], path=path, interface="org.freedesktop.DBus.Properties"
+        )
         return value.value
 
     def _on_message(self, msg: Message) -> None:
@@ -165,9 +194,14 @@ async def client(daemon: Daemon) -> AsyncIterator[Client]:
     bus = await MessageBus(bus_address=daemon.address).connect()
     c = Client(bus)
     bus.add_message_handler(c._on_message)
-    await c.ok("AddMatch", "s", [f"type='signal',sender='{SYSTEMD1}'"],
-               path="/org/freedesktop/DBus", interface="org.freedesktop.DBus",
-               destination="org.freedesktop.DBus")
+    await c.ok(
+        "AddMatch",
+        "s",
+        [f"type='signal',sender='{SYSTEMD1}'"],
+        path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus",
+        destination="org.freedesktop.DBus",
+    )
     yield c
     bus.disconnect()
     await bus.wait_for_disconnect()
@@ -175,10 +209,12 @@ async def client(daemon: Daemon) -> AsyncIterator[Client]:
 
 def sleeper(seconds: int = 300, ignore_term: bool = False) -> subprocess.Popen[bytes]:
     """A real child process to put into scopes (the caller must reap it)."""
-    code = ("import signal,time\n"
-            + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
-            + "print('ready', flush=True)\n"
-            + f"time.sleep({seconds})\n")
+    code = (
+        "import signal,time\n"
+        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
+        + "print('ready', flush=True)\n"
+        + f"time.sleep({seconds})\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     proc.stdout.readline()

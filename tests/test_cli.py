@@ -16,8 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _owner(address: str) -> bool:
-    r = subprocess.run(["busctl", f"--address={address}", "status", "org.freedesktop.systemd1"],
-                       capture_output=True, timeout=10)
+    r = subprocess.run(
+        ["busctl", f"--address={address}", "status", "org.freedesktop.systemd1"],
+        capture_output=True,
+        timeout=10,
+    )
     return r.returncode == 0
 
 
@@ -43,10 +46,23 @@ def test_serve_owns_the_name_and_exits_0_on_sigterm(private_bus, tmp_path, busct
         if not exe.exists():
             pytest.skip("the scopeshim entry point is not installed (make venv)")
         argv0 = [str(exe)]
-    proc = subprocess.Popen([*argv0, "serve", "--address", private_bus.address,
-                             "--backend", "fake", "--cgroup-root", str(tmp_path / "cg"),
-                             "--state-dir", str(tmp_path / "state")],
-                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *argv0,
+            "serve",
+            "--address",
+            private_bus.address,
+            "--backend",
+            "fake",
+            "--cgroup-root",
+            str(tmp_path / "cg"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_owner(private_bus.address)
         proc.send_signal(signal.SIGTERM)
@@ -61,9 +77,20 @@ def test_serve_owns_the_name_and_exits_0_on_sigterm(private_bus, tmp_path, busct
 
 
 def test_second_instance_refuses_with_a_clear_message(private_bus, tmp_path, busctl):
-    args = [sys.executable, "-m", "shim", "serve", "--address", private_bus.address,
-            "--backend", "fake", "--cgroup-root", str(tmp_path / "cg"),
-            "--state-dir", str(tmp_path / "state")]
+    args = [
+        sys.executable,
+        "-m",
+        "shim",
+        "serve",
+        "--address",
+        private_bus.address,
+        "--backend",
+        "fake",
+        "--cgroup-root",
+        str(tmp_path / "cg"),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
     first = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
         _wait_owner(private_bus.address)
@@ -79,28 +106,62 @@ def test_second_instance_refuses_with_a_clear_message(private_bus, tmp_path, bus
 def test_bad_config_names_the_key(tmp_path):
     conf = tmp_path / "scopeshim.toml"
     conf.write_text('[serve]\nbackend = "cgroup9"\n')
-    r = subprocess.run([sys.executable, "-m", "shim", "serve", "--config", str(conf)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=20)
+    r = subprocess.run(
+        [sys.executable, "-m", "shim", "serve", "--config", str(conf)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert r.returncode == 2
     assert "serve.backend" in r.stderr and "Traceback" not in r.stderr
     conf.write_text("[serve\n")
-    r = subprocess.run([sys.executable, "-m", "shim", "serve", "--config", str(conf)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=20)
+    r = subprocess.run(
+        [sys.executable, "-m", "shim", "serve", "--config", str(conf)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert r.returncode == 2 and "line 1" in r.stderr
 
 
 def test_unreachable_bus_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "shim", "serve", "--address",
-                        f"unix:path={tmp_path}/nobus", "--backend", "fake",
-                        "--cgroup-root", str(tmp_path / "cg"), "--state-dir", str(tmp_path / "s")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=20)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shim",
+            "serve",
+            "--address",
+            f"unix:path={tmp_path}/nobus",
+            "--backend",
+            "fake",
+            "--cgroup-root",
+            str(tmp_path / "cg"),
+            "--state-dir",
+            str(tmp_path / "s"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert r.returncode == 1
     assert "cannot connect to the bus" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_daemon_start_up_does_not_import_pydantic():
-    code = ("import sys, shim.cli, shim.bus.daemon, shim.bus.service, backends.fake\n"
-            "print('pydantic' in sys.modules)")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=20)
+    code = (
+        "import sys, shim.cli, shim.bus.daemon, shim.bus.service, backends.fake\n"
+        "print('pydantic' in sys.modules)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=20,
+    )
     assert r.stdout.strip() == "False", r.stderr

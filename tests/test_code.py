@@ -35,8 +35,11 @@ def test_mypy_strict():
 
 def test_only_shim_bus_imports_dbus_fast():
     offenders = []
-    for path in [*ROOT.glob("shim/**/*.py"), *ROOT.glob("compat/**/*.py"),
-                 *ROOT.glob("backends/**/*.py")]:
+    for path in [
+        *ROOT.glob("shim/**/*.py"),
+        *ROOT.glob("compat/**/*.py"),
+        *ROOT.glob("backends/**/*.py"),
+    ]:
         if "shim/bus/" in str(path):
             continue
         if "dbus_fast" in path.read_text():

@@ -8,6 +8,7 @@ knows what the paths mean.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +64,8 @@ class Interface:
         self.methods[method.name] = method
 
 
-def _split(sig: str) -> list[str]:
+@functools.cache
+def split_signature(sig: str) -> tuple[str, ...]:
     """Split a D-Bus signature into its complete types."""
     out: list[str] = []
     i = 0
@@ -85,13 +87,13 @@ def _split(sig: str) -> list[str]:
             j = k
         out.append(sig[i : j + 1])
         i = j + 1
-    return out
+    return tuple(out)
 
 
 def _method_xml(m: Method) -> str:
     args = []
-    in_types = _split(m.in_sig)
-    out_types = _split(m.out_sig)
+    in_types = split_signature(m.in_sig)
+    out_types = split_signature(m.out_sig)
     for i, t in enumerate(in_types):
         n = m.in_names[i] if i < len(m.in_names) else f"arg_{i}"
         args.append(f'   <arg type="{t}" name="{n}" direction="in"/>\n')
@@ -104,7 +106,7 @@ def _method_xml(m: Method) -> str:
 
 
 def _signal_xml(s: Signal) -> str:
-    types = _split(s.sig)
+    types = split_signature(s.sig)
     args = "".join(
         f'   <arg type="{t}" name="{s.names[i] if i < len(s.names) else f"arg_{i}"}"/>\n'
         for i, t in enumerate(types)

@@ -27,6 +27,7 @@ from shim.bus.router import (
     Interface,
     XmlCache,
     bad_arguments,
+    split_signature,
     unknown_interface,
     unknown_method,
     unknown_object,
@@ -200,6 +201,16 @@ class Service:
         try:
             signature, body = self._call(msg, pid)
         except errors.SystemdError as e:
+            if isinstance(e, errors.UnknownMethod | errors.UnknownProperty):
+                # what a client asked for that we lack: the first thing to read in a debug log
+                log.debug(
+                    "unknown member: %s.%s on %s from %s (%s)",
+                    msg.interface,
+                    msg.member,
+                    msg.path,
+                    msg.sender,
+                    e.message,
+                )
             if no_reply:
                 return True
             return Message.new_error(msg, e.error_name, e.message)
@@ -244,7 +255,9 @@ class Service:
             result = method.handler(call, *msg.body)
             if not method.out_sig:
                 return "", []
-            return method.out_sig, [result] if len(_outs(method.out_sig)) == 1 else list(result)
+            return method.out_sig, [result] if len(split_signature(method.out_sig)) == 1 else list(
+                result
+            )
         raise unknown_method(interface, member)
 
     @staticmethod
@@ -303,9 +316,3 @@ class Service:
     def close(self) -> None:
         for task in self._pending:
             task.cancel()
-
-
-def _outs(sig: str) -> list[str]:
-    from shim.bus.router import _split
-
-    return _split(sig)

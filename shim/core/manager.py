@@ -90,6 +90,7 @@ class Manager:
         self._gc_scheduled = False
         self._timers: dict[Unit, asyncio.TimerHandle] = {}
         self._run_queue: list[Job] = []
+        self._children_of: dict[str, set[Unit]] = {}  # slice name -> units directly in it
         root = Unit(
             ROOT_SLICE,
             UnitType.SLICE,
@@ -105,12 +106,20 @@ class Manager:
 
     def _register(self, unit: Unit) -> None:
         self.units[unit.name] = unit
+        if unit.slice is not None:
+            self._children_of.setdefault(unit.slice, set()).add(unit)
         self.listener.unit_new(unit)
         self._queue_gc(unit)
 
     def _unregister(self, unit: Unit) -> None:
         self.listener.unit_removed(unit)  # while still registered: pending changes flush first
         del self.units[unit.name]
+        if unit.slice is not None:
+            siblings = self._children_of.get(unit.slice)
+            if siblings is not None:
+                siblings.discard(unit)
+                if not siblings:
+                    del self._children_of[unit.slice]
         if unit.control_group is not None:
             self._by_cgroup.pop(unit.control_group, None)
         self._by_invocation.pop(unit.invocation_id, None)
@@ -226,8 +235,7 @@ class Manager:
         return not (unit.type is UnitType.SLICE and self._children(unit))
 
     def _children(self, slice_unit: Unit) -> list[Unit]:
-        name = slice_unit.name
-        return [u for u in self.units.values() if u.slice == name and u is not slice_unit]
+        return sorted(self._children_of.get(slice_unit.name, ()), key=lambda u: u.name)
 
     def _run_gc(self) -> None:
         self._gc_scheduled = False

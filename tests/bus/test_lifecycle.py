@@ -26,8 +26,9 @@ def job_removed_for(job_path: str) -> object:
     return lambda m: m.member == "JobRemoved" and m.body[1] == job_path
 
 
-async def start_scope(client: Client, name: str, pids: list[int], *extra: list[object],
-                      mode: str = "fail") -> str:
+async def start_scope(
+    client: Client, name: str, pids: list[int], *extra: list[object], mode: str = "fail"
+) -> str:
     props = [["PIDs", Variant("au", pids)], *extra]
     (job,) = await client.ok("StartTransientUnit", "ssa(sv)a(sa(sv))", [name, mode, props, []])
     await client.wait_signal(job_removed_for(job))
@@ -44,8 +45,9 @@ async def test_done_when_scenario(daemon: Daemon, client: Client, processes) -> 
         ["Description", Variant("s", "first")],
         ["Description", Variant("s", "second")],
     ]
-    (job,) = await client.ok("StartTransientUnit", "ssa(sv)a(sa(sv))",
-                             ["foo.scope", "fail", props, []])
+    (job,) = await client.ok(
+        "StartTransientUnit", "ssa(sv)a(sa(sv))", ["foo.scope", "fail", props, []]
+    )
     assert job.startswith("/org/freedesktop/systemd1/job/")
     removed = await client.wait_signal(job_removed_for(job))
     assert removed.body[2:] == ["foo.scope", "done"]
@@ -56,22 +58,24 @@ async def test_done_when_scenario(daemon: Daemon, client: Client, processes) -> 
     assert await client.get(FOO, UNIT, "Description") == "second"  # scalar: last wins
     assert await client.get(FOO, UNIT, "ActiveState") == "active"
     assert await client.get(FOO, UNIT, "SubState") == "running"
-    assert await client.get(FOO, SCOPE, "ControlGroup") == \
-        "/user.slice/user-1000.slice/foo.scope"
+    assert await client.get(FOO, SCOPE, "ControlGroup") == "/user.slice/user-1000.slice/foo.scope"
     assert len(await client.get(FOO, UNIT, "InvocationID")) == 16
 
     # the process really is in the scope's cgroup (fake backend), implicit slices exist
     assert daemon.backend.cgroup_of(proc.pid) == "/user.slice/user-1000.slice/foo.scope"
-    assert (daemon.backend.root / "user.slice/user-1000.slice/foo.scope/cgroup.procs") \
-        .read_text() == f"{proc.pid}\n"
+    assert (
+        daemon.backend.root / "user.slice/user-1000.slice/foo.scope/cgroup.procs"
+    ).read_text() == f"{proc.pid}\n"
     for slice_name in ("user.slice", "user-1000.slice"):
         path = "/org/freedesktop/systemd1/unit/" + slice_name.replace("-", "_2d").replace(
-            ".", "_2e")
+            ".", "_2e"
+        )
         assert await client.get(path, UNIT, "ActiveState") == "active"
 
     # a finished job's object is gone with exactly UnknownObject
-    name, message = await client.error("Get", "ss", [JOB, "State"], path=job,
-                                       interface="org.freedesktop.DBus.Properties")
+    name, message = await client.error(
+        "Get", "ss", [JOB, "State"], path=job, interface="org.freedesktop.DBus.Properties"
+    )
     assert name == "org.freedesktop.DBus.Error.UnknownObject"
     assert message == f"Unknown object '{job}'."
 
@@ -83,8 +87,10 @@ async def test_done_when_scenario(daemon: Daemon, client: Client, processes) -> 
     # a duplicate start is UnitExists and changes nothing
     ops_before = list(daemon.backend.operations)
     name, message = await client.error(
-        "StartTransientUnit", "ssa(sv)a(sa(sv))",
-        ["foo.scope", "fail", [["PIDs", Variant("au", [proc.pid])]], []])
+        "StartTransientUnit",
+        "ssa(sv)a(sa(sv))",
+        ["foo.scope", "fail", [["PIDs", Variant("au", [proc.pid])]], []],
+    )
     assert name == "org.freedesktop.systemd1.UnitExists"
     assert message == "Unit foo.scope was already loaded or has a fragment file."
     assert daemon.backend.operations == ops_before
@@ -98,11 +104,15 @@ async def test_done_when_scenario(daemon: Daemon, client: Client, processes) -> 
     client.signals.clear()
     proc.kill()
     removed = await client.wait_signal(is_signal("UnitRemoved", "foo.scope"))
-    states = [m.body[1]["ActiveState"].value for m in client.signals
-              if m.member == "PropertiesChanged" and m.path == FOO and m.body[0] == UNIT]
+    states = [
+        m.body[1]["ActiveState"].value
+        for m in client.signals
+        if m.member == "PropertiesChanged" and m.path == FOO and m.body[0] == UNIT
+    ]
     assert states and states[-1] == "inactive"
     assert client.signals.index(removed) > max(
-        i for i, m in enumerate(client.signals) if m.member == "PropertiesChanged")
+        i for i, m in enumerate(client.signals) if m.member == "PropertiesChanged"
+    )
     assert not (daemon.backend.root / "user.slice/user-1000.slice/foo.scope").exists()
     name, _ = await client.error("GetUnit", "s", ["foo.scope"])
     assert name == "org.freedesktop.systemd1.NoSuchUnit"
@@ -114,12 +124,21 @@ async def test_signal_order_of_a_start(daemon: Daemon, client: Client, processes
     fixtures/dbus-logs/real-systemd-252/real-logind-open-session.log (serials 64-111).
     The daemon's message serials give the order in which it sent them."""
     proc = processes()
-    reply = await client.call("StartTransientUnit", "ssa(sv)a(sa(sv))",
-                              ["bar.scope", "fail", [["PIDs", Variant("au", [proc.pid])]], []])
+    reply = await client.call(
+        "StartTransientUnit",
+        "ssa(sv)a(sa(sv))",
+        ["bar.scope", "fail", [["PIDs", Variant("au", [proc.pid])]], []],
+    )
     job = reply.body[0]
     await client.wait_signal(job_removed_for(job))
-    await client.wait_signal(lambda m: m.member == "PropertiesChanged" and m.body[0] == UNIT
-                             and m.path.endswith("bar_2escope") and m.body[1]["Job"].value[0] == 0)
+    await client.wait_signal(
+        lambda m: (
+            m.member == "PropertiesChanged"
+            and m.body[0] == UNIT
+            and m.path.endswith("bar_2escope")
+            and m.body[1]["Job"].value[0] == 0
+        )
+    )
     events = [(reply.serial, "reply")]
     for m in client.signals:
         if m.member in ("UnitNew", "JobNew", "JobRemoved") and "bar.scope" in m.body:
@@ -130,19 +149,31 @@ async def test_signal_order_of_a_start(daemon: Daemon, client: Client, processes
     order = [name for _, name in sorted(events)]
     job_id = int(job.rsplit("/", 1)[1])
     # first the queued job (SubState dead), then running, JobRemoved, then Job cleared
-    assert order == ["UnitNew", "JobNew", "reply", "Scope:None", f"Unit:{job_id}", "Scope:None",
-                     f"Unit:{job_id}", "JobRemoved", "Scope:None", "Unit:0"]
-    states = [m.body[1]["SubState"].value for m in client.signals
-              if m.member == "PropertiesChanged" and m.path.endswith("bar_2escope")
-              and m.body[0] == UNIT]
+    assert order == [
+        "UnitNew",
+        "JobNew",
+        "reply",
+        "Scope:None",
+        f"Unit:{job_id}",
+        "Scope:None",
+        f"Unit:{job_id}",
+        "JobRemoved",
+        "Scope:None",
+        "Unit:0",
+    ]
+    states = [
+        m.body[1]["SubState"].value
+        for m in client.signals
+        if m.member == "PropertiesChanged" and m.path.endswith("bar_2escope") and m.body[0] == UNIT
+    ]
     assert states == ["dead", "running", "running"]
 
 
-async def test_stop_sends_sigterm_and_finishes_when_empty(daemon: Daemon, client: Client,
-                                                          processes) -> None:
+async def test_stop_sends_sigterm_and_finishes_when_empty(
+    daemon: Daemon, client: Client, processes
+) -> None:
     proc = processes()
-    await start_scope(client, "stop-me.scope", [proc.pid],
-                      ["SendSIGHUP", Variant("b", True)])
+    await start_scope(client, "stop-me.scope", [proc.pid], ["SendSIGHUP", Variant("b", True)])
     (job,) = await client.ok("StopUnit", "ss", ["stop-me.scope", "replace"])
     removed = await client.wait_signal(job_removed_for(job))
     assert removed.body[3] == "done"
@@ -151,11 +182,13 @@ async def test_stop_sends_sigterm_and_finishes_when_empty(daemon: Daemon, client
     assert kills[:2] == [signal.SIGTERM, signal.SIGHUP]
 
 
-async def test_stop_escalates_to_sigkill_after_timeout(daemon: Daemon, client: Client,
-                                                       processes) -> None:
+async def test_stop_escalates_to_sigkill_after_timeout(
+    daemon: Daemon, client: Client, processes
+) -> None:
     proc = processes(ignore_term=True)
-    await start_scope(client, "stubborn.scope", [proc.pid],
-                      ["TimeoutStopUSec", Variant("t", 300_000)])
+    await start_scope(
+        client, "stubborn.scope", [proc.pid], ["TimeoutStopUSec", Variant("t", 300_000)]
+    )
     path = "/org/freedesktop/systemd1/unit/stubborn_2escope"
     (job,) = await client.ok("StopUnit", "ss", ["stubborn.scope", "replace"])
     await asyncio.sleep(0.1)
@@ -170,20 +203,27 @@ async def test_kill_unit(daemon: Daemon, client: Client, processes) -> None:
     proc = processes()
     await start_scope(client, "k.scope", [proc.pid])
     name, message = await client.error("KillUnit", "ssi", ["k.scope", "main", 15])
-    assert (name, message) == ("org.freedesktop.systemd1.NoSuchProcess",
-                               "scope units have no main processes")
+    assert (name, message) == (
+        "org.freedesktop.systemd1.NoSuchProcess",
+        "scope units have no main processes",
+    )
     await client.ok("KillUnit", "ssi", ["k.scope", "all", signal.SIGUSR1])
     assert proc.wait(timeout=5) == -signal.SIGUSR1
     await client.wait_signal(is_signal("UnitRemoved", "k.scope"))
 
 
 async def test_transient_slice_and_implicit_parents(daemon: Daemon, client: Client) -> None:
-    (job,) = await client.ok("StartTransientUnit", "ssa(sv)a(sa(sv))",
-                             ["app-web-front.slice", "fail",
-                              [["MemoryMax", Variant("t", 1 << 30)]], []])
+    (job,) = await client.ok(
+        "StartTransientUnit",
+        "ssa(sv)a(sa(sv))",
+        ["app-web-front.slice", "fail", [["MemoryMax", Variant("t", 1 << 30)]], []],
+    )
     await client.wait_signal(job_removed_for(job))
-    for name, cgroup in (("app.slice", "/app.slice"), ("app-web.slice", "/app.slice/app-web.slice"),
-                         ("app-web-front.slice", "/app.slice/app-web.slice/app-web-front.slice")):
+    for name, cgroup in (
+        ("app.slice", "/app.slice"),
+        ("app-web.slice", "/app.slice/app-web.slice"),
+        ("app-web-front.slice", "/app.slice/app-web.slice/app-web-front.slice"),
+    ):
         (path,) = await client.ok("GetUnit", "s", [name])
         assert await client.get(path, UNIT, "ActiveState") == "active"
         assert await client.get(path, "org.freedesktop.systemd1.Slice", "ControlGroup") == cgroup
@@ -218,13 +258,17 @@ async def test_unit_self_and_get_unit_by_pid(daemon: Daemon, client: Client) -> 
     invocation = await client.get(self_path, UNIT, "InvocationID")
     assert len(invocation) == 16
     assert await client.ok("GetUnitByPID", "u", [0]) == [
-        "/org/freedesktop/systemd1/unit/me_2escope"]
+        "/org/freedesktop/systemd1/unit/me_2escope"
+    ]
     assert await client.ok("GetUnitByPID", "u", [os.getpid()]) == [
-        "/org/freedesktop/systemd1/unit/me_2escope"]
+        "/org/freedesktop/systemd1/unit/me_2escope"
+    ]
     assert await client.ok("GetUnitByInvocationID", "ay", [invocation]) == [
-        "/org/freedesktop/systemd1/unit/me_2escope"]
+        "/org/freedesktop/systemd1/unit/me_2escope"
+    ]
     assert await client.ok("GetUnitByControlGroup", "s", ["/system.slice/me.scope"]) == [
-        "/org/freedesktop/systemd1/unit/me_2escope"]
+        "/org/freedesktop/systemd1/unit/me_2escope"
+    ]
     # never stop this scope: the fake backend would signal the test process itself
     daemon.backend.close()
 
@@ -233,8 +277,20 @@ async def test_lists_and_processes(daemon: Daemon, client: Client, processes) ->
     proc = processes()
     await start_scope(client, "list-me.scope", [proc.pid], ["Description", Variant("s", "Hi")])
     (units,) = await client.ok("ListUnitsByPatterns", "asas", [["active"], ["list-*"]])
-    assert [list(u) for u in units] == [["list-me.scope", "Hi", "loaded", "active", "running", "",
-                      "/org/freedesktop/systemd1/unit/list_2dme_2escope", 0, "", "/"]]
+    assert [list(u) for u in units] == [
+        [
+            "list-me.scope",
+            "Hi",
+            "loaded",
+            "active",
+            "running",
+            "",
+            "/org/freedesktop/systemd1/unit/list_2dme_2escope",
+            0,
+            "",
+            "/",
+        ]
+    ]
     (units,) = await client.ok("ListUnits")
     assert {"-.slice", "system.slice", "list-me.scope"} <= {u[0] for u in units}
     (units,) = await client.ok("ListUnitsFiltered", "as", [["running"]])
@@ -250,8 +306,10 @@ async def test_lists_and_processes(daemon: Daemon, client: Client, processes) ->
 async def test_reset_failed_and_subscribe(daemon: Daemon, client: Client) -> None:
     await client.ok("Subscribe")
     name, message = await client.error("Subscribe")
-    assert (name, message) == ("org.freedesktop.systemd1.AlreadySubscribed",
-                               "Client is already subscribed.")
+    assert (name, message) == (
+        "org.freedesktop.systemd1.AlreadySubscribed",
+        "Client is already subscribed.",
+    )
     await client.ok("Unsubscribe")
     name, _ = await client.error("Unsubscribe")
     assert name == "org.freedesktop.systemd1.NotSubscribed"
@@ -271,6 +329,66 @@ async def test_freeze_thaw_and_attach(daemon: Daemon, client: Client, processes)
     await client.ok("ThawUnit", "s", ["fz.scope"])
     assert await client.get(path, UNIT, "FreezerState") == "running"
     assert [op.op for op in daemon.backend.operations if op.op in ("freeze", "thaw")] == [
-        "freeze", "thaw"]
+        "freeze",
+        "thaw",
+    ]
     await client.ok("AttachProcessesToUnit", "ssau", ["fz.scope", "/payload", [p2.pid]])
     assert daemon.backend.cgroup_of(p2.pid) == "/system.slice/fz.scope/payload"
+
+
+async def test_not_found_units_are_collected(daemon: Daemon, client: Client) -> None:
+    """systemd 252 loads a polled unit and drops it again: UnitNew, then UnitRemoved
+    (real-logind-close-session.log, serials 149-153)."""
+    path = "/org/freedesktop/systemd1/unit/gone_2dsoon_2escope"
+    assert await client.get(path, UNIT, "ActiveState") == "inactive"
+    await client.wait_signal(is_signal("UnitRemoved", "gone-soon.scope"))
+    new = [m for m in client.signals if m.member == "UnitNew" and m.body[0] == "gone-soon.scope"]
+    assert len(new) == 1
+    assert "gone-soon.scope" not in daemon.manager.units
+    name, _ = await client.error("GetUnit", "s", ["gone-soon.scope"])
+    assert name == "org.freedesktop.systemd1.NoSuchUnit"
+
+
+async def test_job_modes_fail_and_replace(daemon: Daemon, client: Client, processes) -> None:
+    """A queued stop job: start in mode fail is refused, in mode replace cancels it."""
+    proc = processes(ignore_term=True)
+    await start_scope(
+        client,
+        "inner.scope",
+        [proc.pid],
+        ["Slice", Variant("s", "outer.slice")],
+        ["TimeoutStopUSec", Variant("t", 30_000_000)],
+    )
+    (stop_job,) = await client.ok("StopUnit", "ss", ["outer.slice", "replace"])
+    await asyncio.sleep(0.05)
+    assert await client.get(stop_job, JOB, "JobType") == "stop"
+    name, message = await client.error("StartUnit", "ss", ["outer.slice", "fail"])
+    assert name == "org.freedesktop.systemd1.TransactionIsDestructive"
+    assert "outer.slice has 'stop' job queued" in message
+    # the same job type merges into the queued job
+    assert await client.ok("StopUnit", "ss", ["outer.slice", "fail"]) == [stop_job]
+    (start_job,) = await client.ok("StartUnit", "ss", ["outer.slice", "replace"])
+    canceled = await client.wait_signal(job_removed_for(stop_job))
+    assert canceled.body[3] == "canceled"
+    done = await client.wait_signal(job_removed_for(start_job))
+    assert done.body[3] == "done"
+    proc.kill()
+    await client.wait_signal(is_signal("UnitRemoved", "inner.scope"))
+
+
+async def test_cancel_job(daemon: Daemon, client: Client, processes) -> None:
+    proc = processes(ignore_term=True)
+    await start_scope(client, "c.scope", [proc.pid], ["TimeoutStopUSec", Variant("t", 30_000_000)])
+    (job,) = await client.ok("StopUnit", "ss", ["c.scope", "replace"])
+    await asyncio.sleep(0.05)
+    (jobs,) = await client.ok("ListJobs")
+    assert [list(j)[:4] for j in jobs] == [
+        [int(job.rsplit("/", 1)[1]), "c.scope", "stop", "running"]
+    ]
+    await client.ok("Cancel", path=job, interface=JOB)
+    removed = await client.wait_signal(job_removed_for(job))
+    assert removed.body[3] == "canceled"
+    name, _ = await client.error(
+        "Get", "ss", [JOB, "State"], path=job, interface="org.freedesktop.DBus.Properties"
+    )
+    assert name == "org.freedesktop.DBus.Error.UnknownObject"

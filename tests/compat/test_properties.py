@@ -24,9 +24,16 @@ def parse(items, unit_type=UnitType.SCOPE, transient=True):
 
 
 def test_dependencies_append_and_scalars_last_wins():
-    s = parse([("Wants", "as", ["a.service"]), ("Wants", "as", ["b.service"]),
-               ("After", "as", ["x.service"]), ("After", "as", ["y.service"]),
-               ("Description", "s", "one"), ("Description", "s", "two")])
+    s = parse(
+        [
+            ("Wants", "as", ["a.service"]),
+            ("Wants", "as", ["b.service"]),
+            ("After", "as", ["x.service"]),
+            ("After", "as", ["y.service"]),
+            ("Description", "s", "one"),
+            ("Description", "s", "two"),
+        ]
+    )
     assert s["Wants"] == ["a.service", "b.service"]
     assert s["After"] == ["x.service", "y.service"]
     assert s["Description"] == "two"
@@ -35,14 +42,22 @@ def test_dependencies_append_and_scalars_last_wins():
 def test_logind_252_session_properties_are_all_accepted():
     # the exact list logind 252.38 sends (api-surface §1.3)
     items = [
-        ("Slice", "s", "user-1000.slice"), ("Description", "s", "Session 1 of User u"),
-        ("Wants", "as", ["user-runtime-dir@1000.service"]), ("Wants", "as", ["user@1000.service"]),
+        ("Slice", "s", "user-1000.slice"),
+        ("Description", "s", "Session 1 of User u"),
+        ("Wants", "as", ["user-runtime-dir@1000.service"]),
+        ("Wants", "as", ["user@1000.service"]),
         ("After", "as", ["systemd-logind.service"]),
         ("After", "as", ["user-runtime-dir@1000.service"]),
-        ("After", "as", ["systemd-user-sessions.service"]), ("After", "as", ["user@1000.service"]),
-        ("RequiresMountsFor", "as", ["/home/u"]), ("SendSIGHUP", "b", True),
-        ("PIDs", "au", [1234]), ("OOMPolicy", "s", "continue"), ("TasksMax", "t", UINT64_MAX),
-        ("MemoryMax", "t", 1 << 30), ("RuntimeMaxUSec", "t", 10**6), ("CPUWeight", "t", 100),
+        ("After", "as", ["systemd-user-sessions.service"]),
+        ("After", "as", ["user@1000.service"]),
+        ("RequiresMountsFor", "as", ["/home/u"]),
+        ("SendSIGHUP", "b", True),
+        ("PIDs", "au", [1234]),
+        ("OOMPolicy", "s", "continue"),
+        ("TasksMax", "t", UINT64_MAX),
+        ("MemoryMax", "t", 1 << 30),
+        ("RuntimeMaxUSec", "t", 10**6),
+        ("CPUWeight", "t", 100),
         ("IOWeight", "t", 100),
     ]
     s = parse(items)
@@ -73,8 +88,12 @@ def test_unknown_property_text(name):
 
 
 def test_transient_only_properties_are_read_only_at_runtime():
-    for name, sig, value in [("Slice", "s", "a.slice"), ("PIDs", "au", [1]),
-                             ("KillMode", "s", "mixed"), ("Wants", "as", ["a.service"])]:
+    for name, sig, value in [
+        ("Slice", "s", "a.slice"),
+        ("PIDs", "au", [1]),
+        ("KillMode", "s", "mixed"),
+        ("Wants", "as", ["a.service"]),
+    ]:
         with pytest.raises(errors.PropertyReadOnly):
             parse([(name, sig, value)], transient=False)
     assert parse([("MemoryMax", "t", 5)], transient=False) == {"MemoryMax": 5}
@@ -90,13 +109,16 @@ def test_wrong_signature_is_invalid_args():
         parse([("Description", "u", 3)])
 
 
-@pytest.mark.parametrize(("name", "good", "bad"), [
-    ("CPUWeight", [0, 1, 10000, UINT64_MAX], [10001, 2**40]),
-    ("IOWeight", [1, 10000, UINT64_MAX], [0, 10001]),
-    ("CPUShares", [2, 262144], [1, 262145]),
-    ("BlockIOWeight", [10, 1000], [9, 1001]),
-    ("TasksMax", [1, UINT64_MAX], [0]),
-])
+@pytest.mark.parametrize(
+    ("name", "good", "bad"),
+    [
+        ("CPUWeight", [0, 1, 10000, UINT64_MAX], [10001, 2**40]),
+        ("IOWeight", [1, 10000, UINT64_MAX], [0, 10001]),
+        ("CPUShares", [2, 262144], [1, 262145]),
+        ("BlockIOWeight", [10, 1000], [9, 1001]),
+        ("TasksMax", [1, UINT64_MAX], [0]),
+    ],
+)
 def test_ranges(name, good, bad):
     for v in good:
         assert parse([(name, "t", v)])[name] == v
@@ -120,8 +142,11 @@ def test_enums_and_names():
         parse([("DeviceAllow", "a(ss)", [("/dev/null", "rwx")])])
 
 
-@given(st.lists(st.lists(st.sampled_from(["a.service", "b.target", "c.slice"]), max_size=3),
-                max_size=6))
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["a.service", "b.target", "c.slice"]), max_size=3), max_size=6
+    )
+)
 def test_append_is_concatenation(chunks):
     s = parse([("Wants", "as", c) for c in chunks])
     flat = [x for c in chunks for x in c]
@@ -131,7 +156,7 @@ def test_append_is_concatenation(chunks):
         assert s["Wants"] == []
     else:
         last_reset = max((i for i, c in enumerate(chunks) if not c), default=-1)
-        assert s["Wants"] == [x for c in chunks[last_reset + 1:] for x in c]
+        assert s["Wants"] == [x for c in chunks[last_reset + 1 :] for x in c]
         assert set(s["Wants"]) <= set(flat)
 
 

@@ -42,8 +42,11 @@ def test_settable_signatures_agree_with_readable_ones(ifaces):
     for short in ("Unit", "Scope", "Slice"):
         for name, sig, _ in systemd252.properties(ifaces[f"org.freedesktop.systemd1.{short}"]):
             readable_sigs[name] = sig
-    mismatched = {n: (s.signature, readable_sigs[n]) for n, s in PROPERTIES.items()
-                  if n in readable_sigs and readable_sigs[n] != s.signature}
+    mismatched = {
+        n: (s.signature, readable_sigs[n])
+        for n, s in PROPERTIES.items()
+        if n in readable_sigs and readable_sigs[n] != s.signature
+    }
     assert mismatched == {}
 
 

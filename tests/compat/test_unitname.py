@@ -1,5 +1,4 @@
-"""compat.unitname: validity, instances, systemd-escape (checked against the real binary),
-cgroup escaping, slices and cgroup paths."""
+"""compat.unitname: validity, instances, systemd-escape (vs the binary), cgroups, slices."""
 
 from __future__ import annotations
 

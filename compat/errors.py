@@ -198,6 +198,22 @@ class InteractiveAuthorizationRequired(SystemdError):
     error_name = _DBUS + "InteractiveAuthorizationRequired"
 
 
+class UnixProcessIdUnknown(SystemdError):
+    error_name = _DBUS + "UnixProcessIdUnknown"
+
+
+class FileNotFound(SystemdError):
+    error_name = _DBUS + "FileNotFound"
+
+
+# sd-bus turns a bare errno into "System.Error.<NAME>"; systemd 252 answers a property whose
+# variant has the wrong type with ENXIO ("Unexpected message contents")
+
+
+class ENXIO(SystemdError):
+    error_name = "System.Error.ENXIO"
+
+
 def _table() -> dict[str, type[SystemdError]]:
     table: dict[str, type[SystemdError]] = {}
     for cls in SystemdError.__subclasses__():

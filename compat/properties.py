@@ -90,7 +90,8 @@ def _weight(lo: int, hi: int, idle: bool = False) -> Check:
 
 
 def _positive_limit(name: str, v: object) -> object:
-    # systemd.resource-control(5): TasksMax= takes a count or "infinity"; 0 is no valid limit
+    # systemd 252 refuses 0 for TasksMax, MemoryHigh, MemoryMax and MemoryLimit (but not for
+    # the protections MemoryMin/MemoryLow or MemorySwapMax): observed, test_bad_input.py
     assert isinstance(v, int)
     if v == 0:
         raise _invalid(f"Value specified in {name} is out of range")
@@ -126,18 +127,22 @@ def _enum(cls: type[enum.StrEnum]) -> Check:
 def _signal(name: str, v: object) -> object:
     assert isinstance(v, int)
     if not 1 <= v <= SIGNAL_MAX:
-        raise _invalid(f"Signal {v} out of range")
+        raise _invalid(f"Invalid {name} setting: {v}")
     return v
 
 
 def _slice(name: str, v: object) -> object:
     assert isinstance(v, str)
+    # texts as systemd 252 answers them (tests/bus/test_bad_input.py)
     if not unitname.is_valid(v, instance=False, template=False):
-        raise _invalid(f"Invalid slice name {v}")
+        raise _invalid(f"Invalid unit name '{v}'")
     if unitname.unit_type(v) is not UnitType.SLICE:
         raise _invalid(f"Unit name '{v}' is not a slice")
     if not unitname.is_valid_slice_name(v):
-        raise _invalid(f"Invalid slice name {v}")
+        raise _invalid(
+            f"Unit {v} failed to load properly, please adjust/correct and reload service "
+            "manager: Invalid argument"
+        )
     return v
 
 
@@ -348,15 +353,13 @@ _SPECS: list[PropertySpec] = [
         for n in (
             "MemoryMin",
             "MemoryLow",
-            "MemoryHigh",
-            "MemoryMax",
             "MemorySwapMax",
             "MemoryZSwapMax",
-            "MemoryLimit",
             "DefaultMemoryMin",
             "DefaultMemoryLow",
         )
     ),
+    *(_spec(n, "t", check=_positive_limit) for n in ("MemoryHigh", "MemoryMax", "MemoryLimit")),
     *(
         _spec(f"{n}Scale", "u", check=_scale)
         for n in (
@@ -418,9 +421,8 @@ def parse_assignments(
                 raise _invalid(f"Dependency type {name} may not be created transiently.")
             raise errors.property_read_only(name)
         if signature != spec.signature:
-            raise _invalid(
-                f"Invalid type for property {name}: expected '{spec.signature}', got '{signature}'"
-            )
+            # what sd-bus answers when the variant holds another type (systemd 252, observed)
+            raise errors.ENXIO("Failed to set unit properties: Unexpected message contents")
         checked = spec.check(name, value) if spec.check else value
         out.append(Assignment(name, checked, spec.merge))
     return out

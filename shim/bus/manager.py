@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 NAME = "org.freedesktop.systemd1.Manager"
 # Methods whose handler needs the caller's PID (PIDs 0 and pid 0 mean "the caller")
-NEEDS_CALLER = frozenset({"StartTransientUnit", "GetUnitByPID", "AttachProcessesToUnit"})
+NEEDS_CALLER = frozenset(
+    {"StartTransientUnit", "GetUnitByPID", "GetUnitByInvocationID", "AttachProcessesToUnit"}
+)
 
 UnitTuple = tuple[str, str, str, str, str, str, str, int, str, str]
 JobTuple = tuple[int, str, str, str, str, str]
@@ -76,7 +78,9 @@ def GetUnitByPID(c: Call, pid: int) -> str:
 
 
 def GetUnitByInvocationID(c: Call, invocation_id: bytes) -> str:
-    return _unit(c.manager.unit_by_invocation_id(bytes(invocation_id)))
+    unit = c.manager.unit_by_invocation_id(bytes(invocation_id), c.pid)
+    # systemd answers with the unit's invocation-ID path
+    return buspath.UNIT_PATH_PREFIX + buspath.label_escape(unit.invocation_id.hex())
 
 
 def GetUnitByControlGroup(c: Call, cgroup: str) -> str:
@@ -84,11 +88,11 @@ def GetUnitByControlGroup(c: Call, cgroup: str) -> str:
 
 
 def StartUnit(c: Call, name: str, mode: str) -> str:
-    return _job(c.manager.start_unit(name, mode))
+    return _job(c.manager.start(c.manager.load_unit(name), mode))
 
 
 def StopUnit(c: Call, name: str, mode: str) -> str:
-    return _job(c.manager.stop_unit(name, mode))
+    return _job(c.manager.stop(c.manager.get_unit(name), mode))
 
 
 def StartTransientUnit(c: Call, name: str, mode: str, props: list[Any], aux: list[Any]) -> str:
@@ -99,23 +103,24 @@ def StartTransientUnit(c: Call, name: str, mode: str, props: list[Any], aux: lis
 
 
 def KillUnit(c: Call, name: str, whom: str, signal: int) -> None:
-    c.manager.kill_unit(name, whom, signal)
+    c.manager.kill(c.manager.get_unit(name), whom, signal)
 
 
 def AbandonScope(c: Call, name: str) -> None:
-    c.manager.abandon_scope(name)
+    c.manager.abandon(c.manager.get_unit(name))
 
 
 def ResetFailedUnit(c: Call, name: str) -> None:
-    c.manager.reset_failed_unit(name)
+    c.manager.reset_failed(c.manager.get_unit(name))
 
 
 def ResetFailed(c: Call) -> None:
-    c.manager.reset_failed()
+    c.manager.reset_failed_all()
 
 
 def SetUnitProperties(c: Call, name: str, runtime: bool, props: list[Any]) -> None:
-    c.manager.set_unit_properties(name, runtime, unwrap_properties(props))
+    unit = c.manager.load_found(name)
+    c.manager.set_properties(unit, runtime, unwrap_properties(props))
 
 
 def ListUnits(c: Call) -> list[UnitTuple]:
@@ -151,11 +156,11 @@ def ClearJobs(c: Call) -> None:
 
 
 def GetUnitProcesses(c: Call, name: str) -> list[tuple[str, int, str]]:
-    return c.manager.unit_processes(name)
+    return c.manager.processes(c.manager.get_unit(name))
 
 
 def AttachProcessesToUnit(c: Call, name: str, subcgroup: str, pids: list[int]) -> None:
-    c.manager.attach_processes(name, subcgroup, pids, c.pid)
+    c.manager.attach(c.manager.get_unit(name), subcgroup, pids, c.pid)
 
 
 def Subscribe(c: Call) -> None:
@@ -171,19 +176,19 @@ def Reload(c: Call) -> None:
 
 
 def FreezeUnit(c: Call, name: str) -> None:
-    c.manager.freeze_unit(name)
+    c.manager.freeze(c.manager.get_unit(name))
 
 
 def ThawUnit(c: Call, name: str) -> None:
-    c.manager.thaw_unit(name)
+    c.manager.thaw(c.manager.get_unit(name))
 
 
 def RefUnit(c: Call, name: str) -> None:
-    c.manager.ref_unit(name, c.sender)
+    c.manager.ref(c.manager.get_unit(name), c.sender)
 
 
 def UnrefUnit(c: Call, name: str) -> None:
-    c.manager.unref_unit(name, c.sender)
+    c.manager.unref(c.manager.get_unit(name), c.sender)
 
 
 _METHODS = [

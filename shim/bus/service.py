@@ -16,7 +16,7 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from compat import buspath, errors
+from compat import buspath, errors, unitname
 from shim.bus import jobs as job_iface
 from shim.bus import manager as manager_iface
 from shim.bus import units as unit_iface
@@ -112,22 +112,21 @@ class Service:
 
     def _unit_for_path(self, path: str, pid: int | None) -> Unit:
         label = path[len(buspath.UNIT_PATH_PREFIX) :]
+        if "/" in label:
+            raise unknown_object(path)
         if label == "self":
             if pid is None:
                 raise unknown_object(path)
             return self.manager.unit_by_pid(pid)
-        if len(label) == 32 and all(c in "0123456789abcdef" for c in label):
-            try:
-                return self.manager.unit_by_invocation_id(bytes.fromhex(label))
-            except errors.SystemdError:
-                raise unknown_object(path) from None
-        name = buspath.unit_name_from_path(path)
-        if name is None or "/" in label:
-            raise unknown_object(path)
-        try:
-            return self.manager.load_unit(name)
-        except errors.InvalidArgs:
-            raise unknown_object(path) from None
+        name = buspath.unit_name_from_path(path) or ""
+        if len(name) == 32 and all(c in "0123456789abcdef" for c in name):
+            return self.manager.unit_by_invocation_id(bytes.fromhex(name))
+        if not unitname.is_valid(name, template=False):
+            # systemd 252's answer for a label that names nothing (observed)
+            raise errors.InvalidArgs(
+                f"Unit name {name} is neither a valid invocation ID nor unit name."
+            )
+        return self.manager.load_unit(name)
 
     def _children(self, path: str) -> list[str]:
         if path in _NODES:
@@ -230,14 +229,8 @@ class Service:
     def _call(self, msg: Message, pid: int | None) -> tuple[str, list[Any]]:
         path = msg.path or "/"
         interface, member = msg.interface, msg.member or ""
-        interfaces, target = self._resolve(path, pid)
-        call = Call(self, msg.sender or "", pid, path, target)
-        if interface == PROPERTIES or (interface is None and member in ("Get", "GetAll", "Set")):
-            return self._properties(msg, call, interfaces)
-        if interface == INTROSPECTABLE or (interface is None and member == "Introspect"):
-            self._check(msg, INTROSPECTABLE, "Introspect", "")
-            return "s", [self._xml.document(interfaces, self._children(path))]
         if interface == PEER or (interface is None and member in ("Ping", "GetMachineId")):
+            # sd-bus answers Peer on every path, existing or not
             if member == "Ping":
                 self._check(msg, PEER, member, "")
                 return "", []
@@ -245,6 +238,13 @@ class Service:
                 self._check(msg, PEER, member, "")
                 return "s", [self.machine_id]
             raise unknown_method(interface, member)
+        interfaces, target = self._resolve(path, pid)
+        call = Call(self, msg.sender or "", pid, path, target)
+        if interface == PROPERTIES or (interface is None and member in ("Get", "GetAll", "Set")):
+            return self._properties(msg, call, interfaces)
+        if interface == INTROSPECTABLE or (interface is None and member == "Introspect"):
+            self._check(msg, INTROSPECTABLE, "Introspect", "")
+            return "s", [self._xml.document(interfaces, self._children(path))]
         for iface in interfaces:
             if interface is not None and iface.name != interface:
                 continue

@@ -28,51 +28,51 @@ _PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 
 
 def Start(c: Call, mode: str) -> str:
-    return buspath.job_path(c.manager.start_unit(c.unit.name, mode).id)
+    return buspath.job_path(c.manager.start(c.unit, mode).id)
 
 
 def Stop(c: Call, mode: str) -> str:
-    return buspath.job_path(c.manager.stop_unit(c.unit.name, mode).id)
+    return buspath.job_path(c.manager.stop(c.unit, mode).id)
 
 
 def Kill(c: Call, whom: str, signal: int) -> None:
-    c.manager.kill_unit(c.unit.name, whom, signal)
+    c.manager.kill(c.unit, whom, signal)
 
 
 def ResetFailed(c: Call) -> None:
-    c.manager.reset_failed_unit(c.unit.name)
+    c.manager.reset_failed(c.unit)
 
 
 def SetProperties(c: Call, runtime: bool, props: list[Any]) -> None:
-    c.manager.set_unit_properties(c.unit.name, runtime, unwrap_properties(props))
+    c.manager.set_properties(c.unit, runtime, unwrap_properties(props))
 
 
 def Ref(c: Call) -> None:
-    c.manager.ref_unit(c.unit.name, c.sender)
+    c.manager.ref(c.unit, c.sender)
 
 
 def Unref(c: Call) -> None:
-    c.manager.unref_unit(c.unit.name, c.sender)
+    c.manager.unref(c.unit, c.sender)
 
 
 def Freeze(c: Call) -> None:
-    c.manager.freeze_unit(c.unit.name)
+    c.manager.freeze(c.unit)
 
 
 def Thaw(c: Call) -> None:
-    c.manager.thaw_unit(c.unit.name)
+    c.manager.thaw(c.unit)
 
 
 def Abandon(c: Call) -> None:
-    c.manager.abandon_scope(c.unit.name)
+    c.manager.abandon(c.unit)
 
 
 def GetProcesses(c: Call) -> list[tuple[str, int, str]]:
-    return c.manager.unit_processes(c.unit.name)
+    return c.manager.processes(c.unit)
 
 
 def AttachProcesses(c: Call, subcgroup: str, pids: list[int]) -> None:
-    c.manager.attach_processes(c.unit.name, subcgroup, pids, c.pid)
+    c.manager.attach(c.unit, subcgroup, pids, c.pid)
 
 
 def _table(name: str, table: readable.ReadableTable) -> Interface:

@@ -128,10 +128,9 @@ class Manager:
             self._queue_gc(parent)
 
     def get_unit(self, name: str) -> Unit:
-        """A loaded unit, or NoSuchUnit (GetUnit never loads)."""
+        """A loaded unit, or NoSuchUnit (GetUnit and the Manager's by-name calls never load)."""
         unit = self.units.get(name)
         if unit is None:
-            self._check_name(name)
             raise errors.NoSuchUnit(f"Unit {name} not loaded.")
         return unit
 
@@ -156,23 +155,29 @@ class Manager:
         if not unitname.is_valid(name, template=False):
             raise errors.InvalidArgs(f"Unit name {name} is not valid.")
 
-    def _loaded(self, name: str) -> Unit:
-        """Load on demand, then refuse units that did not load (systemd's load-state check)."""
+    def load_found(self, name: str) -> Unit:
+        """Load on demand, then refuse a unit nothing backs (SetUnitProperties, StartUnit)."""
         unit = self.load_unit(name)
-        if unit.load_state is LoadState.NOT_FOUND:
-            raise errors.NoSuchUnit(f"Unit {name} not found.")
+        self._require_found(unit)
         return unit
+
+    @staticmethod
+    def _require_found(unit: Unit) -> None:
+        if unit.load_state is LoadState.NOT_FOUND:
+            raise errors.NoSuchUnit(f"Unit {unit.name} not found.")
 
     def unit_by_cgroup(self, path: str) -> Unit:
         """The unit owning a cgroup path, walking up to the closest ancestor that is a unit."""
+        # walks up to the closest unit, but not to the root: systemd 252 answers NoSuchUnit
+        # for "/nonexistent" (fixtures/oracle/errors-1.jsonl)
         probe = path.rstrip("/") or "/"
-        while True:
+        while probe != "/":
             unit = self._by_cgroup.get(probe)
             if unit is not None:
                 return unit
-            if probe == "/":
-                break
             probe = probe.rsplit("/", 1)[0] or "/"
+        if path == "/":
+            return self._by_cgroup["/"]
         raise errors.NoSuchUnit(
             f"Control group '{path}' is not valid or not managed by this instance"
         )
@@ -186,9 +191,11 @@ class Manager:
         except errors.NoSuchUnit:
             raise errors.NoUnitForPID(f"PID {pid} does not belong to any loaded unit.") from None
 
-    def unit_by_invocation_id(self, invocation_id: bytes) -> Unit:
+    def unit_by_invocation_id(self, invocation_id: bytes, caller_pid: int | None = None) -> Unit:
         if len(invocation_id) != 16:
             raise errors.InvalidArgs("Invalid invocation ID")
+        if invocation_id == bytes(16) and caller_pid:
+            return self.unit_by_pid(caller_pid)  # systemd: the null ID means the caller's unit
         unit = self._by_invocation.get(invocation_id)
         if unit is None:
             raise errors.NoUnitForInvocationID(
@@ -306,11 +313,15 @@ class Manager:
     # -- jobs ------------------------------------------------------------------------------
 
     @staticmethod
-    def _job_mode(mode: str) -> JobMode:
+    def _job_mode(mode: str, job_type: JobType = JobType.START) -> JobMode:
         try:
-            return JobMode(mode)
+            job_mode = JobMode(mode)
         except ValueError:
-            raise errors.InvalidArgs(f"Job mode {mode} invalid.") from None
+            raise errors.InvalidArgs(f"Job mode {mode} is invalid.") from None
+        if job_mode is JobMode.ISOLATE and job_type is JobType.START:
+            # systemd.unit(5) AllowIsolate= defaults to no, and no unit here allows it
+            raise errors.NoIsolation("Operation refused, unit may not be isolated.")
+        return job_mode
 
     def _check_job(self, unit: Unit, job_type: JobType, mode: JobMode) -> None:
         """Refuse a job that would conflict with a queued one in mode fail."""
@@ -407,11 +418,7 @@ class Manager:
     ) -> Job:
         """Create a transient scope or slice and queue its start job (validated fully first)."""
         self._job_mode(mode)  # a new unit has no queued job to conflict with
-        if not unitname.is_valid(name, template=False):
-            raise errors.InvalidArgs(f"Unit name {name} is not valid.")
-        unit_type = unitname.unit_type(name)
-        if unit_type not in (UnitType.SCOPE, UnitType.SLICE):
-            raise errors.InvalidArgs(f"Unit type {unit_type} does not support transient units.")
+        unit_type = self._transient_type(name, properties)
         if aux:
             raise errors.NotSupported("Auxiliary units are not supported.")
         existing = self.units.get(name)
@@ -420,16 +427,21 @@ class Manager:
         settings = self._parse(unit_type, properties, transient=True)
         if unit_type is UnitType.SLICE:
             if not unitname.is_valid_slice_name(name):
-                raise errors.InvalidArgs(f"Unit name {name} is not valid.")
+                raise errors.InvalidArgs("Invalid unit name or type.")
+            if "Slice" in settings:
+                raise errors.InvalidArgs("Slice may not be set for slice units.")
             slice_name = unitname.slice_parent(name)
-            given = settings.pop("Slice", None)
-            if given is not None and given != slice_name:
-                raise errors.InvalidArgs(f"Slice {given} is not the parent of {name}.")
         else:
             slice_name = str(settings.pop("Slice", None) or self._default_slice(name))
-            settings["PIDs"] = self._resolve_pids(settings.get("PIDs", []), caller_pid)
+            if "PIDs" not in settings:
+                # systemd.scope(5): a scope must be given processes; 252 fails loading it
+                raise errors.FileNotFound(
+                    f"Unit {name} failed to load properly, please adjust/correct and reload "
+                    "service manager: No such file or directory"
+                )
             if not settings["PIDs"]:
-                raise errors.BadUnitSetting("Scope has no PIDs. Refusing.")
+                raise errors.InvalidArgs("Failed to set unit properties: Invalid argument")
+            settings["PIDs"] = self._resolve_pids(settings["PIDs"], caller_pid)
         # every check passed: from here on nothing fails
         if existing is not None:
             self._unregister(existing)
@@ -440,6 +452,24 @@ class Manager:
         job = self._enqueue(unit, JobType.START)
         self._pull_in_slices(unit)
         return job
+
+    @staticmethod
+    def _transient_type(name: str, properties: Sequence[Property]) -> UnitType:
+        """The type of a transient unit name, refused as systemd 252 refuses it."""
+        if unitname.is_template(name):
+            raise errors.InvalidArgs(f"Unit name {name} is missing the instance name.")
+        if not unitname.is_valid(name, template=False):
+            raise errors.InvalidArgs("Invalid unit name or type.")
+        unit_type = unitname.unit_type(name)
+        assert unit_type is not None
+        if unit_type in (UnitType.SCOPE, UnitType.SLICE):
+            if unitname.is_instance(name):
+                raise errors.InvalidArgs("Invalid argument")  # what 252 answers, observed
+            return unit_type
+        if unit_type in (UnitType.TARGET, UnitType.DEVICE, UnitType.SWAP) or not properties:
+            raise errors.InvalidArgs(f"Unit type {unit_type} does not support transient units.")
+        # systemd creates these transiently from properties we do not know: refuse the first
+        raise errors.property_read_only(properties[0][0])
 
     def _pristine(self, unit: Unit) -> bool:
         # systemd: a transient unit may replace a loaded unit only if nothing backs or runs it
@@ -464,6 +494,7 @@ class Manager:
         return settings
 
     def _resolve_pids(self, pids: object, caller_pid: int | None) -> list[int]:
+        """PIDs as systemd checks them: 0 is the caller, dead ones and managers are refused."""
         assert isinstance(pids, list)
         out: list[int] = []
         for pid in pids:
@@ -472,7 +503,9 @@ class Manager:
                     raise errors.InvalidArgs("Failed to get peer PID.")
                 pid = caller_pid
             if not _pid_exists(pid):
-                raise errors.InvalidArgs(f"Failed to add PID {pid} to scope: No such process")
+                raise errors.UnixProcessIdUnknown(f"Process with ID {pid} does not exist.")
+            if pid in (1, os.getpid()):
+                raise errors.InvalidArgs(f"Process {pid} is a manager process, refusing.")
             if pid not in out:
                 out.append(pid)
         return out
@@ -485,13 +518,16 @@ class Manager:
             if parent.active_state is not ActiveState.ACTIVE:
                 self._enqueue(parent, JobType.START)
 
-    def start_unit(self, name: str, mode: str) -> Job:
+    def start(self, unit: Unit, mode: str) -> Job:
+        """Queue a start job (StartUnit loads by name first; Unit.Start has the object)."""
         job_mode = self._job_mode(mode)
-        unit = self._loaded(name)
+        self._require_found(unit)
         self._check_job(unit, JobType.START, job_mode)
         if unit.type is UnitType.SCOPE and unit.active_state is not ActiveState.ACTIVE:
             # systemd.scope(5): scopes are only created programmatically
-            raise errors.JobTypeNotApplicable(f"Job type start is not applicable for unit {name}.")
+            raise errors.JobTypeNotApplicable(
+                f"Job type start is not applicable for unit {unit.name}."
+            )
         job = self._enqueue(unit, JobType.START)
         if unit.type is UnitType.SLICE:
             self._pull_in_slices(unit)
@@ -550,14 +586,15 @@ class Manager:
 
     # -- stop ------------------------------------------------------------------------------
 
-    def stop_unit(self, name: str, mode: str) -> Job:
-        job_mode = self._job_mode(mode)
-        unit = self.load_unit(name)
+    def stop(self, unit: Unit, mode: str) -> Job:
+        job_mode = self._job_mode(mode, JobType.STOP)
         if unit.load_state is LoadState.NOT_FOUND:
-            raise errors.NoSuchUnit(f"Unit {name} not loaded.")
+            raise errors.NoSuchUnit(f"Unit {unit.name} not loaded.")
         self._check_job(unit, JobType.STOP, job_mode)
         if unit.perpetual:
-            raise errors.JobTypeNotApplicable(f"Job type stop is not applicable for unit {name}.")
+            raise errors.JobTypeNotApplicable(
+                f"Job type stop is not applicable for unit {unit.name}."
+            )
         return self._enqueue(unit, JobType.STOP)
 
     def _stop(self, job: Job) -> None:
@@ -655,118 +692,113 @@ class Manager:
         if unit.active_state in (ActiveState.ACTIVE, ActiveState.DEACTIVATING):
             self._scope_dead(unit, "success")
 
-    # -- other unit operations -------------------------------------------------------------
+    # -- other unit operations (Manager.XUnit(name) resolves with get_unit first) -----------
 
-    def kill_unit(self, name: str, whom: str, signal: int) -> int:
+    def kill(self, unit: Unit, whom: str, signal: int) -> int:
+        """systemd.kill(5): signal the unit's processes; scopes have no main/control process."""
         try:
             who = KillWho(whom)
         except ValueError:
             raise errors.InvalidArgs(f"Invalid who argument {whom}") from None
         if not 1 <= signal <= SIGNAL_MAX:
             raise errors.InvalidArgs("Signal number out of range.")
-        unit = self._loaded(name)
-        if who in (KillWho.MAIN, KillWho.MAIN_FAIL, KillWho.CONTROL, KillWho.CONTROL_FAIL):
+        if who not in (KillWho.ALL, KillWho.ALL_FAIL) and unit.type in (
+            UnitType.SCOPE,
+            UnitType.SLICE,
+        ):
             kind = "main" if who in (KillWho.MAIN, KillWho.MAIN_FAIL) else "control"
             raise errors.NoSuchProcess(f"{unit.type} units have no {kind} processes")
-        killed = 0
-        if unit.control_group is not None:
-            killed = self.backend.kill(unit.control_group, signal)
-        if who is KillWho.ALL_FAIL and killed == 0:
-            raise errors.NoSuchProcess("No matching processes to kill")
-        return killed
+        if unit.control_group is None:
+            return 0
+        return self.backend.kill(unit.control_group, signal)
 
-    def abandon_scope(self, name: str) -> None:
-        unit = self._loaded(name)
+    def abandon(self, unit: Unit) -> None:
         if unit.type is not UnitType.SCOPE:
-            raise errors.InvalidArgs(f"Unit {name} is not a scope unit, refusing.")
+            raise errors.InvalidArgs(f"Unit '{unit.name}' is not a scope unit, refusing.")
         if unit.sub_state not in (ScopeState.RUNNING, ScopeState.ABANDONED):
-            raise errors.ScopeNotRunning(f"Scope {name} is not running, cannot abandon.")
+            raise errors.ScopeNotRunning(f"Scope {unit.name} is not running, cannot abandon.")
         # systemd.scope(5) / Abandon(): the scope stays until its processes are gone
         unit.settings["Controller"] = ""
         self._set_state(unit, ScopeState.ABANDONED)
 
-    def reset_failed_unit(self, name: str) -> None:
-        self._reset_failed(self._loaded(name))
-
-    def reset_failed(self) -> None:
+    def reset_failed_all(self) -> None:
         for unit in list(self.units.values()):
-            self._reset_failed(unit)
+            self.reset_failed(unit)
 
-    def _reset_failed(self, unit: Unit) -> None:
+    def reset_failed(self, unit: Unit) -> None:
         unit.result = "success"
         if unit.active_state is ActiveState.FAILED:
             self._set_state(unit, "dead")
         else:
             self._queue_gc(unit)
 
-    def set_unit_properties(self, name: str, runtime: bool, properties: Sequence[Property]) -> None:
-        unit = self._loaded(name)
+    def set_properties(self, unit: Unit, runtime: bool, properties: Sequence[Property]) -> None:
+        """Runtime changes, validated completely before any is applied."""
         assignments = parse_assignments(unit.type, properties, transient=False)
         merge_into(unit.settings, assignments)
         self.listener.unit_changed(unit)
 
-    def unit_processes(self, name: str) -> list[tuple[str, int, str]]:
-        unit = self._loaded(name)
+    def processes(self, unit: Unit) -> list[tuple[str, int, str]]:
         if unit.control_group is None:
             return []
-        out = []
-        for pid in self.backend.pids(unit.control_group):
-            out.append((self.backend.cgroup_of(pid) or unit.control_group, pid, _cmdline(pid)))
-        return out
+        return [
+            (self.backend.cgroup_of(pid) or unit.control_group, pid, _cmdline(pid))
+            for pid in self.backend.pids(unit.control_group)
+        ]
 
-    def attach_processes(
-        self, name: str, subcgroup: str, pids: Iterable[int], caller_pid: int | None
+    def attach(
+        self, unit: Unit, subcgroup: str, pids: Iterable[int], caller_pid: int | None
     ) -> None:
-        unit = self._loaded(name)
+        """AttachProcessesToUnit: delegated units only, into an existing (sub-)cgroup."""
+        if not unit.setting("Delegate", False):
+            raise errors.InvalidArgs("Process migration not available on non-delegated units.")
         if unit.control_group is None or unit.active_state is not ActiveState.ACTIVE:
-            raise errors.UnitInactive(f"Unit {name} is not active, cannot attach processes.")
-        sub = subcgroup.strip("/")
-        if sub and not unit.setting("Delegate", False):
-            raise errors.InvalidArgs(
-                "Process migration to subcgroup only supported on units with delegation enabled."
-            )
-        if sub and any(p in ("", ".", "..") for p in sub.split("/")):
-            raise errors.InvalidArgs("Control group path is not normalized.")
+            raise errors.UnitInactive(f"Unit {unit.name} is not active.")
+        if subcgroup and not subcgroup.startswith("/"):
+            raise errors.InvalidArgs(f"Control group path is not absolute: {subcgroup}")
+        parts = subcgroup.split("/")[1:] if subcgroup else []
+        if any(p in (".", "..") for p in parts) or "" in parts[:-1]:
+            raise errors.InvalidArgs(f"Control group path is not normalized: {subcgroup}")
         resolved = self._resolve_pids(list(pids), caller_pid)
         if not resolved:
-            raise errors.InvalidArgs("No PIDs specified.")
-        target = unit.control_group.rstrip("/") + ("/" + sub if sub else "")
-        if sub:
-            self.backend.create(target)
+            return
+        target = unit.control_group.rstrip("/") + "/" + "/".join(p for p in parts if p)
+        target = target.rstrip("/") or "/"
+        if not self.backend.exists(target):
+            raise errors.FileNotFound(
+                "Failed to attach processes to control group: No such file or directory"
+            )
         try:
             self.backend.attach(target, resolved)
         except BackendError as e:
-            raise errors.InvalidArgs(f"Failed to attach processes: {e}") from None
+            raise errors.Failed(f"Failed to attach processes to control group: {e}") from None
 
-    def freeze_unit(self, name: str) -> None:
-        unit = self._freezable(name)
+    def freeze(self, unit: Unit) -> None:
+        self._check_freezable(unit)
         if unit.freezer_state != "frozen":
             assert unit.control_group is not None
             self.backend.freeze(unit.control_group)
             unit.freezer_state = "frozen"
             self.listener.unit_changed(unit)
 
-    def thaw_unit(self, name: str) -> None:
-        unit = self._freezable(name)
+    def thaw(self, unit: Unit) -> None:
+        self._check_freezable(unit)
         if unit.freezer_state != "running":
             assert unit.control_group is not None
             self.backend.thaw(unit.control_group)
             unit.freezer_state = "running"
             self.listener.unit_changed(unit)
 
-    def _freezable(self, name: str) -> Unit:
-        unit = self._loaded(name)
+    def _check_freezable(self, unit: Unit) -> None:
         if Capability.FREEZE not in self.backend.capabilities or unit.perpetual:
-            raise errors.NotSupported(f"Unit '{name}' does not support freezing.")
+            raise errors.NotSupported(f"Unit '{unit.name}' does not support freezing.")
         if unit.active_state is not ActiveState.ACTIVE or unit.control_group is None:
-            raise errors.UnitInactive(f"Unit {name} is not active.")
-        return unit
+            raise errors.UnitInactive(f"Unit {unit.name} is not active.")
 
-    def ref_unit(self, name: str, bus_name: str) -> None:
-        self._loaded(name).refs.add(bus_name)
+    def ref(self, unit: Unit, bus_name: str) -> None:
+        unit.refs.add(bus_name)
 
-    def unref_unit(self, name: str, bus_name: str) -> None:
-        unit = self._loaded(name)
+    def unref(self, unit: Unit, bus_name: str) -> None:
         if bus_name not in unit.refs:
             raise errors.NotReferenced("Unit has not been referenced yet.")
         unit.refs.discard(bus_name)

@@ -246,31 +246,67 @@ async def test_root_slice_is_perpetual(daemon: Daemon, client: Client) -> None:
     assert name == "org.freedesktop.systemd1.JobTypeNotApplicable"
 
 
-async def test_unit_self_and_get_unit_by_pid(daemon: Daemon, client: Client) -> None:
-    """PIDs [0] means the caller; unit/self resolves the caller's unit (systemd-run --scope)."""
-    import os
+SELF_CLIENT = """
+import asyncio, json, os, sys
+from dbus_fast import Message, Variant
+from dbus_fast.aio import MessageBus
 
-    job = await start_scope(client, "me.scope", [0])
-    assert job
-    assert daemon.backend.cgroup_of(os.getpid()) == "/system.slice/me.scope"
-    self_path = "/org/freedesktop/systemd1/unit/self"
-    assert await client.get(self_path, UNIT, "Id") == "me.scope"
-    invocation = await client.get(self_path, UNIT, "InvocationID")
-    assert len(invocation) == 16
-    assert await client.ok("GetUnitByPID", "u", [0]) == [
-        "/org/freedesktop/systemd1/unit/me_2escope"
-    ]
-    assert await client.ok("GetUnitByPID", "u", [os.getpid()]) == [
-        "/org/freedesktop/systemd1/unit/me_2escope"
-    ]
-    assert await client.ok("GetUnitByInvocationID", "ay", [invocation]) == [
-        "/org/freedesktop/systemd1/unit/me_2escope"
-    ]
-    assert await client.ok("GetUnitByControlGroup", "s", ["/system.slice/me.scope"]) == [
-        "/org/freedesktop/systemd1/unit/me_2escope"
-    ]
-    # never stop this scope: the fake backend would signal the test process itself
-    daemon.backend.close()
+async def main():
+    bus = await MessageBus(bus_address=sys.argv[1]).connect()
+    def call(path, iface, member, sig="", body=()):
+        return bus.call(Message(destination="org.freedesktop.systemd1", path=path,
+                                interface=iface, member=member, signature=sig, body=list(body)))
+    m = "/org/freedesktop/systemd1"
+    r = await call(m, "org.freedesktop.systemd1.Manager", "StartTransientUnit",
+                   "ssa(sv)a(sa(sv))", ["me.scope", "fail", [["PIDs", Variant("au", [0])]], []])
+    await asyncio.sleep(0.2)
+    s = await call(m + "/unit/self", "org.freedesktop.DBus.Properties", "Get", "ss",
+                   ["org.freedesktop.systemd1.Unit", "InvocationID"])
+    p = await call(m, "org.freedesktop.systemd1.Manager", "GetUnitByPID", "u", [0])
+    z = await call(m, "org.freedesktop.systemd1.Manager", "GetUnitByInvocationID", "ay",
+                   [bytes(16)])
+    print(json.dumps({"pid": os.getpid(), "job": r.body, "self": list(s.body[0].value),
+                      "by_pid": p.body, "null_id": z.body}))
+
+asyncio.run(main())
+"""
+
+
+async def test_unit_self_and_the_caller(daemon: Daemon, client: Client) -> None:
+    """systemd-run --scope's sequence from another process: PIDs [0] is the caller, unit/self
+    and GetUnitByPID(0) resolve its unit, InvocationID has 16 bytes."""
+    import json
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SELF_CLIENT, daemon.address, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    result = json.loads(out)
+    assert result["job"][0].startswith("/org/freedesktop/systemd1/job/")
+    assert len(result["self"]) == 16
+    assert result["by_pid"] == ["/org/freedesktop/systemd1/unit/me_2escope"]
+    assert result["null_id"][0].endswith(bytes(result["self"]).hex()[1:])
+    # the client has exited: its scope empties and goes away
+    await client.wait_signal(is_signal("UnitRemoved", "me.scope"))
+    assert daemon.backend.cgroup_of(result["pid"]) is None
+
+
+async def test_lookups_by_pid_cgroup_and_invocation(
+    daemon: Daemon, client: Client, processes
+) -> None:
+    proc = processes()
+    await start_scope(client, "look.scope", [proc.pid])
+    path = "/org/freedesktop/systemd1/unit/look_2escope"
+    invocation = await client.get(path, UNIT, "InvocationID")
+    assert await client.ok("GetUnitByPID", "u", [proc.pid]) == [path]
+    (by_id,) = await client.ok("GetUnitByInvocationID", "ay", [invocation])
+    assert by_id == "/org/freedesktop/systemd1/unit/" + (
+        "_3" + invocation.hex() if invocation.hex()[0].isdigit() else invocation.hex()
+    )
+    assert await client.get(by_id, UNIT, "Id") == "look.scope"
+    assert await client.ok("GetUnitByControlGroup", "s", ["/system.slice/look.scope"]) == [path]
+    assert await client.ok("GetUnitByControlGroup", "s", ["/system.slice/look.scope/x/y"]) == [path]
 
 
 async def test_lists_and_processes(daemon: Daemon, client: Client, processes) -> None:
@@ -332,6 +368,11 @@ async def test_freeze_thaw_and_attach(daemon: Daemon, client: Client, processes)
         "freeze",
         "thaw",
     ]
+    name, _ = await client.error(
+        "AttachProcessesToUnit", "ssau", ["fz.scope", "/payload", [p2.pid]]
+    )
+    assert name == "org.freedesktop.DBus.Error.FileNotFound"  # systemd creates no sub-cgroup
+    daemon.backend.create("/system.slice/fz.scope/payload")  # the delegate's mkdir
     await client.ok("AttachProcessesToUnit", "ssau", ["fz.scope", "/payload", [p2.pid]])
     assert daemon.backend.cgroup_of(p2.pid) == "/system.slice/fz.scope/payload"
 

@@ -57,10 +57,16 @@ DBUS = [
     "NoMemory",
     "LimitsExceeded",
     "InteractiveAuthorizationRequired",
+    "UnixProcessIdUnknown",
+    "FileNotFound",
 ]
-EXPECTED = {f"org.freedesktop.systemd1.{n}" for n in SYSTEMD1} | {
-    f"org.freedesktop.DBus.Error.{n}" for n in DBUS
-}
+# errno-derived names sd-bus answers with (observed from systemd 252, tests/bus/test_bad_input.py)
+SYSTEM = ["ENXIO"]
+EXPECTED = (
+    {f"org.freedesktop.systemd1.{n}" for n in SYSTEMD1}
+    | {f"org.freedesktop.DBus.Error.{n}" for n in DBUS}
+    | {f"System.Error.{n}" for n in SYSTEM}
+)
 
 CLASSES = [
     obj
@@ -71,7 +77,7 @@ CLASSES = [
 
 def test_the_table_is_exactly_the_expected_names():
     assert set(ERRORS) == EXPECTED
-    assert len(ERRORS) == len(SYSTEMD1) + len(DBUS)
+    assert len(ERRORS) == len(SYSTEMD1) + len(DBUS) + len(SYSTEM)
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
@@ -80,7 +86,9 @@ def test_each_class(cls):
     assert ERROR_NAME.fullmatch(name)
     assert len(name) <= 255
     assert name.rpartition(".")[2] == cls.__name__
-    assert name.startswith(("org.freedesktop.systemd1.", "org.freedesktop.DBus.Error."))
+    assert name.startswith(
+        ("org.freedesktop.systemd1.", "org.freedesktop.DBus.Error.", "System.Error.")
+    )
     assert ERRORS[name] is cls
     assert issubclass(cls, Exception)
 

@@ -104,8 +104,8 @@ def test_scope_only_properties_are_refused_for_slices():
         parse([("PIDs", "au", [1])], unit_type=UnitType.SLICE)
 
 
-def test_wrong_signature_is_invalid_args():
-    with pytest.raises(errors.InvalidArgs):
+def test_wrong_signature_is_enxio_as_systemd_answers():
+    with pytest.raises(errors.ENXIO):
         parse([("Description", "u", 3)])
 
 

@@ -66,6 +66,8 @@ def _unit(unit: Unit) -> str:
 
 
 def GetUnit(c: Call, name: str) -> str:
+    if name == "" and c.pid:
+        return _unit(c.manager.unit_by_pid(c.pid))  # systemd 252: "" is the caller's unit
     return _unit(c.manager.get_unit(name))
 
 
@@ -92,6 +94,7 @@ def StartUnit(c: Call, name: str, mode: str) -> str:
 
 
 def StopUnit(c: Call, name: str, mode: str) -> str:
+    c.manager.check_name(name)  # StopUnit validates the name, but does not load (observed)
     return _job(c.manager.stop(c.manager.get_unit(name), mode))
 
 
@@ -184,7 +187,7 @@ def ThawUnit(c: Call, name: str) -> None:
 
 
 def RefUnit(c: Call, name: str) -> None:
-    c.manager.ref(c.manager.get_unit(name), c.sender)
+    c.manager.ref(c.manager.load_unit(name), c.sender)
 
 
 def UnrefUnit(c: Call, name: str) -> None:

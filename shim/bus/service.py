@@ -166,7 +166,11 @@ class Service:
     def _needs_pid(self, msg: Message) -> bool:
         if msg.path == buspath.UNIT_PATH_PREFIX + "self":
             return True
-        return msg.path == MANAGER_PATH and msg.member in manager_iface.NEEDS_CALLER
+        if msg.path != MANAGER_PATH:
+            return msg.member == "AttachProcesses"
+        if msg.member == "GetUnit":
+            return msg.body == [""]  # "" means the caller's unit
+        return msg.member in manager_iface.NEEDS_CALLER
 
     async def _dispatch_later(self, msg: Message) -> None:
         pid = await self.caller_pid(msg.sender or "")

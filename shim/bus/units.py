@@ -167,7 +167,7 @@ def get_property(svc: Service, unit: Unit, interface: str, name: str) -> object:
         "InvocationID": unit.invocation_id,
         "Transient": unit.transient,
         "Perpetual": unit.perpetual,
-        "Refs": sorted(unit.refs),
+        "Refs": list(unit.refs),
         "CanStart": unit.type is UnitType.SLICE and unit.load_state is LoadState.LOADED,
         "CanStop": unit.load_state is LoadState.LOADED and not unit.perpetual,
         "CanFreeze": unit.load_state is LoadState.LOADED and not unit.perpetual,

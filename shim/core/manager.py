@@ -29,6 +29,7 @@ from compat.enums import (
     LoadState,
     ScopeState,
     SliceState,
+    parse_enum,
 )
 from compat.properties import Assignment, merge_into, parse_assignments
 from compat.unitname import ROOT_SLICE, UnitType
@@ -139,7 +140,7 @@ class Manager:
         unit = self.units.get(name)
         if unit is not None:
             return unit
-        self._check_name(name)
+        self.check_name(name)
         unit_type = unitname.unit_type(name)
         assert unit_type is not None
         if unit_type is UnitType.SLICE and unitname.is_valid_slice_name(name):
@@ -151,7 +152,7 @@ class Manager:
         return unit
 
     @staticmethod
-    def _check_name(name: str) -> None:
+    def check_name(name: str) -> None:
         if not unitname.is_valid(name, template=False):
             raise errors.InvalidArgs(f"Unit name {name} is not valid.")
 
@@ -176,8 +177,8 @@ class Manager:
             if unit is not None:
                 return unit
             probe = probe.rsplit("/", 1)[0] or "/"
-        if path == "/":
-            return self._by_cgroup["/"]
+        if path == "":
+            return self._by_cgroup["/"]  # the empty path is the root slice; "/" is refused
         raise errors.NoSuchUnit(
             f"Control group '{path}' is not valid or not managed by this instance"
         )
@@ -192,10 +193,10 @@ class Manager:
             raise errors.NoUnitForPID(f"PID {pid} does not belong to any loaded unit.") from None
 
     def unit_by_invocation_id(self, invocation_id: bytes, caller_pid: int | None = None) -> Unit:
+        if invocation_id in (b"", bytes(16)) and caller_pid:
+            return self.unit_by_pid(caller_pid)  # systemd: the null ID means the caller's unit
         if len(invocation_id) != 16:
             raise errors.InvalidArgs("Invalid invocation ID")
-        if invocation_id == bytes(16) and caller_pid:
-            return self.unit_by_pid(caller_pid)  # systemd: the null ID means the caller's unit
         unit = self._by_invocation.get(invocation_id)
         if unit is None:
             raise errors.NoUnitForInvocationID(
@@ -313,11 +314,16 @@ class Manager:
     # -- jobs ------------------------------------------------------------------------------
 
     @staticmethod
-    def _job_mode(mode: str, job_type: JobType = JobType.START) -> JobMode:
-        try:
-            job_mode = JobMode(mode)
-        except ValueError:
-            raise errors.InvalidArgs(f"Job mode {mode} is invalid.") from None
+    def _job_mode(
+        mode: str, job_type: JobType = JobType.START, *, transient: bool = False
+    ) -> JobMode:
+        """A job mode as systemd 252 checks it (texts differ between its code paths)."""
+        job_mode = parse_enum(JobMode, mode)
+        if job_mode is None or job_mode is JobMode.RESTART_DEPENDENCIES:  # added in 254
+            text = f"Job mode {mode} is invalid." if transient else f"Job mode {mode} invalid"
+            raise errors.InvalidArgs(text)
+        if job_mode is JobMode.TRIGGERING and job_type is not JobType.STOP:
+            raise errors.InvalidArgs("--job-mode=triggering is only valid for stop.")
         if job_mode is JobMode.ISOLATE and job_type is JobType.START:
             # systemd.unit(5) AllowIsolate= defaults to no, and no unit here allows it
             raise errors.NoIsolation("Operation refused, unit may not be isolated.")
@@ -417,10 +423,11 @@ class Manager:
         caller_pid: int | None,
     ) -> Job:
         """Create a transient scope or slice and queue its start job (validated fully first)."""
-        self._job_mode(mode)  # a new unit has no queued job to conflict with
+        self._job_mode(mode, transient=True)  # a new unit has no queued job to conflict with
         unit_type = self._transient_type(name, properties)
         if aux:
-            raise errors.NotSupported("Auxiliary units are not supported.")
+            # systemd 252 creates auxiliary units without starting them, then collects them
+            log.info("%s: auxiliary units ignored: %s", name, ", ".join(n for n, _ in aux))
         existing = self.units.get(name)
         if existing is not None and not self._pristine(existing):
             raise errors.UnitExists(f"Unit {name} was already loaded or has a fragment file.")
@@ -466,10 +473,12 @@ class Manager:
             if unitname.is_instance(name):
                 raise errors.InvalidArgs("Invalid argument")  # what 252 answers, observed
             return unit_type
-        if unit_type in (UnitType.TARGET, UnitType.DEVICE, UnitType.SWAP) or not properties:
+        if unit_type in (UnitType.TARGET, UnitType.DEVICE, UnitType.SWAP):
             raise errors.InvalidArgs(f"Unit type {unit_type} does not support transient units.")
-        # systemd creates these transiently from properties we do not know: refuse the first
-        raise errors.property_read_only(properties[0][0])
+        # systemd builds these from properties scopeshim does not know (ExecStart=, What=, ...):
+        # those are refused as unknown, and what is left as systemd 252 does (observed)
+        parse_assignments(unit_type, properties, transient=True)
+        raise errors.BadUnitSetting(f"Unit {name} has a bad unit file setting.")
 
     def _pristine(self, unit: Unit) -> bool:
         # systemd: a transient unit may replace a loaded unit only if nothing backs or runs it
@@ -646,10 +655,10 @@ class Manager:
                 assert isinstance(sig, int)
                 signalled = self.backend.kill(path, sig)
         if path is None or not self.backend.pids(path):
-            self._scope_dead(unit, "success")
+            self._scope_dead(unit, unit.result)
             return
         if kill_mode in (KillMode.NONE, KillMode.PROCESS):
-            self._scope_dead(unit, "success")  # processes stay behind, as systemd leaves them
+            self._scope_dead(unit, unit.result)  # processes stay behind, as systemd leaves them
             return
         self._set_state(unit, state)
         timeout = unit.setting("TimeoutStopUSec", DEFAULT_TIMEOUT_STOP_USEC)
@@ -671,6 +680,8 @@ class Manager:
     def _stop_timeout(self, unit: Unit) -> None:
         self._timers.pop(unit, None)
         if unit.sub_state == ScopeState.STOP_SIGTERM:
+            # systemd 252: a stop that needs SIGKILL ends failed with Result=timeout (observed)
+            unit.result = "timeout"
             self._scope_signal(unit, ScopeState.STOP_SIGKILL)
         elif unit.sub_state == ScopeState.STOP_SIGKILL:
             log.warning("%s: processes still around after final SIGKILL", unit.name)
@@ -690,7 +701,7 @@ class Manager:
         if unit is None or unit.type is not UnitType.SCOPE:
             return
         if unit.active_state in (ActiveState.ACTIVE, ActiveState.DEACTIVATING):
-            self._scope_dead(unit, "success")
+            self._scope_dead(unit, unit.result)
 
     # -- other unit operations (Manager.XUnit(name) resolves with get_unit first) -----------
 
@@ -750,12 +761,12 @@ class Manager:
         self, unit: Unit, subcgroup: str, pids: Iterable[int], caller_pid: int | None
     ) -> None:
         """AttachProcessesToUnit: delegated units only, into an existing (sub-)cgroup."""
+        if subcgroup and not subcgroup.startswith("/"):
+            raise errors.InvalidArgs(f"Control group path is not absolute: {subcgroup}")
         if not unit.setting("Delegate", False):
             raise errors.InvalidArgs("Process migration not available on non-delegated units.")
         if unit.control_group is None or unit.active_state is not ActiveState.ACTIVE:
-            raise errors.UnitInactive(f"Unit {unit.name} is not active.")
-        if subcgroup and not subcgroup.startswith("/"):
-            raise errors.InvalidArgs(f"Control group path is not absolute: {subcgroup}")
+            raise errors.UnitInactive("Unit is inactive.")
         parts = subcgroup.split("/")[1:] if subcgroup else []
         if any(p in (".", "..") for p in parts) or "" in parts[:-1]:
             raise errors.InvalidArgs(f"Control group path is not normalized: {subcgroup}")
@@ -793,15 +804,16 @@ class Manager:
         if Capability.FREEZE not in self.backend.capabilities or unit.perpetual:
             raise errors.NotSupported(f"Unit '{unit.name}' does not support freezing.")
         if unit.active_state is not ActiveState.ACTIVE or unit.control_group is None:
-            raise errors.UnitInactive(f"Unit {unit.name} is not active.")
+            raise errors.UnitInactive("Unit is inactive.")
 
     def ref(self, unit: Unit, bus_name: str) -> None:
-        unit.refs.add(bus_name)
+        self._require_found(unit)
+        unit.refs.append(bus_name)  # systemd keeps one reference per call
 
     def unref(self, unit: Unit, bus_name: str) -> None:
         if bus_name not in unit.refs:
             raise errors.NotReferenced("Unit has not been referenced yet.")
-        unit.refs.discard(bus_name)
+        unit.refs.remove(bus_name)
         self._queue_gc(unit)
 
     def subscribe(self, bus_name: str) -> None:
@@ -819,7 +831,7 @@ class Manager:
         self.subscribers.discard(bus_name)
         for unit in self.units.values():
             if bus_name in unit.refs:
-                unit.refs.discard(bus_name)
+                unit.refs[:] = [r for r in unit.refs if r != bus_name]
                 self._queue_gc(unit)
 
     def reload(self) -> None:

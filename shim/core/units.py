@@ -61,7 +61,7 @@ class Unit:
     job: Job | None = None
     result: str = "success"
     freezer_state: str = "running"
-    refs: set[str] = field(default_factory=set)
+    refs: list[str] = field(default_factory=list)  # one entry per RefUnit call
     timestamps: dict[str, Timestamp] = field(default_factory=dict)
 
     @property

@@ -185,6 +185,9 @@ async def test_stop_sends_sigterm_and_finishes_when_empty(
 async def test_stop_escalates_to_sigkill_after_timeout(
     daemon: Daemon, client: Client, processes
 ) -> None:
+    """systemd 252: stop-sigterm, then stop-sigkill after TimeoutStopUSec, then failed with
+    Result=timeout; the stop job is still "done" and the failed unit stays loaded
+    (fixtures/oracle/report.md, Q6)."""
     proc = processes(ignore_term=True)
     await start_scope(
         client, "stubborn.scope", [proc.pid], ["TimeoutStopUSec", Variant("t", 300_000)]
@@ -194,9 +197,28 @@ async def test_stop_escalates_to_sigkill_after_timeout(
     await asyncio.sleep(0.1)
     assert await client.get(path, UNIT, "SubState") == "stop-sigterm"
     assert await client.get(job, JOB, "State") == "running"
+    # a second stop merges into the queued job; a start in mode fail conflicts with it
+    assert await client.ok("StopUnit", "ss", ["stubborn.scope", "replace"]) == [job]
     removed = await client.wait_signal(job_removed_for(job))
     assert removed.body[3] == "done"
     assert proc.wait(timeout=5) == -signal.SIGKILL
+    assert await client.get(path, UNIT, "ActiveState") == "failed"
+    assert await client.get(path, SCOPE, "Result") == "timeout"
+    assert "stubborn.scope" in daemon.manager.units
+    await client.ok("ResetFailedUnit", "s", ["stubborn.scope"])
+    await client.wait_signal(is_signal("UnitRemoved", "stubborn.scope"))
+
+
+async def test_pid_moved_to_another_scope_empties_the_first(
+    daemon: Daemon, client: Client, processes
+) -> None:
+    """systemd 252 moves a PID that already is in a scope; the old scope empties and goes."""
+    proc = processes()
+    await start_scope(client, "owner-a.scope", [proc.pid])
+    await start_scope(client, "owner-b.scope", [proc.pid])
+    await client.wait_signal(is_signal("UnitRemoved", "owner-a.scope"))
+    assert daemon.backend.cgroup_of(proc.pid) == "/system.slice/owner-b.scope"
+    assert daemon.manager.units["owner-b.scope"].sub_state == "running"
 
 
 async def test_kill_unit(daemon: Daemon, client: Client, processes) -> None:

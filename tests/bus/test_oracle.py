@@ -378,7 +378,6 @@ async def test_errors_2(
     ("label", "why"),
     [
         ("prop:bpf", "BPFProgram is refused so that crun falls back to DevicePolicy/DeviceAllow"),
-        ("aux", "auxiliary units are not supported"),
     ],
 )
 def test_documented_deviations(label: str, why: str) -> None:

@@ -33,6 +33,20 @@ def _wait_owner(address: str, timeout: float = 10) -> None:
     raise AssertionError("scopeshim did not own org.freedesktop.systemd1 in time")
 
 
+def serve_args(address: str, tmp_path: Path) -> list[str]:
+    return [
+        "serve",
+        "--address",
+        address,
+        "--backend",
+        "fake",
+        "--cgroup-root",
+        str(tmp_path / "cg"),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+
+
 @pytest.fixture
 def busctl() -> None:
     if shutil.which("busctl") is None:
@@ -47,18 +61,7 @@ def test_serve_owns_the_name_and_exits_0_on_sigterm(private_bus, tmp_path, busct
             pytest.skip("the scopeshim entry point is not installed (make venv)")
         argv0 = [str(exe)]
     proc = subprocess.Popen(
-        [
-            *argv0,
-            "serve",
-            "--address",
-            private_bus.address,
-            "--backend",
-            "fake",
-            "--cgroup-root",
-            str(tmp_path / "cg"),
-            "--state-dir",
-            str(tmp_path / "state"),
-        ],
+        [*argv0, *serve_args(private_bus.address, tmp_path)],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -77,20 +80,7 @@ def test_serve_owns_the_name_and_exits_0_on_sigterm(private_bus, tmp_path, busct
 
 
 def test_second_instance_refuses_with_a_clear_message(private_bus, tmp_path, busctl):
-    args = [
-        sys.executable,
-        "-m",
-        "shim",
-        "serve",
-        "--address",
-        private_bus.address,
-        "--backend",
-        "fake",
-        "--cgroup-root",
-        str(tmp_path / "cg"),
-        "--state-dir",
-        str(tmp_path / "state"),
-    ]
+    args = [sys.executable, "-m", "shim", *serve_args(private_bus.address, tmp_path)]
     first = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
         _wait_owner(private_bus.address)

@@ -193,9 +193,9 @@ async def test_busctl_introspect_manager_and_get_all(daemon: Daemon) -> None:
     assert out.strip() == 's "252"'
 
 
-async def test_gdbus_call(daemon: Daemon) -> None:
+async def gdbus_manager(daemon: Daemon, method: str, *args: str) -> tuple[int, str, str]:
     need("gdbus")
-    code, out, err = await run(
+    return await run(
         "gdbus",
         "call",
         "--address",
@@ -205,22 +205,14 @@ async def test_gdbus_call(daemon: Daemon) -> None:
         "--object-path",
         "/org/freedesktop/systemd1",
         "--method",
-        "org.freedesktop.systemd1.Manager.LoadUnit",
-        "gd.slice",
+        f"org.freedesktop.systemd1.Manager.{method}",
+        *args,
     )
+
+
+async def test_gdbus_call(daemon: Daemon) -> None:
+    code, out, err = await gdbus_manager(daemon, "LoadUnit", "gd.slice")
     assert code == 0, err
     assert "/org/freedesktop/systemd1/unit/gd_2eslice" in out
-    code, out, err = await run(
-        "gdbus",
-        "call",
-        "--address",
-        daemon.address,
-        "--dest",
-        "org.freedesktop.systemd1",
-        "--object-path",
-        "/org/freedesktop/systemd1",
-        "--method",
-        "org.freedesktop.systemd1.Manager.GetUnit",
-        "nope.scope",
-    )
+    code, out, err = await gdbus_manager(daemon, "GetUnit", "nope.scope")
     assert code != 0 and "org.freedesktop.systemd1.NoSuchUnit" in err

@@ -280,7 +280,7 @@ class Service:
             if prop not in iface.properties:
                 raise unknown_property(iface_name, prop)
             sig = iface.properties[prop].sig
-            return "v", [Variant(sig, self.property_value(call, iface.name, prop))]
+            return "v", [Variant(sig, self.property_value(call, iface, prop))]
         if member == "GetAll":
             self._check(msg, PROPERTIES, "GetAll", "s")
             (iface_name,) = msg.body
@@ -290,7 +290,7 @@ class Service:
             out: dict[str, Variant] = {}
             for iface in selected:
                 for name, p in iface.properties.items():
-                    out[name] = Variant(p.sig, self.property_value(call, iface.name, name))
+                    out[name] = Variant(p.sig, self.property_value(call, iface, name))
             return "a{sv}", [out]
         if member == "Set":
             self._check(msg, PROPERTIES, "Set", "ssv")
@@ -310,12 +310,12 @@ class Service:
             raise unknown_property(name, prop)
         raise unknown_interface(name)
 
-    def property_value(self, call: Call, interface: str, name: str) -> object:
-        if interface == manager_iface.MANAGER.name:
+    def property_value(self, call: Call, interface: Interface, name: str) -> object:
+        if interface is manager_iface.MANAGER:
             return manager_iface.get_property(self, name)
-        if interface == job_iface.JOB.name:
+        if interface is job_iface.JOB:
             return job_iface.get_property(call.job, name)
-        return unit_iface.get_property(self, call.unit, interface, name)
+        return unit_iface.get_property(self, call.unit, interface.properties[name])
 
     def close(self) -> None:
         for task in self._pending:

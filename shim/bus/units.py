@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dbus_fast import Message, Variant
@@ -17,6 +19,7 @@ from shim.core.units import TIMESTAMPS, Job, Unit
 
 if TYPE_CHECKING:
     from shim.bus.service import Call, Service
+    from shim.core.manager import Manager
 
 UNIT = "org.freedesktop.systemd1.Unit"
 SCOPE = "org.freedesktop.systemd1.Scope"
@@ -133,6 +136,7 @@ def _deps(unit: Unit, name: str) -> list[str]:
     return implicit + [d for d in own if d not in implicit]
 
 
+@functools.cache
 def _default_tasks_max() -> int:
     # systemd-system.conf(5): DefaultTasksMax=15% of the kernel's pid limit
     try:
@@ -145,61 +149,67 @@ def _default_tasks_max() -> int:
     return pid_max * 15 // 100
 
 
-def get_property(svc: Service, unit: Unit, interface: str, name: str) -> object:
-    if (
-        name.endswith("TimestampMonotonic")
-        and name.removesuffix("TimestampMonotonic") in TIMESTAMPS
-    ):
-        return unit.timestamp(name.removesuffix("TimestampMonotonic")).monotonic
-    if name.endswith("Timestamp") and name.removesuffix("Timestamp") in TIMESTAMPS:
-        return unit.timestamp(name.removesuffix("Timestamp")).realtime
-    m = svc.manager
-    pids = m.backend.pids(unit.control_group) if unit.control_group else None
-    values: dict[str, Any] = {
-        "Id": unit.name,
-        "Names": [unit.name],
-        "Description": unit.description,
-        "LoadState": unit.load_state,
-        "ActiveState": unit.active_state,
-        "SubState": unit.sub_state,
-        "FreezerState": unit.freezer_state,
-        "Job": (unit.job.id, buspath.job_path(unit.job.id)) if unit.job else (0, "/"),
-        "InvocationID": unit.invocation_id,
-        "Transient": unit.transient,
-        "Perpetual": unit.perpetual,
-        "Refs": list(unit.refs),
-        "CanStart": unit.type is UnitType.SLICE and unit.load_state is LoadState.LOADED,
-        "CanStop": unit.load_state is LoadState.LOADED and not unit.perpetual,
-        "CanFreeze": unit.load_state is LoadState.LOADED and not unit.perpetual,
-        "LoadError": ("org.freedesktop.systemd1.NoSuchUnit", f"Unit {unit.name} not found.")
-        if unit.load_state is LoadState.NOT_FOUND
-        else ("", ""),
-        "Result": unit.result,
-        "Slice": unit.slice or "",
-        "ControlGroup": unit.control_group or "",
-        "ControlGroupId": 0,
-        "TasksCurrent": len(pids) if pids is not None else UINT64_MAX,
-        "MemoryCurrent": UINT64_MAX,
-        "CPUUsageNSec": UINT64_MAX,
-    }
-    if name in values:
-        return values[name]
-    if name == "TasksMax" and "TasksMax" not in unit.settings:
-        return _default_tasks_max()
-    sig = _signature(interface, name)
-    if sig == "as":
-        return _deps(unit, name)
-    value = unit.settings.get(name, readable.DEFAULTS.get(name))
-    if value is None:
-        return _zero(sig)
-    return value
+def _tasks_current(m: Manager, u: Unit) -> int:
+    return len(m.backend.pids(u.control_group)) if u.control_group else UINT64_MAX
 
 
-def _signature(interface: str, name: str) -> str:
-    for iface in (UNIT_IFACE, SCOPE_IFACE, SLICE_IFACE):
-        if iface.name == interface and name in iface.properties:
-            return iface.properties[name].sig
-    return ""
+def _load_error(u: Unit) -> tuple[str, str]:
+    if u.load_state is LoadState.NOT_FOUND:
+        return ("org.freedesktop.systemd1.NoSuchUnit", f"Unit {u.name} not found.")
+    return ("", "")
+
+
+Getter = Callable[["Manager", Unit], object]
+# properties that come from the unit's state; the rest are its settings or systemd's defaults
+_GETTERS: dict[str, Getter] = {
+    "Id": lambda m, u: u.name,
+    "Names": lambda m, u: [u.name],
+    "Description": lambda m, u: u.description,
+    "LoadState": lambda m, u: str(u.load_state),
+    "ActiveState": lambda m, u: str(u.active_state),
+    "SubState": lambda m, u: u.sub_state,
+    "FreezerState": lambda m, u: u.freezer_state,
+    "Job": lambda m, u: (u.job.id, buspath.job_path(u.job.id)) if u.job else (0, "/"),
+    "InvocationID": lambda m, u: u.invocation_id,
+    "Transient": lambda m, u: u.transient,
+    "Perpetual": lambda m, u: u.perpetual,
+    "Refs": lambda m, u: list(u.refs),
+    "CanStart": lambda m, u: u.type is UnitType.SLICE and u.load_state is LoadState.LOADED,
+    "CanStop": lambda m, u: u.load_state is LoadState.LOADED and not u.perpetual,
+    "CanFreeze": lambda m, u: u.load_state is LoadState.LOADED and not u.perpetual,
+    "LoadError": lambda m, u: _load_error(u),
+    "Result": lambda m, u: u.result,
+    "Slice": lambda m, u: u.slice or "",
+    "ControlGroup": lambda m, u: u.control_group or "",
+    "ControlGroupId": lambda m, u: 0,
+    "TasksCurrent": _tasks_current,
+    "MemoryCurrent": lambda m, u: UINT64_MAX,
+    "CPUUsageNSec": lambda m, u: UINT64_MAX,
+    "TasksMax": lambda m, u: u.settings.get("TasksMax", _default_tasks_max()),
+}
+
+
+def _realtime(stamp: str) -> Getter:
+    return lambda m, u: u.timestamp(stamp).realtime
+
+
+def _monotonic(stamp: str) -> Getter:
+    return lambda m, u: u.timestamp(stamp).monotonic
+
+
+for _stamp in TIMESTAMPS:
+    _GETTERS[f"{_stamp}Timestamp"] = _realtime(_stamp)
+    _GETTERS[f"{_stamp}TimestampMonotonic"] = _monotonic(_stamp)
+
+
+def get_property(svc: Service, unit: Unit, prop: Prop) -> object:
+    getter = _GETTERS.get(prop.name)
+    if getter is not None:
+        return getter(svc.manager, unit)
+    if prop.sig == "as":
+        return _deps(unit, prop.name)
+    value = unit.settings.get(prop.name, readable.DEFAULTS.get(prop.name))
+    return _zero(prop.sig) if value is None else value
 
 
 def _zero(sig: str) -> object:
@@ -301,9 +311,7 @@ class SignalEmitter:
             invalidated: list[str] = []
             for name, prop in iface.properties.items():
                 if prop.emits == "true":
-                    changed[name] = Variant(
-                        prop.sig, get_property(self.svc, unit, iface.name, name)
-                    )
+                    changed[name] = Variant(prop.sig, get_property(self.svc, unit, prop))
                 elif prop.emits == "invalidates":
                     invalidated.append(name)
             if changed or invalidated:

@@ -237,3 +237,13 @@ def processes() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         if p.poll() is None:
             p.kill()
         p.wait(timeout=10)
+
+
+@pytest.fixture
+def fuzz_sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """One long-lived process that generated calls may put into scopes."""
+    p = sleeper()
+    yield p
+    if p.poll() is None:
+        p.kill()
+    p.wait(timeout=10)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -24,6 +24,7 @@ class Capability(enum.StrEnum):
     LIMITS = "limits"  # resource attribute files
     DELEGATE = "delegate"  # sub-cgroups below a unit's cgroup
     PIDFD = "pidfd"  # exits noticed through pidfds
+    DEVICES = "devices"  # DevicePolicy=/DeviceAllow= can be enforced (v1 devices controller)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,10 @@ class CgroupBackend(Protocol):
 
     def get_attribute(self, path: str, attribute: str) -> str | None:
         """Read a cgroup attribute file; None if the file does not exist."""
+
+    def apply_resources(self, path: str, settings: Mapping[str, object]) -> list[str]:
+        """Write the attribute files a unit's resource settings imply (backends/resources.py);
+        returns a note for each setting this hierarchy cannot honour."""
 
     def kill(self, path: str, signal: int, recursive: bool = True) -> int:
         """Send a signal to every process of the cgroup; returns how many were signalled."""

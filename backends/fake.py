@@ -11,10 +11,11 @@ import asyncio
 import errno
 import os
 import signal as _signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from backends.base import BackendError, Capability, EmptyCallback, Operation
+from backends.resources import Totals, unified_plan
 
 
 def _norm(path: str) -> str:
@@ -41,6 +42,7 @@ class FakeBackend:
             Capability.LIMITS,
             Capability.DELEGATE,
             Capability.PIDFD,
+            Capability.DEVICES,
         }
     )
 
@@ -52,6 +54,8 @@ class FakeBackend:
         self._pidfds: dict[int, int] = {}  # pid -> pidfd
         self._watches: dict[str, EmptyCallback] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        # fixed totals, so that *Scale settings give the same files on every machine
+        self.totals = Totals(memory=8 << 30, tasks=4194304)
 
     # -- helpers ---------------------------------------------------------------------------
     def _dir(self, path: str) -> Path:
@@ -180,6 +184,15 @@ class FakeBackend:
     def get_attribute(self, path: str, attribute: str) -> str | None:
         f = self._dir(_norm(path)) / attribute
         return f.read_text().strip() if f.is_file() else None
+
+    def apply_resources(self, path: str, settings: Mapping[str, object]) -> list[str]:
+        """The cgroup v2 files a real unified hierarchy would get, written into the tree."""
+        plan = unified_plan(
+            settings, self.totals, lambda dev: (8, 0) if dev.startswith("/dev/") else None
+        )
+        for attribute, value in plan.writes:
+            self.set_attribute(path, attribute, value)
+        return plan.notes
 
     def kill(self, path: str, signal: int, recursive: bool = True) -> int:
         path = _norm(path)

@@ -288,6 +288,19 @@ class Manager:
         self.backend.create(path)
         unit.control_group = path
         self._by_cgroup[path] = unit
+        self._apply_resources(unit)
+
+    def _apply_resources(self, unit: Unit) -> None:
+        """Write the unit's limits; what a hierarchy cannot honour is logged, as systemd does."""
+        if unit.control_group is None:
+            return
+        try:
+            notes = self.backend.apply_resources(unit.control_group, unit.settings)
+        except BackendError as e:
+            log.warning("%s: resource settings not applied: %s", unit.name, e)
+            return
+        for note in notes:
+            log.info("%s: %s", unit.name, note)
 
     def _release_cgroup(self, unit: Unit) -> None:
         path = unit.control_group
@@ -498,9 +511,18 @@ class Manager:
         assignments: list[Assignment] = parse_assignments(
             unit_type, properties, transient=transient
         )
+        self._check_backend_support(assignments)
         settings: dict[str, object] = {}
         merge_into(settings, assignments)
         return settings
+
+    def _check_backend_support(self, assignments: Sequence[Assignment]) -> None:
+        # device access control needs the v1 devices controller (or a BPF program, which
+        # scopeshim does not install): refuse it the way crun expects, so it can fall back
+        if Capability.DEVICES not in self.backend.capabilities:
+            for a in assignments:
+                if a.name in ("DevicePolicy", "DeviceAllow"):
+                    raise errors.property_read_only(a.name)
 
     def _resolve_pids(self, pids: object, caller_pid: int | None) -> list[int]:
         """PIDs as systemd checks them: 0 is the caller, dead ones and managers are refused."""
@@ -746,7 +768,9 @@ class Manager:
     def set_properties(self, unit: Unit, runtime: bool, properties: Sequence[Property]) -> None:
         """Runtime changes, validated completely before any is applied."""
         assignments = parse_assignments(unit.type, properties, transient=False)
+        self._check_backend_support(assignments)
         merge_into(unit.settings, assignments)
+        self._apply_resources(unit)
         self.listener.unit_changed(unit)
 
     def processes(self, unit: Unit) -> list[tuple[str, int, str]]:

@@ -455,3 +455,30 @@ async def test_cancel_job(daemon: Daemon, client: Client, processes) -> None:
         "Get", "ss", [JOB, "State"], path=job, interface="org.freedesktop.DBus.Properties"
     )
     assert name == "org.freedesktop.DBus.Error.UnknownObject"
+
+
+async def test_resource_settings_reach_the_cgroup_files(
+    daemon: Daemon, client: Client, processes
+) -> None:
+    """systemd-run -p MemoryMax=... -p CPUWeight=... lands in the kernel files (fake tree)."""
+    proc = processes()
+    await start_scope(
+        client,
+        "lim.scope",
+        [proc.pid],
+        ["MemoryMax", Variant("t", 100 << 20)],
+        ["CPUWeight", Variant("t", 50)],
+        ["CPUQuotaPerSecUSec", Variant("t", 250_000)],
+        ["TasksMax", Variant("t", 64)],
+    )
+    files = daemon.backend.root / "system.slice/lim.scope"
+    assert (files / "memory.max").read_text() == f"{100 << 20}\n"
+    assert (files / "cpu.weight").read_text() == "50\n"
+    assert (files / "cpu.max").read_text() == "25000 100000\n"
+    assert (files / "pids.max").read_text() == "64\n"
+    await client.ok(
+        "SetUnitProperties",
+        "sba(sv)",
+        ["lim.scope", True, [["MemoryMax", Variant("t", 2**64 - 1)]]],
+    )
+    assert (files / "memory.max").read_text() == "max\n"

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv run test fuzz lint clean
+.PHONY: all deps venv run test e2e fuzz lint clean
 
 all: venv
 
@@ -34,6 +34,9 @@ run: deps venv
 
 test: deps venv
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+e2e: deps venv  # root + namespaces: real cgroup2 tree and the installed systemd-logind
+	$(BIN)/pytest tests/e2e
 
 fuzz: deps venv  # the nightly size of the generated-call tests
 	SCOPESHIM_FUZZ_EXAMPLES=5000 $(BIN)/pytest tests/bus/test_fuzz.py

@@ -114,7 +114,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     state_dir = _state_dir(settings["state_dir"])
     root = settings["cgroup_root"]
-    if root is None and settings["backend"] in ("auto", "fake"):
+    if root is None and settings["backend"] == "fake":
         root = state_dir / "fake-cgroupfs"
     try:
         backend = make_backend(str(settings["backend"]), None if root is None else str(root))

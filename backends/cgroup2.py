@@ -1,0 +1,289 @@
+"""The cgroup v2 backend: a unified-hierarchy directory the daemon owns (kernel cgroup-v2.rst).
+
+Paths are cgroup paths relative to `root` ("/" is root itself). Empty cgroups are noticed
+through inotify on cgroup.events ("populated 0"), without polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import os
+import signal as _signal
+import struct
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from backends.base import BackendError, Capability, EmptyCallback
+from backends.resources import Totals, block_device_number, unified_plan
+
+_IN_MODIFY = 0x2
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+_EVENT = struct.Struct("iIII")
+
+
+def _norm(path: str) -> str:
+    if not path.startswith("/"):
+        raise BackendError(f"cgroup path {path!r} is not absolute", errno.EINVAL)
+    parts = [p for p in path.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise BackendError(f"cgroup path {path!r} is not normalised", errno.EINVAL)
+    return "/" + "/".join(parts)
+
+
+class _Inotify:
+    """The few inotify(7) calls we need, through libc."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            raise BackendError("inotify_init1 failed", ctypes.get_errno())
+        self.fd: int = fd
+
+    def add(self, path: str) -> int:
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), _IN_MODIFY)
+        if wd < 0:
+            raise BackendError(f"cannot watch {path}", ctypes.get_errno())
+        return int(wd)
+
+    def remove(self, wd: int) -> None:
+        self._libc.inotify_rm_watch(self.fd, wd)
+
+    def read(self) -> list[int]:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        wds, i = [], 0
+        while i + _EVENT.size <= len(data):
+            wd, _mask, _cookie, length = _EVENT.unpack_from(data, i)
+            wds.append(wd)
+            i += _EVENT.size + length
+        return wds
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _mount_root_of(directory: Path) -> str | None:
+    """The cgroup path of DIRECTORY as this process sees cgroups (proc(5) mountinfo)."""
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return None
+    best: tuple[str, str] | None = None
+    target = str(directory.resolve())
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if fields[sep + 1] != "cgroup2":
+            continue
+        point, root = fields[4], fields[3]
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and (
+            best is None or len(point) > len(best[0])
+        ):
+            best = (point, root)
+    if best is None:
+        return None
+    point, root = best
+    rest = target[len(point) :].strip("/")
+    joined = "/".join(p for p in (root.strip("/"), rest) if p)
+    return "/" + joined
+
+
+class Cgroup2Backend:
+    """A CgroupBackend over a cgroup2 directory."""
+
+    name = "cgroup2"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise BackendError(f"{self.root} is not a directory", errno.ENOENT)
+        self._root_cgroup = _mount_root_of(self.root)  # None: not a cgroup2 mount
+        caps = {Capability.KILL, Capability.LIMITS, Capability.DELEGATE}
+        if (self.root / "cgroup.freeze").exists() or self._root_cgroup == "/":
+            caps.add(Capability.FREEZE)
+        self.capabilities = frozenset(caps)
+        self.totals = Totals.of_this_machine()
+        self._inotify: _Inotify | None = None
+        self._watches: dict[str, tuple[int, EmptyCallback]] = {}
+        self._by_wd: dict[int, str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _dir(self, path: str) -> Path:
+        return self.root / _norm(path).lstrip("/")
+
+    def create(self, path: str) -> None:
+        try:
+            self._dir(path).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BackendError(f"cannot create cgroup {path}: {e.strerror}", e.errno) from None
+
+    def exists(self, path: str) -> bool:
+        return self._dir(path).is_dir()
+
+    def remove(self, path: str) -> None:
+        d = self._dir(path)
+        if _norm(path) == "/":
+            raise BackendError("refusing to remove the root cgroup", errno.EBUSY)
+        if not d.is_dir():
+            return
+        if self.pids(path):
+            raise BackendError(f"cgroup {path} is populated", errno.EBUSY)
+        self.unwatch(path)
+        subdirs = sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+        try:
+            for sub in [*subdirs, d]:
+                sub.rmdir()  # cgroup-v2.rst: an empty cgroup is removed with rmdir
+        except OSError as e:
+            raise BackendError(f"cannot remove cgroup {path}: {e.strerror}", e.errno) from None
+
+    def attach(self, path: str, pids: Iterable[int]) -> None:
+        procs = self._dir(path) / "cgroup.procs"
+        if not procs.parent.is_dir():
+            raise BackendError(f"cgroup {path} does not exist", errno.ENOENT)
+        for pid in pids:
+            try:
+                # cgroup-v2.rst: writing a PID to cgroup.procs migrates the whole process
+                with open(procs, "w") as f:
+                    f.write(f"{pid}\n")
+            except OSError as e:
+                what = "does not exist" if e.errno == errno.ESRCH else e.strerror
+                raise BackendError(f"process {pid} {what}", e.errno) from None
+
+    def pids(self, path: str, recursive: bool = True) -> list[int]:
+        d = self._dir(path)
+        files = [d / "cgroup.procs"]
+        if recursive and d.is_dir():
+            files += [p / "cgroup.procs" for p in d.rglob("*") if p.is_dir()]
+        out: set[int] = set()
+        for f in files:
+            try:
+                out.update(int(x) for x in f.read_text().split())
+            except (OSError, ValueError):
+                continue
+        return sorted(out)
+
+    def cgroup_of(self, pid: int) -> str | None:
+        if self._root_cgroup is None:
+            return None
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                line = next((x.strip() for x in f if x.startswith("0::")), None)
+        except OSError:
+            return None
+        if line is None:
+            return None
+        path = line[3:] or "/"
+        base = self._root_cgroup.rstrip("/")
+        if base and path != base and not path.startswith(base + "/"):
+            return None
+        return path[len(base) :] or "/"
+
+    def set_attribute(self, path: str, attribute: str, value: str) -> None:
+        if "/" in attribute or attribute.startswith("."):
+            raise BackendError(f"invalid attribute {attribute!r}", errno.EINVAL)
+        try:
+            with open(self._dir(path) / attribute, "w") as f:
+                f.write(value + "\n")
+        except OSError as e:
+            raise BackendError(f"{path}/{attribute}: {e.strerror}", e.errno) from None
+
+    def get_attribute(self, path: str, attribute: str) -> str | None:
+        f = self._dir(path) / attribute
+        try:
+            return f.read_text().strip()
+        except OSError:
+            return None
+
+    def apply_resources(self, path: str, settings: Mapping[str, object]) -> list[str]:
+        plan = unified_plan(settings, self.totals, block_device_number)
+        for attribute, value in plan.writes:
+            try:
+                self.set_attribute(path, attribute, value)
+            except BackendError as e:
+                plan.notes.append(f"{attribute}={value} not applied: {e}")
+        return plan.notes
+
+    def kill(self, path: str, signal: int, recursive: bool = True) -> int:
+        pids = self.pids(path, recursive)
+        kill_file = self._dir(path) / "cgroup.kill"
+        if signal == _signal.SIGKILL and recursive and kill_file.exists():
+            self.set_attribute(path, "cgroup.kill", "1")  # cgroup-v2.rst, Linux 5.14+
+            return len(pids)
+        count = 0
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            try:
+                _signal.pidfd_send_signal(fd, signal)
+                count += 1
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return count
+
+    def freeze(self, path: str) -> None:
+        self.set_attribute(path, "cgroup.freeze", "1")
+
+    def thaw(self, path: str) -> None:
+        self.set_attribute(path, "cgroup.freeze", "0")
+
+    def _populated(self, path: str) -> bool:
+        events = self.get_attribute(path, "cgroup.events")
+        if events is None:
+            return bool(self.pids(path))
+        return "populated 1" in events.splitlines()
+
+    def watch_empty(self, path: str, callback: EmptyCallback) -> None:
+        path = _norm(path)
+        loop = self._loop = self._loop or asyncio.get_running_loop()
+        if self._inotify is None:
+            self._inotify = _Inotify()
+            loop.add_reader(self._inotify.fd, self._on_events)
+        self.unwatch(path)
+        wd = self._inotify.add(str(self._dir(path) / "cgroup.events"))
+        self._watches[path] = (wd, callback)
+        self._by_wd[wd] = path
+        if not self._populated(path):
+            loop.call_soon(self._fire, path)
+
+    def _on_events(self) -> None:
+        assert self._inotify is not None
+        for wd in set(self._inotify.read()):
+            path = self._by_wd.get(wd)
+            if path is not None and not self._populated(path):
+                self._fire(path)
+
+    def _fire(self, path: str) -> None:
+        entry = self._watches.get(path)
+        if entry is None or self._populated(path):
+            return
+        self.unwatch(path)
+        entry[1](path)
+
+    def unwatch(self, path: str) -> None:
+        entry = self._watches.pop(_norm(path), None)
+        if entry is not None:
+            self._by_wd.pop(entry[0], None)
+            if self._inotify is not None:
+                self._inotify.remove(entry[0])
+
+    def close(self) -> None:
+        for path in list(self._watches):
+            self.unwatch(path)
+        if self._inotify is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None

@@ -1,0 +1,78 @@
+"""Inside the sandbox: a scope's life on the real cgroup2 kernel tree with scopeshim."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from dbus_fast import Message, Variant
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.e2e.inside import (
+    CGROOT,
+    call,
+    cgroup_of,
+    connect,
+    report,
+    start_scopeshim,
+    stop,
+    wait_name,
+)
+
+
+async def main() -> None:
+    daemon = start_scopeshim()
+    bus = await connect()
+    try:
+        await wait_name(bus, "org.freedesktop.systemd1")
+        removed: asyncio.Queue[Message] = asyncio.Queue()
+        bus.add_message_handler(
+            lambda m: removed.put_nowait(m) if m.member in ("JobRemoved", "UnitRemoved") else None
+        )
+        await call(
+            bus,
+            "AddMatch",
+            "s",
+            ["type='signal',sender='org.freedesktop.systemd1'"],
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            destination="org.freedesktop.DBus",
+        )
+        sleeper = subprocess.Popen(["sleep", "600"])
+        reply = await call(
+            bus,
+            "StartTransientUnit",
+            "ssa(sv)a(sa(sv))",
+            [
+                "e2e.scope",
+                "fail",
+                [
+                    ["PIDs", Variant("au", [sleeper.pid])],
+                    ["Slice", Variant("s", "user-1000.slice")],
+                ],
+                [],
+            ],
+        )
+        job = reply.body[0]
+        while (m := await asyncio.wait_for(removed.get(), 10)).body[1:2] != [job]:
+            pass
+        path = "/user.slice/user-1000.slice/e2e.scope"
+        report(
+            step="started",
+            result=m.body[3],
+            cgroup=cgroup_of(sleeper.pid),
+            dir_exists=(CGROOT / path.lstrip("/")).is_dir(),
+        )
+        sleeper.kill()
+        sleeper.wait()
+        while (m := await asyncio.wait_for(removed.get(), 10)).member != "UnitRemoved":
+            pass
+        report(step="emptied", unit=m.body[0], dir_exists=(CGROOT / path.lstrip("/")).is_dir())
+    finally:
+        bus.disconnect()
+        report(step="stopped", exit=stop(daemon))
+
+
+asyncio.run(main())

@@ -1,0 +1,15 @@
+"""A scope on the real kernel cgroup2 tree: the process really moves, the empty scope goes."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import HERE, run_in_sandbox
+
+
+def test_scope_lifecycle_on_real_cgroup2(python: str) -> None:
+    events = {e["step"]: e for e in run_in_sandbox(python, str(HERE / "scenario_scope.py"))}
+    started = events["started"]
+    assert started["result"] == "done"
+    assert started["cgroup"] == "/user.slice/user-1000.slice/e2e.scope"
+    assert started["dir_exists"] is True
+    assert events["emptied"] == {"step": "emptied", "unit": "e2e.scope", "dir_exists": False}
+    assert events["stopped"]["exit"] == 0

@@ -70,6 +70,55 @@ async def main() -> None:
         while (m := await asyncio.wait_for(removed.get(), 10)).member != "UnitRemoved":
             pass
         report(step="emptied", unit=m.body[0], dir_exists=(CGROOT / path.lstrip("/")).is_dir())
+        # freeze/thaw through cgroup.freeze, then a stop that needs SIGKILL (cgroup.kill)
+        stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 1; done"])
+        await asyncio.sleep(0.2)
+        reply = await call(
+            bus,
+            "StartTransientUnit",
+            "ssa(sv)a(sa(sv))",
+            [
+                "e2e-stop.scope",
+                "fail",
+                [
+                    ["PIDs", Variant("au", [stubborn.pid])],
+                    ["TimeoutStopUSec", Variant("t", 500_000)],
+                ],
+                [],
+            ],
+        )
+        job = reply.body[0]
+        while (m := await asyncio.wait_for(removed.get(), 10)).body[1:2] != [job]:
+            pass
+        events = CGROOT / "system.slice/e2e-stop.scope/cgroup.events"
+        await call(bus, "FreezeUnit", "s", ["e2e-stop.scope"])
+        await asyncio.sleep(0.2)
+        frozen = "frozen 1" in events.read_text()
+        await call(bus, "ThawUnit", "s", ["e2e-stop.scope"])
+        await asyncio.sleep(0.2)
+        thawed = "frozen 0" in events.read_text()
+        reply = await call(bus, "StopUnit", "ss", ["e2e-stop.scope", "replace"])
+        job = reply.body[0]
+        while (m := await asyncio.wait_for(removed.get(), 10)).body[1:2] != [job]:
+            pass
+        rc = stubborn.wait(5)
+        result = await call(
+            bus,
+            "Get",
+            "ss",
+            ["org.freedesktop.systemd1.Scope", "Result"],
+            path="/org/freedesktop/systemd1/unit/e2e_2dstop_2escope",
+            interface="org.freedesktop.DBus.Properties",
+        )
+        report(
+            step="stop",
+            frozen=frozen,
+            thawed=thawed,
+            job=m.body[3],
+            exit=rc,
+            result=result.body[0].value,
+            dir_exists=(CGROOT / "system.slice/e2e-stop.scope").is_dir(),
+        )
     finally:
         bus.disconnect()
         report(step="stopped", exit=stop(daemon))

@@ -12,4 +12,15 @@ def test_scope_lifecycle_on_real_cgroup2(python: str) -> None:
     assert started["cgroup"] == "/user.slice/user-1000.slice/e2e.scope"
     assert started["dir_exists"] is True
     assert events["emptied"] == {"step": "emptied", "unit": "e2e.scope", "dir_exists": False}
+    # cgroup.freeze, then SIGTERM ignored: SIGKILL through cgroup.kill after TimeoutStopUSec,
+    # and the scope ends failed with Result=timeout as systemd 252 does
+    assert events["stop"] == {
+        "step": "stop",
+        "frozen": True,
+        "thawed": True,
+        "job": "done",
+        "exit": -9,
+        "result": "timeout",
+        "dir_exists": False,
+    }
     assert events["stopped"]["exit"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import errno
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -25,6 +26,16 @@ class Capability(enum.StrEnum):
     DELEGATE = "delegate"  # sub-cgroups below a unit's cgroup
     PIDFD = "pidfd"  # exits noticed through pidfds
     DEVICES = "devices"  # DevicePolicy=/DeviceAllow= can be enforced (v1 devices controller)
+
+
+def normalise(path: str) -> str:
+    """A cgroup path as backends take it: absolute, no "." or ".." parts, no doubled "/"."""
+    if not path.startswith("/"):
+        raise BackendError(f"cgroup path {path!r} is not absolute", errno.EINVAL)
+    parts = [p for p in path.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise BackendError(f"cgroup path {path!r} is not normalised", errno.EINVAL)
+    return "/" + "/".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,22 +16,13 @@ import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from backends.base import BackendError, Capability, EmptyCallback
+from backends.base import BackendError, Capability, EmptyCallback, normalise
 from backends.resources import Totals, block_device_number, unified_plan
 
 _IN_MODIFY = 0x2
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
 _EVENT = struct.Struct("iIII")
-
-
-def _norm(path: str) -> str:
-    if not path.startswith("/"):
-        raise BackendError(f"cgroup path {path!r} is not absolute", errno.EINVAL)
-    parts = [p for p in path.split("/") if p]
-    if any(p in (".", "..") for p in parts):
-        raise BackendError(f"cgroup path {path!r} is not normalised", errno.EINVAL)
-    return "/" + "/".join(parts)
 
 
 class _Inotify:
@@ -118,7 +109,7 @@ class Cgroup2Backend:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _dir(self, path: str) -> Path:
-        return self.root / _norm(path).lstrip("/")
+        return self.root / normalise(path).lstrip("/")
 
     def create(self, path: str) -> None:
         try:
@@ -131,7 +122,7 @@ class Cgroup2Backend:
 
     def remove(self, path: str) -> None:
         d = self._dir(path)
-        if _norm(path) == "/":
+        if normalise(path) == "/":
             raise BackendError("refusing to remove the root cgroup", errno.EBUSY)
         if not d.is_dir():
             return
@@ -246,7 +237,7 @@ class Cgroup2Backend:
         return "populated 1" in events.splitlines()
 
     def watch_empty(self, path: str, callback: EmptyCallback) -> None:
-        path = _norm(path)
+        path = normalise(path)
         loop = self._loop = self._loop or asyncio.get_running_loop()
         if self._inotify is None:
             self._inotify = _Inotify()
@@ -273,7 +264,7 @@ class Cgroup2Backend:
         entry[1](path)
 
     def unwatch(self, path: str) -> None:
-        entry = self._watches.pop(_norm(path), None)
+        entry = self._watches.pop(normalise(path), None)
         if entry is not None:
             self._by_wd.pop(entry[0], None)
             if self._inotify is not None:

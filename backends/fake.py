@@ -14,17 +14,8 @@ import signal as _signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from backends.base import BackendError, Capability, EmptyCallback, Operation
+from backends.base import BackendError, Capability, EmptyCallback, Operation, normalise
 from backends.resources import Totals, unified_plan
-
-
-def _norm(path: str) -> str:
-    if not path.startswith("/"):
-        raise BackendError(f"cgroup path {path!r} is not absolute", errno.EINVAL)
-    parts = [p for p in path.split("/") if p]
-    if any(p in (".", "..") for p in parts):
-        raise BackendError(f"cgroup path {path!r} is not normalised", errno.EINVAL)
-    return "/" + "/".join(parts)
 
 
 def _within(path: str, root: str) -> bool:
@@ -94,7 +85,7 @@ class FakeBackend:
 
     # -- the Protocol ----------------------------------------------------------------------
     def create(self, path: str) -> None:
-        path = _norm(path)
+        path = normalise(path)
         self._record("create", path)
         d = self._dir(path)
         d.mkdir(parents=True, exist_ok=True)
@@ -103,10 +94,10 @@ class FakeBackend:
             procs.write_text("")
 
     def exists(self, path: str) -> bool:
-        return self._dir(_norm(path)).is_dir()
+        return self._dir(normalise(path)).is_dir()
 
     def remove(self, path: str) -> None:
-        path = _norm(path)
+        path = normalise(path)
         self._record("remove", path)
         if path == "/":
             raise BackendError("refusing to remove the root cgroup", errno.EBUSY)
@@ -125,7 +116,7 @@ class FakeBackend:
         self._watches.pop(path, None)
 
     def attach(self, path: str, pids: Iterable[int]) -> None:
-        path = _norm(path)
+        path = normalise(path)
         pids = list(pids)
         self._record("attach", path, *pids)
         if not self._dir(path).is_dir():
@@ -163,7 +154,7 @@ class FakeBackend:
             self._check_watches(p)
 
     def pids(self, path: str, recursive: bool = True) -> list[int]:
-        path = _norm(path)
+        path = normalise(path)
         if recursive:
             return sorted(p for p, c in self._members.items() if _within(c, path))
         return sorted(p for p, c in self._members.items() if c == path)
@@ -172,7 +163,7 @@ class FakeBackend:
         return self._members.get(pid)
 
     def set_attribute(self, path: str, attribute: str, value: str) -> None:
-        path = _norm(path)
+        path = normalise(path)
         self._record("set", path, attribute, value)
         d = self._dir(path)
         if not d.is_dir():
@@ -182,7 +173,7 @@ class FakeBackend:
         (d / attribute).write_text(value + "\n")
 
     def get_attribute(self, path: str, attribute: str) -> str | None:
-        f = self._dir(_norm(path)) / attribute
+        f = self._dir(normalise(path)) / attribute
         return f.read_text().strip() if f.is_file() else None
 
     def apply_resources(self, path: str, settings: Mapping[str, object]) -> list[str]:
@@ -195,7 +186,7 @@ class FakeBackend:
         return plan.notes
 
     def kill(self, path: str, signal: int, recursive: bool = True) -> int:
-        path = _norm(path)
+        path = normalise(path)
         self._record("kill", path, signal, recursive)
         count = 0
         for pid in self.pids(path, recursive):
@@ -207,15 +198,15 @@ class FakeBackend:
         return count
 
     def freeze(self, path: str) -> None:
-        self._record("freeze", _norm(path))
+        self._record("freeze", normalise(path))
         self.set_attribute(path, "cgroup.freeze", "1")
 
     def thaw(self, path: str) -> None:
-        self._record("thaw", _norm(path))
+        self._record("thaw", normalise(path))
         self.set_attribute(path, "cgroup.freeze", "0")
 
     def watch_empty(self, path: str, callback: EmptyCallback) -> None:
-        path = _norm(path)
+        path = normalise(path)
         self._record("watch", path)
         if not self.pids(path):
             loop = self._loop or asyncio.get_running_loop()
@@ -224,7 +215,7 @@ class FakeBackend:
         self._watches[path] = callback
 
     def unwatch(self, path: str) -> None:
-        self._watches.pop(_norm(path), None)
+        self._watches.pop(normalise(path), None)
 
     def close(self) -> None:
         for pid in list(self._pidfds):

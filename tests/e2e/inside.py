@@ -110,3 +110,19 @@ async def call(
 def cgroup_of(pid: int) -> str:
     with open(f"/proc/{pid}/cgroup") as f:
         return next(line.strip()[3:] for line in f if line.startswith("0::"))
+
+
+async def subscribe(bus: MessageBus, members: tuple[str, ...]) -> asyncio.Queue[Message]:
+    """A queue of systemd1's signals with these member names, from now on."""
+    queue: asyncio.Queue[Message] = asyncio.Queue()
+    bus.add_message_handler(lambda m: queue.put_nowait(m) if m.member in members else None)
+    await call(
+        bus,
+        "AddMatch",
+        "s",
+        ["type='signal',sender='org.freedesktop.systemd1'"],
+        path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus",
+        destination="org.freedesktop.DBus",
+    )
+    return queue

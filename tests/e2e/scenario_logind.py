@@ -10,10 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dbus_fast import Message
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.e2e.inside import CGROOT, call, connect, report, start_scopeshim, stop, wait_name
+from tests.e2e.inside import CGROOT, connect, report, start_scopeshim, stop, subscribe, wait_name
 
 LOGIND = os.environ.get("SCOPESHIM_LOGIND", "/lib/systemd/systemd-logind")
 # logind.conf(5): no VTs, no key handling, no idle action on a test machine
@@ -39,19 +37,7 @@ async def main() -> None:
     logind = None
     try:
         await wait_name(bus, "org.freedesktop.systemd1")
-        signals: asyncio.Queue[Message] = asyncio.Queue()
-        bus.add_message_handler(
-            lambda m: signals.put_nowait(m) if m.member == "UnitRemoved" else None
-        )
-        await call(
-            bus,
-            "AddMatch",
-            "s",
-            ["type='signal',sender='org.freedesktop.systemd1'"],
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            destination="org.freedesktop.DBus",
-        )
+        signals = await subscribe(bus, ("UnitRemoved",))
         with open(run / "logind.log", "wb") as log:
             logind = subprocess.Popen(
                 [LOGIND],

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dbus_fast import Message, Variant
+from dbus_fast import Variant
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.e2e.inside import (
@@ -18,6 +18,7 @@ from tests.e2e.inside import (
     report,
     start_scopeshim,
     stop,
+    subscribe,
     wait_name,
 )
 
@@ -27,19 +28,7 @@ async def main() -> None:
     bus = await connect()
     try:
         await wait_name(bus, "org.freedesktop.systemd1")
-        removed: asyncio.Queue[Message] = asyncio.Queue()
-        bus.add_message_handler(
-            lambda m: removed.put_nowait(m) if m.member in ("JobRemoved", "UnitRemoved") else None
-        )
-        await call(
-            bus,
-            "AddMatch",
-            "s",
-            ["type='signal',sender='org.freedesktop.systemd1'"],
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            destination="org.freedesktop.DBus",
-        )
+        removed = await subscribe(bus, ("JobRemoved", "UnitRemoved"))
         sleeper = subprocess.Popen(["sleep", "600"])
         reply = await call(
             bus,

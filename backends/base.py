@@ -50,6 +50,20 @@ class Operation:
 EmptyCallback = Callable[[str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Counters read back from a cgroup's files; None where the hierarchy has no such file."""
+
+    memory_bytes: int | None = None  # memory.current (v2), memory.usage_in_bytes (v1)
+    tasks: int | None = None  # pids.current
+    cpu_nsec: int | None = None  # cpu.stat usage_usec * 1000 (v2), cpuacct.usage (v1)
+    io_read_bytes: int | None = None  # io.stat rbytes (v2), blkio.throttle.io_service_bytes
+    io_write_bytes: int | None = None
+    io_read_ops: int | None = None  # io.stat rios (v2), blkio.throttle.io_serviced
+    io_write_ops: int | None = None
+    cgroup_id: int | None = None  # the cgroup directory's inode number on cgroup2
+
+
 @runtime_checkable
 class CgroupBackend(Protocol):
     """A cgroup hierarchy. Paths are absolute cgroup paths such as "/user.slice/foo.scope",
@@ -85,6 +99,13 @@ class CgroupBackend(Protocol):
     def apply_resources(self, path: str, settings: Mapping[str, object]) -> list[str]:
         """Write the attribute files a unit's resource settings imply (backends/resources.py);
         returns a note for each setting this hierarchy cannot honour."""
+
+    def usage(self, path: str) -> Usage:
+        """The cgroup's resource counters (read-back properties such as MemoryCurrent)."""
+
+    def delegate(self, path: str, uid: int, gid: int) -> None:
+        """Hand the cgroup to a user (systemd.resource-control(5) Delegate=): chown its
+        directory and the files listed in /sys/kernel/cgroup/delegate."""
 
     def kill(self, path: str, signal: int, recursive: bool = True) -> int:
         """Send a signal to every process of the cgroup; returns how many were signalled."""

@@ -16,13 +16,16 @@ import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from backends.base import BackendError, Capability, EmptyCallback, normalise
+from backends.base import BackendError, Capability, EmptyCallback, Usage, normalise
 from backends.resources import Totals, block_device_number, unified_plan
 
 _IN_MODIFY = 0x2
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
 _EVENT = struct.Struct("iIII")
+# cgroup-v2.rst "Delegation Containment": the files a delegatee must own, when the kernel
+# does not list them in /sys/kernel/cgroup/delegate
+_DELEGATE_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
 
 
 class _Inotify:
@@ -107,6 +110,11 @@ class Cgroup2Backend:
         self._watches: dict[str, tuple[int, EmptyCallback]] = {}
         self._by_wd: dict[int, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        try:
+            listed = Path("/sys/kernel/cgroup/delegate").read_text().split()
+        except OSError:
+            listed = []
+        self.delegate_files = tuple(listed) or _DELEGATE_FILES
 
     def _dir(self, path: str) -> Path:
         return self.root / normalise(path).lstrip("/")
@@ -194,14 +202,104 @@ class Cgroup2Backend:
         except OSError:
             return None
 
+    def _controllers(self, path: str, attribute: str) -> set[str]:
+        return {c.lstrip("+") for c in (self.get_attribute(path, attribute) or "").split()}
+
+    def enable_controllers(self, path: str, wanted: Iterable[str]) -> list[str]:
+        """Make WANTED available in PATH's cgroup.controllers by enabling them in every
+        ancestor's cgroup.subtree_control, top-down (cgroup-v2.rst "Top-down Constraint")."""
+        notes: list[str] = []
+        missing = set(wanted) - self._controllers("/", "cgroup.controllers")
+        for name in sorted(missing):
+            notes.append(f"controller {name} is not available on this cgroup2 hierarchy")
+        wanted = set(wanted) - missing
+        parts = normalise(path).strip("/").split("/")
+        ancestors = ["/" + "/".join(parts[:i]) for i in range(len(parts))] if parts[0] else []
+        for ancestor in ancestors:
+            todo = wanted - self._controllers(ancestor, "cgroup.subtree_control")
+            if not todo:
+                continue
+            value = " ".join(f"+{c}" for c in sorted(todo))
+            try:
+                self.set_attribute(ancestor, "cgroup.subtree_control", value)
+            except BackendError as e:
+                # EBUSY: the ancestor holds processes (the no-internal-process rule)
+                notes.append(f"cannot enable {value} in {ancestor}: {e}")
+                break
+        return notes
+
     def apply_resources(self, path: str, settings: Mapping[str, object]) -> list[str]:
         plan = unified_plan(settings, self.totals, block_device_number)
+        wanted = {attribute.split(".")[0] for attribute, _ in plan.writes} - {"cgroup"}
+        if settings.get("Delegate"):
+            # systemd.resource-control(5) Delegate=: yes enables every supported controller
+            delegated = settings.get("DelegateControllers")
+            if isinstance(delegated, list) and delegated:
+                wanted |= {str(c) for c in delegated}
+            else:
+                wanted |= self._controllers("/", "cgroup.controllers")
+        plan.notes.extend(self.enable_controllers(path, wanted))
         for attribute, value in plan.writes:
             try:
                 self.set_attribute(path, attribute, value)
             except BackendError as e:
                 plan.notes.append(f"{attribute}={value} not applied: {e}")
         return plan.notes
+
+    def _number(self, path: str, attribute: str, key: str | None = None) -> int | None:
+        text = self.get_attribute(path, attribute)
+        if text is None:
+            return None
+        try:
+            if key is None:
+                return int(text)
+            for line in text.splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+        except ValueError:
+            return None
+        return None
+
+    def _io_stat(self, path: str) -> dict[str, int]:
+        # cgroup-v2.rst io.stat: "MAJ:MIN rbytes=N wbytes=N rios=N wios=N dbytes=N dios=N"
+        totals: dict[str, int] = {}
+        for line in (self.get_attribute(path, "io.stat") or "").splitlines():
+            for pair in line.split()[1:]:
+                key, _, value = pair.partition("=")
+                if value.isdigit():
+                    totals[key] = totals.get(key, 0) + int(value)
+        return totals
+
+    def usage(self, path: str) -> Usage:
+        d = self._dir(path)
+        try:
+            inode = d.stat().st_ino
+        except OSError:
+            return Usage()
+        usec = self._number(path, "cpu.stat", "usage_usec")
+        io = self._io_stat(path) if (d / "io.stat").exists() else {}
+        return Usage(
+            memory_bytes=self._number(path, "memory.current"),
+            tasks=self._number(path, "pids.current"),
+            cpu_nsec=None if usec is None else usec * 1000,
+            io_read_bytes=io.get("rbytes"),
+            io_write_bytes=io.get("wbytes"),
+            io_read_ops=io.get("rios"),
+            io_write_ops=io.get("wios"),
+            # the cgroup ID the kernel reports (name_to_handle_at) is the kernfs inode number
+            cgroup_id=inode if self._root_cgroup is not None else None,
+        )
+
+    def delegate(self, path: str, uid: int, gid: int) -> None:
+        d = self._dir(path)
+        try:
+            os.chown(d, uid, gid)
+            for name in self.delegate_files:
+                if (d / name).exists():
+                    os.chown(d / name, uid, gid)
+        except OSError as e:
+            raise BackendError(f"cannot delegate {path} to {uid}: {e.strerror}", e.errno) from None
 
     def kill(self, path: str, signal: int, recursive: bool = True) -> int:
         pids = self.pids(path, recursive)

@@ -14,7 +14,7 @@ import signal as _signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from backends.base import BackendError, Capability, EmptyCallback, Operation, normalise
+from backends.base import BackendError, Capability, EmptyCallback, Operation, Usage, normalise
 from backends.resources import Totals, unified_plan
 
 
@@ -44,6 +44,7 @@ class FakeBackend:
         self._members: dict[int, str] = {}  # pid -> cgroup path
         self._pidfds: dict[int, int] = {}  # pid -> pidfd
         self._watches: dict[str, EmptyCallback] = {}
+        self.delegated: dict[str, tuple[int, int]] = {}  # path -> (uid, gid)
         self._loop: asyncio.AbstractEventLoop | None = None
         # fixed totals, so that *Scale settings give the same files on every machine
         self.totals = Totals(memory=8 << 30, tasks=4194304)
@@ -184,6 +185,18 @@ class FakeBackend:
         for attribute, value in plan.writes:
             self.set_attribute(path, attribute, value)
         return plan.notes
+
+    def usage(self, path: str) -> Usage:
+        """Tasks are the attached processes; a fake tree has no memory, CPU or IO counters."""
+        d = self._dir(normalise(path))
+        if not d.is_dir():
+            return Usage()
+        return Usage(tasks=len(self.pids(path)), cgroup_id=d.stat().st_ino)
+
+    def delegate(self, path: str, uid: int, gid: int) -> None:
+        path = normalise(path)
+        self._record("delegate", path, uid, gid)
+        self.delegated[path] = (uid, gid)
 
     def kill(self, path: str, signal: int, recursive: bool = True) -> int:
         path = normalise(path)

@@ -149,8 +149,15 @@ def _default_tasks_max() -> int:
     return pid_max * 15 // 100
 
 
-def _tasks_current(m: Manager, u: Unit) -> int:
-    return len(m.backend.pids(u.control_group)) if u.control_group else UINT64_MAX
+Getter = Callable[["Manager", Unit], object]
+
+
+def _counter(field: str) -> Getter:
+    def get(m: Manager, u: Unit) -> int:
+        value = getattr(m.usage(u), field)
+        return UINT64_MAX if value is None else int(value)
+
+    return get
 
 
 def _load_error(u: Unit) -> tuple[str, str]:
@@ -159,7 +166,6 @@ def _load_error(u: Unit) -> tuple[str, str]:
     return ("", "")
 
 
-Getter = Callable[["Manager", Unit], object]
 # properties that come from the unit's state; the rest are its settings or systemd's defaults
 _GETTERS: dict[str, Getter] = {
     "Id": lambda m, u: u.name,
@@ -181,10 +187,14 @@ _GETTERS: dict[str, Getter] = {
     "Result": lambda m, u: u.result,
     "Slice": lambda m, u: u.slice or "",
     "ControlGroup": lambda m, u: u.control_group or "",
-    "ControlGroupId": lambda m, u: 0,
-    "TasksCurrent": _tasks_current,
-    "MemoryCurrent": lambda m, u: UINT64_MAX,
-    "CPUUsageNSec": lambda m, u: UINT64_MAX,
+    "ControlGroupId": lambda m, u: m.usage(u).cgroup_id or 0,
+    "TasksCurrent": _counter("tasks"),
+    "MemoryCurrent": _counter("memory_bytes"),
+    "CPUUsageNSec": _counter("cpu_nsec"),
+    "IOReadBytes": _counter("io_read_bytes"),
+    "IOReadOperations": _counter("io_read_ops"),
+    "IOWriteBytes": _counter("io_write_bytes"),
+    "IOWriteOperations": _counter("io_write_ops"),
     "TasksMax": lambda m, u: u.settings.get("TasksMax", _default_tasks_max()),
 }
 

@@ -12,11 +12,12 @@ import asyncio
 import fnmatch
 import logging
 import os
+import pwd
 import signal as _signal
 from collections.abc import Iterable, Sequence
 
-from backends.base import BackendError, Capability, CgroupBackend
-from compat import errors, unitname
+from backends.base import BackendError, Capability, CgroupBackend, Usage
+from compat import errors, readable, unitname
 from compat.enums import (
     ActiveState,
     CollectMode,
@@ -595,6 +596,12 @@ class Manager:
         self._new_invocation(unit)
         self._realise(unit)
         assert unit.control_group is not None
+        if unit.setting("Delegate", False) and not self._delegate(unit):
+            unit.result = "resources"
+            self._release_cgroup(unit)
+            self._set_state(unit, ScopeState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+            return
         attached = 0
         pids = unit.setting("PIDs", [])
         assert isinstance(pids, list)
@@ -614,6 +621,24 @@ class Manager:
         self._set_state(unit, ScopeState.RUNNING)
         self.backend.watch_empty(unit.control_group, self._cgroup_empty)
         self._finish_job(job, JobResult.DONE)
+
+    def _delegate(self, unit: Unit) -> bool:
+        """systemd.resource-control(5) Delegate=: the cgroup belongs to the unit's User=."""
+        user = unit.setting("User", "")
+        if not isinstance(user, str) or user in ("", "root", "0"):
+            return True
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except (KeyError, ValueError):
+            log.warning("%s: user %s does not exist, cannot delegate", unit.name, user)
+            return False
+        assert unit.control_group is not None
+        try:
+            self.backend.delegate(unit.control_group, entry.pw_uid, entry.pw_gid)
+        except BackendError as e:
+            log.warning("%s: %s", unit.name, e)
+            return False
+        return True
 
     # -- stop ------------------------------------------------------------------------------
 
@@ -772,6 +797,28 @@ class Manager:
         merge_into(unit.settings, assignments)
         self._apply_resources(unit)
         self.listener.unit_changed(unit)
+
+    def usage(self, unit: Unit) -> Usage:
+        """The unit's counters, each only while its *Accounting= setting is on (unset
+        counters read as "not available", as org.freedesktop.systemd1(5) documents)."""
+        if unit.control_group is None:
+            return Usage()
+        found = self.backend.usage(unit.control_group)
+
+        def on(setting: str) -> bool:
+            return bool(unit.settings.get(setting, readable.DEFAULTS.get(setting)))
+
+        io = on("IOAccounting")
+        return Usage(
+            memory_bytes=found.memory_bytes if on("MemoryAccounting") else None,
+            tasks=found.tasks if on("TasksAccounting") else None,
+            cpu_nsec=found.cpu_nsec if on("CPUAccounting") else None,
+            io_read_bytes=found.io_read_bytes if io else None,
+            io_write_bytes=found.io_write_bytes if io else None,
+            io_read_ops=found.io_read_ops if io else None,
+            io_write_ops=found.io_write_ops if io else None,
+            cgroup_id=found.cgroup_id,
+        )
 
     def processes(self, unit: Unit) -> list[tuple[str, int, str]]:
         if unit.control_group is None:

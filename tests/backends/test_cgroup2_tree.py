@@ -16,6 +16,7 @@ def make(tmp_path):
 
 
 def test_create_attributes_and_limits(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("cpu io memory pids\n")
     b = make(tmp_path)
     b.create("/user.slice/u.scope")
     assert b.exists("/user.slice/u.scope")
@@ -27,6 +28,10 @@ def test_create_attributes_and_limits(tmp_path):
     assert (d / "cpu.weight").read_text() == "20\n"
     assert (d / "pids.max").read_text() == "max\n"
     assert notes == []
+    # cgroup-v2.rst top-down constraint: enabled in every ancestor, not in the unit itself
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+cpu +memory +pids\n"
+    assert (tmp_path / "user.slice/cgroup.subtree_control").read_text() == "+cpu +memory +pids\n"
+    assert not (d / "cgroup.subtree_control").exists()
     assert b.get_attribute("/user.slice/u.scope", "memory.max") == "4096"
     assert b.get_attribute("/user.slice/u.scope", "memory.high") is None
     with pytest.raises(BackendError):
@@ -56,3 +61,42 @@ def test_paths_are_checked(tmp_path):
     with pytest.raises(BackendError):
         b.remove("/")
     assert b.cgroup_of(1) is None  # not a cgroup2 mount: no process is inside
+
+
+def test_controllers_the_hierarchy_lacks_are_reported(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("pids\n")
+    b = make(tmp_path)
+    b.create("/s.slice/a.scope")
+    notes = b.apply_resources("/s.slice/a.scope", {"MemoryMax": 4096, "TasksMax": 10})
+    assert notes[0] == "controller memory is not available on this cgroup2 hierarchy"
+    assert (tmp_path / "s.slice/cgroup.subtree_control").read_text() == "+pids\n"
+
+
+def test_delegate_yes_enables_every_available_controller(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+    b = make(tmp_path)
+    b.create("/s.slice/d.scope")
+    assert b.apply_resources("/s.slice/d.scope", {"Delegate": True}) == []
+    assert (tmp_path / "s.slice/cgroup.subtree_control").read_text() == "+cpu +memory\n"
+    b.create("/s.slice/e.scope")
+    b.apply_resources("/s.slice/e.scope", {"Delegate": True, "DelegateControllers": ["cpu"]})
+    # already enabled for d.scope: nothing written twice
+    assert (tmp_path / "s.slice/cgroup.subtree_control").read_text() == "+cpu +memory\n"
+
+
+def test_usage_is_read_from_the_files(tmp_path):
+    b = make(tmp_path)
+    b.create("/a.scope")
+    d = tmp_path / "a.scope"
+    (d / "memory.current").write_text("8192\n")
+    (d / "pids.current").write_text("3\n")
+    (d / "cpu.stat").write_text("usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n")
+    (d / "io.stat").write_text(
+        "8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n"
+        "8:16 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0\n"
+    )
+    u = b.usage("/a.scope")
+    assert (u.memory_bytes, u.tasks, u.cpu_nsec) == (8192, 3, 1_500_000)
+    assert (u.io_read_bytes, u.io_write_bytes, u.io_read_ops, u.io_write_ops) == (101, 202, 4, 6)
+    assert u.cgroup_id is None  # a plain directory is not a cgroup2 mount
+    assert b.usage("/missing.scope").tasks is None

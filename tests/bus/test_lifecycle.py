@@ -482,3 +482,58 @@ async def test_resource_settings_reach_the_cgroup_files(
         ["lim.scope", True, [["MemoryMax", Variant("t", 2**64 - 1)]]],
     )
     assert (files / "memory.max").read_text() == "max\n"
+
+
+async def test_delegate_hands_the_cgroup_to_the_user(
+    daemon: Daemon, client: Client, processes
+) -> None:
+    """systemd.resource-control(5) Delegate=: the scope's cgroup is chowned to User=."""
+    proc = processes()
+    await start_scope(
+        client,
+        "dl.scope",
+        [proc.pid],
+        ["Delegate", Variant("b", True)],
+        ["User", Variant("s", "nobody")],
+    )
+    assert daemon.backend.delegated == {"/system.slice/dl.scope": (65534, 65534)}
+    assert await client.get("/org/freedesktop/systemd1/unit/dl_2escope", SCOPE, "Delegate")
+
+
+async def test_delegate_to_an_unknown_user_fails_and_leaves_nothing(
+    daemon: Daemon, client: Client, processes
+) -> None:
+    proc = processes()
+    props = [
+        ["PIDs", Variant("au", [proc.pid])],
+        ["Delegate", Variant("b", True)],
+        ["User", Variant("s", "no-such-user-here")],
+    ]
+    (job,) = await client.ok(
+        "StartTransientUnit", "ssa(sv)a(sa(sv))", ["du.scope", "fail", props, []]
+    )
+    removed = await client.wait_signal(job_removed_for(job))
+    assert removed.body[3] == "failed"
+    assert not daemon.backend.exists("/system.slice/du.scope")
+    assert daemon.backend.cgroup_of(proc.pid) is None  # the process was never moved
+    path = "/org/freedesktop/systemd1/unit/du_2escope"
+    assert await client.get(path, UNIT, "ActiveState") == "failed"
+    assert await client.get(path, SCOPE, "Result") == "resources"
+
+
+async def test_counters_follow_the_accounting_settings(
+    daemon: Daemon, client: Client, processes
+) -> None:
+    proc = processes()
+    await start_scope(client, "acct.scope", [proc.pid], ["TasksAccounting", Variant("b", False)])
+    path = "/org/freedesktop/systemd1/unit/acct_2escope"
+    assert await client.get(path, SCOPE, "TasksCurrent") == 2**64 - 1  # accounting off
+    await client.ok(
+        "SetUnitProperties",
+        "sba(sv)",
+        ["acct.scope", True, [["TasksAccounting", Variant("b", True)]]],
+    )
+    assert await client.get(path, SCOPE, "TasksCurrent") == 1
+    # the fake tree has no memory.current
+    assert await client.get(path, SCOPE, "MemoryCurrent") == 2**64 - 1
+    assert await client.get(path, SCOPE, "ControlGroupId") > 0

@@ -68,6 +68,44 @@ SLICE_ACTIVE_STATE: dict[SliceState, ActiveState] = {
 }
 
 
+class ServiceState(enum.StrEnum):
+    """Unit.SubState of a service (the states scopeshim's handled services pass through)."""
+
+    DEAD = "dead"
+    START = "start"
+    RUNNING = "running"
+    EXITED = "exited"
+    STOP = "stop"
+    STOP_SIGTERM = "stop-sigterm"
+    STOP_SIGKILL = "stop-sigkill"
+    FAILED = "failed"
+
+
+SERVICE_ACTIVE_STATE: dict[ServiceState, ActiveState] = {
+    ServiceState.DEAD: ActiveState.INACTIVE,
+    ServiceState.START: ActiveState.ACTIVATING,
+    ServiceState.RUNNING: ActiveState.ACTIVE,
+    ServiceState.EXITED: ActiveState.ACTIVE,
+    ServiceState.STOP: ActiveState.DEACTIVATING,
+    ServiceState.STOP_SIGTERM: ActiveState.DEACTIVATING,
+    ServiceState.STOP_SIGKILL: ActiveState.DEACTIVATING,
+    ServiceState.FAILED: ActiveState.FAILED,
+}
+
+
+class TargetState(enum.StrEnum):
+    """Unit.SubState of a target."""
+
+    DEAD = "dead"
+    ACTIVE = "active"
+
+
+TARGET_ACTIVE_STATE: dict[TargetState, ActiveState] = {
+    TargetState.DEAD: ActiveState.INACTIVE,
+    TargetState.ACTIVE: ActiveState.ACTIVE,
+}
+
+
 class JobType(enum.StrEnum):
     """Job.JobType."""
 

@@ -67,6 +67,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "state_dir": None,
         "log_level": "info",
         "version": "252",
+        "policy": None,
     }
     if args.config:
         from shim.config import load
@@ -122,8 +123,16 @@ def serve(args: argparse.Namespace) -> int:
         print(f"scopeshim: {e}", file=sys.stderr)
         return 2
     address = settings["address"]
+    from shim.core.policy import Policy
+
+    policy = settings["policy"]
+    if not isinstance(policy, Policy):
+        # the fake backend changes nothing on the host: no mounts, no power actions
+        policy = Policy.harmless(state_dir) if backend.name == "fake" else Policy()
     options = Options(
-        address=None if address is None else str(address), version=str(settings["version"])
+        address=None if address is None else str(address),
+        version=str(settings["version"]),
+        policy=policy,
     )
     try:
         return asyncio.run(run(options, backend))

@@ -12,11 +12,16 @@ class ConfigError(Exception):
 
 
 def load(path: str) -> dict[str, Any]:
-    """The validated settings of a config file, as a dict of CLI option names."""
-    from pydantic import BaseModel, ConfigDict, ValidationError
+    """The validated settings of a config file, as a dict of CLI option names (plus
+    "policy", the shim.core.policy.Policy of the [units] and [power] tables)."""
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-    class Serve(BaseModel):
+    from shim.core.policy import DEFAULT_POWER_ACTIONS, RECORD, Policy, UserManager
+
+    class Strict(BaseModel):
         model_config = ConfigDict(extra="forbid")
+
+    class Serve(Strict):
         address: str | None = None
         system: bool = False
         backend: Literal["auto", "cgroup2", "cgroup1", "fake"] = "auto"
@@ -25,6 +30,37 @@ def load(path: str) -> dict[str, Any]:
         log_level: Literal["debug", "info", "warning", "error"] = "info"
         version: str = "252"
 
+    class Units(Strict):
+        user_manager: UserManager = UserManager.MASKED
+        user_manager_command: list[str] = Field(default_factory=list)
+        runtime_dir_helper: str = Policy().runtime_dir_helper
+        autovt_command: list[str] = Field(default_factory=list)
+
+        @model_validator(mode="after")
+        def _exec_needs_a_command(self) -> Units:
+            if self.user_manager is UserManager.EXEC and not self.user_manager_command:
+                raise ValueError('user_manager = "exec" needs user_manager_command')
+            return self
+
+    Action = Literal["record"] | list[str]  # noqa: N806 (a type alias)
+
+    class Power(Strict):
+        record_file: str = Policy().record_file
+        poweroff: Action | None = None
+        reboot: Action | None = None
+        halt: Action | None = None
+        kexec: Action | None = None
+        suspend: Action | None = None
+        hibernate: Action | None = None
+        hybrid_sleep: Action | None = Field(None, alias="hybrid-sleep")
+        suspend_then_hibernate: Action | None = Field(None, alias="suspend-then-hibernate")
+        factory_reset: Action | None = Field(None, alias="factory-reset")
+
+    class File(Strict):
+        serve: Serve = Field(default_factory=Serve)
+        units: Units = Field(default_factory=Units)
+        power: Power = Field(default_factory=lambda: Power.model_validate({}))
+
     try:
         raw = tomllib.loads(Path(path).read_text())
     except OSError as e:
@@ -32,8 +68,23 @@ def load(path: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
     try:
-        return Serve.model_validate(raw.get("serve", {})).model_dump()
+        parsed = File.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        key = ".".join(str(x) for x in ("serve", *first["loc"]))
+        key = ".".join(str(x) for x in first["loc"]) or "(top level)"
         raise ConfigError(f"{path}: {key}: {first['msg']}") from None
+    actions = dict(DEFAULT_POWER_ACTIONS)
+    for name, value in parsed.power.model_dump(by_alias=True).items():
+        target = f"{name}.target"
+        if target in actions and value is not None:
+            actions[target] = RECORD if value == "record" else tuple(value)
+    settings: dict[str, Any] = parsed.serve.model_dump()
+    settings["policy"] = Policy(
+        user_manager=parsed.units.user_manager,
+        user_manager_command=tuple(parsed.units.user_manager_command),
+        runtime_dir_helper=parsed.units.runtime_dir_helper,
+        power_actions=actions,
+        autovt_command=tuple(parsed.units.autovt_command),
+        record_file=parsed.power.record_file,
+    )
+    return settings

@@ -19,6 +19,7 @@ from dbus_fast.aio import MessageBus
 from backends.fake import FakeBackend
 from shim.bus.daemon import Options, serve
 from shim.bus.service import Service
+from shim.core.policy import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -103,9 +104,15 @@ class Daemon:
 
 
 @pytest.fixture
-async def daemon(private_bus: PrivateBus, tmp_path: Path) -> AsyncIterator[Daemon]:
+def policy(tmp_path: Path) -> Policy:
+    """What stands behind handled units; modules override this fixture to change it."""
+    return Policy.harmless(tmp_path)
+
+
+@pytest.fixture
+async def daemon(private_bus: PrivateBus, tmp_path: Path, policy: Policy) -> AsyncIterator[Daemon]:
     backend = FakeBackend(tmp_path / "cgroupfs")
-    service = await serve(Options(address=private_bus.address), backend)
+    service = await serve(Options(address=private_bus.address, policy=policy), backend)
     yield Daemon(service, backend, private_bus.address)
     service.close()
     service.manager.close()
@@ -133,6 +140,7 @@ class Client:
         path: str = MANAGER_PATH,
         interface: str | None = MANAGER_IFACE,
         destination: str = SYSTEMD1,
+        unix_fds: list[int] | None = None,
     ) -> Message:
         reply = await self.bus.call(
             Message(
@@ -142,6 +150,7 @@ class Client:
                 member=member,
                 signature=signature,
                 body=body or [],
+                unix_fds=unix_fds or [],
             )
         )
         assert reply is not None
@@ -191,7 +200,7 @@ class Client:
 
 @pytest.fixture
 async def client(daemon: Daemon) -> AsyncIterator[Client]:
-    bus = await MessageBus(bus_address=daemon.address).connect()
+    bus = await MessageBus(bus_address=daemon.address, negotiate_unix_fd=True).connect()
     c = Client(bus)
     bus.add_message_handler(c._on_message)
     await c.ok(

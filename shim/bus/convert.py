@@ -6,7 +6,7 @@ from typing import Any
 
 from dbus_fast import Variant
 
-from compat.errors import InvalidArgs
+from compat.errors import InvalidArgs, UnixProcessIdUnknown
 
 
 def unwrap_properties(raw: list[Any]) -> list[tuple[str, str, object]]:
@@ -30,3 +30,36 @@ def _plain(value: Any) -> object:
 def wrap(signature: str, value: object) -> Variant:
     """A Variant for an outgoing property value."""
     return Variant(signature, value)
+
+
+def pid_of_pidfd(fd: int) -> int:
+    """The PID a pidfd refers to (proc(5) fdinfo "Pid:"; -1 once the process is gone)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    raise InvalidArgs("File descriptor is not a process file descriptor")
+
+
+def pidfds_to_pids(
+    properties: list[tuple[str, str, object]], fds: list[int]
+) -> list[tuple[str, str, object]]:
+    """PIDFDs= (ah, logind 255+) as the PIDs= it stands for (org.freedesktop.systemd1(5))."""
+    out: list[tuple[str, str, object]] = []
+    for name, sig, value in properties:
+        if name == "PIDFDs" and sig == "ah" and isinstance(value, list):
+            pids = []
+            for index in value:
+                if not isinstance(index, int) or not 0 <= index < len(fds):
+                    raise InvalidArgs("Invalid file descriptor index")
+                pid = pid_of_pidfd(fds[index])
+                if pid <= 0:
+                    raise UnixProcessIdUnknown("Process referenced by PIDFD has exited")
+                pids.append(pid)
+            out.append(("PIDs", "au", pids))
+        else:
+            out.append((name, sig, value))
+    return out

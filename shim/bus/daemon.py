@@ -14,6 +14,7 @@ from dbus_fast.aio import MessageBus
 from backends.base import CgroupBackend
 from shim.bus.service import BUS_NAME, Service
 from shim.core.manager import Manager
+from shim.core.policy import Policy
 
 log = logging.getLogger("scopeshim")
 
@@ -26,6 +27,7 @@ class Options:
 
     address: str | None = None  # None: the system bus
     version: str = DEFAULT_VERSION
+    policy: Policy | None = None  # None: shim.core.policy's defaults
 
 
 def _machine_id() -> str:
@@ -53,7 +55,7 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     await bus.connect()
     service = Service(
         bus,
-        lambda svc: Manager(backend, svc.signals, loop),
+        lambda svc: Manager(backend, svc.signals, loop, options.policy),
         version=options.version,
         machine_id=_machine_id(),
     )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from compat import buspath, readable
 from compat.properties import UINT64_MAX
-from shim.bus.convert import unwrap_properties
+from shim.bus.convert import pidfds_to_pids, unwrap_properties
 from shim.bus.router import Interface, Method, Prop, Signal
 from shim.core.units import Job, Unit
 
@@ -94,15 +94,13 @@ def StartUnit(c: Call, name: str, mode: str) -> str:
 
 
 def StopUnit(c: Call, name: str, mode: str) -> str:
-    c.manager.check_name(name)  # StopUnit validates the name, but does not load (observed)
-    return _job(c.manager.stop(c.manager.get_unit(name), mode))
+    return _job(c.manager.stop(c.manager.unit_to_stop(name), mode))
 
 
 def StartTransientUnit(c: Call, name: str, mode: str, props: list[Any], aux: list[Any]) -> str:
     converted = [(n, unwrap_properties(p)) for n, p in aux]
-    return _job(
-        c.manager.start_transient_unit(name, mode, unwrap_properties(props), converted, c.pid)
-    )
+    properties = pidfds_to_pids(unwrap_properties(props), c.fds)
+    return _job(c.manager.start_transient_unit(name, mode, properties, converted, c.pid))
 
 
 def KillUnit(c: Call, name: str, whom: str, signal: int) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dbus_fast import Message, MessageType, Variant
@@ -55,6 +56,7 @@ class Call:
     pid: int | None
     path: str
     target: Unit | Job | None
+    fds: list[int] = field(default_factory=list)  # file descriptors passed with the call
 
     @property
     def manager(self) -> Manager:
@@ -202,7 +204,11 @@ class Service:
     def _reply(self, msg: Message, pid: int | None) -> Message | bool:
         no_reply = bool(msg.flags & 0x1)
         try:
-            signature, body = self._call(msg, pid)
+            try:
+                signature, body = self._call(msg, pid)
+            finally:
+                for fd in msg.unix_fds:  # ours once received; the handler has used them
+                    os.close(fd)
         except errors.SystemdError as e:
             if isinstance(e, errors.UnknownMethod | errors.UnknownProperty):
                 # what a client asked for that we lack: the first thing to read in a debug log
@@ -243,7 +249,7 @@ class Service:
                 return "s", [self.machine_id]
             raise unknown_method(interface, member)
         interfaces, target = self._resolve(path, pid)
-        call = Call(self, msg.sender or "", pid, path, target)
+        call = Call(self, msg.sender or "", pid, path, target, list(msg.unix_fds))
         if interface == PROPERTIES or (interface is None and member in ("Get", "GetAll", "Set")):
             return self._properties(msg, call, interfaces)
         if interface == INTROSPECTABLE or (interface is None and member == "Introspect"):

@@ -1,4 +1,4 @@
-"""The manager: unit registry, load on demand, scope/slice state machines, jobs and GC.
+"""The manager: unit registry, load on demand, unit state machines, jobs and GC.
 
 Everything here is synchronous and D-Bus free. A method either raises a compat.errors
 error before changing anything, or applies its change and returns. Job work is run later
@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import json
 import logging
 import os
 import pwd
 import signal as _signal
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import Any
 
 from backends.base import BackendError, Capability, CgroupBackend, Usage
 from compat import errors, readable, unitname
@@ -29,12 +32,15 @@ from compat.enums import (
     KillWho,
     LoadState,
     ScopeState,
+    ServiceState,
     SliceState,
     parse_enum,
 )
 from compat.properties import Assignment, merge_into, parse_assignments
 from compat.unitname import ROOT_SLICE, UnitType
+from shim.core import spawn
 from shim.core.events import Listener
+from shim.core.policy import RECORD, Handler, Kind, Policy
 from shim.core.units import Job, Timestamp, Unit
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,24 @@ SIGNAL_MAX = 64
 UINT32_MAX = 2**32 - 1
 
 Property = tuple[str, str, object]  # (name, D-Bus signature, plain value)
+
+
+# systemd.special(7): slices that exist on every systemd machine, needed or not
+STANDARD_SLICES = frozenset({ROOT_SLICE, "system.slice", "user.slice", "machine.slice"})
+
+
+def _pins(unit: Unit) -> list[str]:
+    """The units this one keeps needed (systemd.unit(5) Wants=, Requires=, BindsTo=)."""
+    out: list[str] = []
+    for key in ("Wants", "Requires", "BindsTo"):
+        names = unit.settings.get(key, [])
+        if isinstance(names, list):
+            out.extend(n for n in names if isinstance(n, str) and n not in out)
+    return out
+
+
+def _active_or_activating(state: ActiveState) -> bool:
+    return state in (ActiveState.ACTIVE, ActiveState.ACTIVATING, ActiveState.RELOADING)
 
 
 def _pid_exists(pid: int) -> bool:
@@ -76,8 +100,10 @@ class Manager:
         backend: CgroupBackend,
         listener: Listener,
         loop: asyncio.AbstractEventLoop,
+        policy: Policy | None = None,
     ) -> None:
         self.backend = backend
+        self.policy = policy or Policy()
         self.listener = listener
         self.loop = loop
         self.units: dict[str, Unit] = {}
@@ -93,6 +119,10 @@ class Manager:
         self._timers: dict[Unit, asyncio.TimerHandle] = {}
         self._run_queue: list[Job] = []
         self._children_of: dict[str, set[Unit]] = {}  # slice name -> units directly in it
+        self._needed_by: dict[str, set[Unit]] = {}  # name -> units that Want/Require it
+        self._waiting: list[Job] = []  # start jobs ordered After= a unit with a start job
+        self._unneeded_queue: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         root = Unit(
             ROOT_SLICE,
             UnitType.SLICE,
@@ -110,6 +140,8 @@ class Manager:
         self.units[unit.name] = unit
         if unit.slice is not None:
             self._children_of.setdefault(unit.slice, set()).add(unit)
+        for name in _pins(unit):
+            self._needed_by.setdefault(name, set()).add(unit)
         self.listener.unit_new(unit)
         self._queue_gc(unit)
 
@@ -122,6 +154,12 @@ class Manager:
                 siblings.discard(unit)
                 if not siblings:
                     del self._children_of[unit.slice]
+        for name in _pins(unit):
+            users = self._needed_by.get(name)
+            if users is not None:
+                users.discard(unit)
+                if not users:
+                    del self._needed_by[name]
         if unit.control_group is not None:
             self._by_cgroup.pop(unit.control_group, None)
         self._by_invocation.pop(unit.invocation_id, None)
@@ -144,13 +182,45 @@ class Manager:
         self.check_name(name)
         unit_type = unitname.unit_type(name)
         assert unit_type is not None
+        handler = self.policy.handler_for(name)
         if unit_type is UnitType.SLICE and unitname.is_valid_slice_name(name):
-            # systemd.slice(5): slices need no unit file; they load from their name alone
-            unit = Unit(name, unit_type, LoadState.LOADED, slice=unitname.slice_parent(name))
+            # systemd.slice(5): slices need no unit file; they load from their name alone.
+            # With no unit file to keep it, a slice exists for what it contains: it goes
+            # when that is gone (user-UID.slice has StopWhenUnneeded=yes on systemd too)
+            unit = Unit(
+                name,
+                unit_type,
+                LoadState.LOADED,
+                slice=unitname.slice_parent(name),
+                stop_when_unneeded=name not in STANDARD_SLICES,
+            )
+        elif handler is not None:
+            state = LoadState.MASKED if handler.kind is Kind.MASKED else LoadState.LOADED
+            settings: dict[str, object] = {"Description": handler.description}
+            if handler.requires:
+                settings["Requires"] = list(handler.requires)
+                settings["After"] = list(handler.requires)
+            unit = Unit(
+                name,
+                unit_type,
+                state,
+                slice=handler.slice,
+                settings=settings,
+                handler=handler,
+                stop_when_unneeded=handler.stop_when_unneeded,
+            )
         else:
             unit = Unit(name, unit_type, LoadState.NOT_FOUND)
         self._register(unit)
         return unit
+
+    def unit_to_stop(self, name: str) -> Unit:
+        """StopUnit's unit: validated by name; a name with nothing behind it is not loaded
+        (observed on systemd 252), a handled one (e.g. a masked user@) is."""
+        self.check_name(name)
+        if name not in self.units and self.policy.handler_for(name) is not None:
+            return self.load_unit(name)
+        return self.get_unit(name)
 
     @staticmethod
     def check_name(name: str) -> None:
@@ -167,6 +237,13 @@ class Manager:
     def _require_found(unit: Unit) -> None:
         if unit.load_state is LoadState.NOT_FOUND:
             raise errors.NoSuchUnit(f"Unit {unit.name} not found.")
+
+    @staticmethod
+    def _require_startable(unit: Unit) -> None:
+        # org.freedesktop.systemd1(5) / bus_unit_validate_load_state(): the names of errors
+        Manager._require_found(unit)
+        if unit.load_state is LoadState.MASKED:
+            raise errors.UnitMasked(f"Unit {unit.name} is masked.")
 
     def unit_by_cgroup(self, path: str) -> Unit:
         """The unit owning a cgroup path, walking up to the closest ancestor that is a unit."""
@@ -254,6 +331,40 @@ class Manager:
                 self._release_cgroup(unit)
                 self._unregister(unit)
 
+    # -- StopWhenUnneeded= --------------------------------------------------------------
+
+    def _queue_unneeded(self, *names: str) -> None:
+        if not names:
+            return
+        if not self._unneeded_queue:
+            self.loop.call_soon(self._run_unneeded)
+        self._unneeded_queue.update(names)
+
+    def _needed(self, unit: Unit) -> bool:
+        """systemd.unit(5) StopWhenUnneeded=: needed while a unit that wants, requires or
+        sits in it is active, activating or about to start (or a client started it)."""
+        if unit.pinned or unit.job is not None:
+            return True
+        users = self._needed_by.get(unit.name, set()) | self._children_of.get(unit.name, set())
+        return any(
+            _active_or_activating(u.active_state)
+            or (u.job is not None and u.job.type is JobType.START)
+            for u in users
+        )
+
+    def _run_unneeded(self) -> None:
+        names, self._unneeded_queue = self._unneeded_queue, set()
+        for name in sorted(names):
+            unit = self.units.get(name)
+            if (
+                unit is not None
+                and unit.stop_when_unneeded
+                and unit.active_state is ActiveState.ACTIVE
+                and not self._needed(unit)
+            ):
+                log.info("%s: no longer needed, stopping", unit.name)
+                self._enqueue(unit, JobType.STOP)
+
     # -- state changes ---------------------------------------------------------------------
 
     def _set_state(self, unit: Unit, sub_state: str) -> None:
@@ -275,6 +386,10 @@ class Manager:
         self.listener.unit_changed(unit)
         if new in inactive:
             self._queue_gc(unit)
+        if not _active_or_activating(new):
+            self._queue_unneeded(*_pins(unit), *([unit.slice] if unit.slice else []))
+        elif unit.stop_when_unneeded:
+            self._queue_unneeded(unit.name)
 
     def _new_invocation(self, unit: Unit) -> None:
         self._by_invocation.pop(unit.invocation_id, None)
@@ -365,10 +480,32 @@ class Manager:
         self.n_installed_jobs += 1
         self.listener.job_new(job)
         self.listener.unit_changed(unit)
+        self._schedule(job)
+        return job
+
+    def _schedule(self, job: Job) -> None:
         if not self._run_queue:
             self.loop.call_soon(self._dispatch)
         self._run_queue.append(job)
-        return job
+
+    def _blocked(self, job: Job) -> bool:
+        """systemd.unit(5) After=: a start job waits for the start jobs of what it is after."""
+        if job.type is not JobType.START:
+            return False
+        after = job.unit.setting("After", [])
+        assert isinstance(after, list)
+        for name in after:
+            other = self.units.get(name)
+            # scope and slice jobs finish within one dispatch; only handled units' jobs
+            # take time, and they are never ordered after anything a client made (no cycles)
+            if (
+                other is not None
+                and other.handler is not None
+                and other.job is not None
+                and other.job.type is JobType.START
+            ):
+                return True
+        return False
 
     def _dispatch(self) -> None:
         """Run queued jobs after the reply went out; slices start before what they contain."""
@@ -393,6 +530,12 @@ class Manager:
             job.unit.job = None
             self.listener.unit_changed(job.unit)
         self._queue_gc(job.unit)
+        unit = job.unit
+        self._queue_unneeded(unit.name, *_pins(unit), *([unit.slice] if unit.slice else []))
+        if self._waiting:
+            waiting, self._waiting = self._waiting, []
+            for other in waiting:
+                self._schedule(other)
         parent = self.units.get(job.unit.slice or "")
         if parent is not None and parent.job is not None and parent.job.type is JobType.STOP:
             self._maybe_finish_slice_stop(parent)
@@ -404,6 +547,9 @@ class Manager:
 
     def _run_job(self, job: Job) -> None:
         if self.jobs.get(job.id) is not job:
+            return
+        if self._blocked(job):
+            self._waiting.append(job)
             return
         self._set_running(job)
         if job.type is JobType.START:
@@ -463,6 +609,7 @@ class Manager:
             if not settings["PIDs"]:
                 raise errors.InvalidArgs("Failed to set unit properties: Invalid argument")
             settings["PIDs"] = self._resolve_pids(settings["PIDs"], caller_pid)
+        self._check_requirements(settings)
         # every check passed: from here on nothing fails
         if existing is not None:
             self._unregister(existing)
@@ -471,7 +618,7 @@ class Manager:
         )
         self._register(unit)
         job = self._enqueue(unit, JobType.START)
-        self._pull_in_slices(unit)
+        self._pull_in(unit)
         return job
 
     @staticmethod
@@ -550,10 +697,44 @@ class Manager:
             if parent.active_state is not ActiveState.ACTIVE:
                 self._enqueue(parent, JobType.START)
 
+    def _check_requirements(self, settings: dict[str, object]) -> None:
+        """A transaction fails when a unit it requires cannot start (systemd.unit(5)
+        Requires=); wanted units that cannot start are left out silently (Wants=)."""
+        for key in ("Requires", "BindsTo"):
+            names = settings.get(key, [])
+            assert isinstance(names, list)
+            for name in names:
+                self.check_name(name)
+                unit = self.units.get(name)
+                if unit is not None:
+                    self._require_startable(unit)
+                elif not name.endswith(".slice"):
+                    handler = self.policy.handler_for(name)
+                    if handler is None:
+                        raise errors.NoSuchUnit(f"Unit {name} not found.")
+                    if handler.kind is Kind.MASKED:
+                        raise errors.UnitMasked(f"Unit {name} is masked.")
+
+    def _pull_in(self, unit: Unit) -> None:
+        """Queue start jobs for the unit's slices and for what it wants or requires."""
+        self._pull_in_slices(unit)
+        for name in _pins(unit):
+            if unitname.unit_type(name) is None or not unitname.is_valid(name, template=False):
+                continue
+            other = self.load_unit(name)
+            if (
+                other.load_state is LoadState.LOADED
+                and (other.handler is not None or other.type is UnitType.SLICE)
+                and other.active_state is not ActiveState.ACTIVE
+                and (other.job is None or other.job.type is not JobType.START)
+            ):
+                self._enqueue(other, JobType.START)
+                self._pull_in(other)
+
     def start(self, unit: Unit, mode: str) -> Job:
         """Queue a start job (StartUnit loads by name first; Unit.Start has the object)."""
         job_mode = self._job_mode(mode)
-        self._require_found(unit)
+        self._require_startable(unit)
         self._check_job(unit, JobType.START, job_mode)
         if unit.type is UnitType.SCOPE and unit.active_state is not ActiveState.ACTIVE:
             # systemd.scope(5): scopes are only created programmatically
@@ -561,8 +742,8 @@ class Manager:
                 f"Job type start is not applicable for unit {unit.name}."
             )
         job = self._enqueue(unit, JobType.START)
-        if unit.type is UnitType.SLICE:
-            self._pull_in_slices(unit)
+        unit.pinned = unit.pinned or unit.stop_when_unneeded
+        self._pull_in(unit)
         return job
 
     def _start(self, job: Job) -> None:
@@ -570,6 +751,21 @@ class Manager:
         if unit.active_state is ActiveState.ACTIVE:
             self._finish_job(job, JobResult.DONE)
             return
+        for key in ("Requires", "BindsTo"):
+            names = unit.setting(key, [])
+            assert isinstance(names, list)
+            for name in names:
+                other = self.units.get(name)
+                if (
+                    other is not None
+                    and other.active_state in (ActiveState.INACTIVE, ActiveState.FAILED)
+                    and (other.job is None or other.job.type is not JobType.START)
+                ):
+                    # systemd.unit(5) Requires=: a requirement that failed to start fails
+                    # the job with result "dependency"; the unit itself stays inactive
+                    log.warning("%s: required %s is %s", unit.name, name, other.active_state)
+                    self._finish_job(job, JobResult.DEPENDENCY)
+                    return
         if unit.type is UnitType.SLICE:
             parent = self.units.get(unit.slice or "")
             if parent is not None and parent.active_state is not ActiveState.ACTIVE:
@@ -582,6 +778,9 @@ class Manager:
             return
         if unit.type is UnitType.SCOPE:
             self._start_scope(job)
+            return
+        if unit.handler is not None:
+            self._start_handled(job, unit.handler)
             return
         self._finish_job(job, JobResult.UNSUPPORTED)
 
@@ -640,6 +839,117 @@ class Manager:
             return False
         return True
 
+    # -- handled units (policy.py): services and targets without unit files -------------
+
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_handled(self, job: Job, handler: Handler) -> None:
+        unit = job.unit
+        self._new_invocation(unit)
+        if handler.kind is Kind.NOOP:
+            self._set_state(unit, ServiceState.EXITED)
+            self._finish_job(job, JobResult.DONE)
+        elif handler.kind is Kind.ACTION:
+            self._spawn_task(self._run_action(job, handler.start))
+        elif handler.kind is Kind.ONESHOT:
+            self._set_state(unit, ServiceState.START)
+            self._spawn_task(self._run_oneshot(job, handler.start, ServiceState.EXITED))
+        else:
+            self._set_state(unit, ServiceState.START)
+            self._spawn_task(self._run_simple(job, handler))
+
+    async def _run_oneshot(self, job: Job, argv: Sequence[str], success: ServiceState) -> None:
+        """Type=oneshot, RemainAfterExit=yes: the job ends with the command; the unit's
+        cgroup exists while it runs."""
+        unit = job.unit
+        assert unit.handler is not None
+        status, output = -1, ""
+        try:
+            self._realise(unit)
+            assert unit.control_group is not None
+            status, output = await spawn.run(
+                argv, self.backend, unit.control_group, user=unit.handler.user
+            )
+        except (spawn.SpawnError, BackendError) as e:
+            output = str(e)
+        for line in output.splitlines():
+            log.info("%s: %s", unit.name, line)
+        if unit.job is not job:
+            return  # replaced or cancelled meanwhile
+        self._release_cgroup(unit)
+        if status == 0:
+            unit.result = "success"
+            self._set_state(unit, success)
+            self._finish_job(job, JobResult.DONE)
+        else:
+            log.warning("%s: %s exited with status %d", unit.name, argv[0] if argv else "", status)
+            unit.result = "timeout" if status == -9 else "exit-code"
+            self._set_state(unit, ServiceState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+
+    async def _run_simple(self, job: Job, handler: Handler) -> None:
+        """Type=simple: active once the main process is forked into the unit's cgroup."""
+        unit = job.unit
+        try:
+            self._realise(unit)
+            assert unit.control_group is not None
+            proc = await spawn.start(
+                handler.start, self.backend, unit.control_group, user=handler.user, capture=False
+            )
+        except (spawn.SpawnError, BackendError) as e:
+            log.warning("%s: %s", unit.name, e)
+            if unit.job is job:
+                self._release_cgroup(unit)
+                unit.result = "resources"
+                self._set_state(unit, ServiceState.FAILED)
+                self._finish_job(job, JobResult.FAILED)
+            return
+        self._spawn_task(self._reap(unit, proc))
+        if unit.job is job:
+            self._set_state(unit, ServiceState.RUNNING)
+            self._finish_job(job, JobResult.DONE)
+        assert unit.control_group is not None
+        self.backend.watch_empty(unit.control_group, self._cgroup_empty)
+
+    async def _reap(self, unit: Unit, proc: asyncio.subprocess.Process) -> None:
+        status = await proc.wait()
+        if status != 0 and unit.sub_state == ServiceState.RUNNING:
+            log.warning("%s: main process exited with status %d", unit.name, status)
+            unit.result = "exit-code"
+
+    async def _run_action(self, job: Job, argv: Sequence[str]) -> None:
+        """A power or sleep target: run the init's command once; the job ends with it."""
+        unit = job.unit
+        ok = True
+        if tuple(argv) == RECORD or not argv:
+            self._record_action(unit.name, argv)
+        else:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+                ok = await proc.wait() == 0
+            except OSError as e:
+                log.warning("%s: cannot run %s: %s", unit.name, argv[0], e.strerror)
+                ok = False
+        if unit.job is job:
+            self._finish_job(job, JobResult.DONE if ok else JobResult.FAILED)
+
+    def _record_action(self, name: str, argv: Sequence[str]) -> None:
+        line = json.dumps({"unit": name, "action": list(argv), "time": time.time()})
+        try:
+            with open(self.policy.record_file, "a") as f:
+                f.write(line + "\n")
+        except OSError as e:
+            log.warning("%s: cannot record to %s: %s", name, self.policy.record_file, e)
+        log.info("%s: recorded %s", name, line)
+
     # -- stop ------------------------------------------------------------------------------
 
     def stop(self, unit: Unit, mode: str) -> Job:
@@ -651,6 +961,7 @@ class Manager:
             raise errors.JobTypeNotApplicable(
                 f"Job type stop is not applicable for unit {unit.name}."
             )
+        unit.pinned = False
         return self._enqueue(unit, JobType.STOP)
 
     def _stop(self, job: Job) -> None:
@@ -664,11 +975,19 @@ class Manager:
                     self._enqueue(child, JobType.STOP)
             self._maybe_finish_slice_stop(unit)
             return
-        if unit.type is UnitType.SCOPE:
+        if unit.type is UnitType.SCOPE or (
+            unit.handler is not None and unit.handler.kind is Kind.SIMPLE
+        ):
             if unit.sub_state in (ScopeState.STOP_SIGTERM, ScopeState.STOP_SIGKILL):
                 return  # already stopping: the job finishes when the cgroup empties
             self._scope_signal(unit, ScopeState.STOP_SIGTERM)
             return
+        if unit.handler is not None and unit.handler.kind is Kind.ONESHOT:
+            if unit.sub_state != ServiceState.STOP:
+                self._set_state(unit, ServiceState.STOP)
+                self._spawn_task(self._run_oneshot(job, unit.handler.stop, ServiceState.DEAD))
+            return
+        self._set_state(unit, "dead")
         self._finish_job(job, JobResult.DONE)
 
     def _maybe_finish_slice_stop(self, unit: Unit) -> None:
@@ -681,6 +1000,8 @@ class Manager:
         ):
             return
         self._set_state(unit, SliceState.DEAD)
+        if all(c.control_group is None for c in self._children(unit)):
+            self._release_cgroup(unit)  # an inactive slice keeps no cgroup, as on systemd
         self._finish_job(job, JobResult.DONE)
 
     def _scope_signal(self, unit: Unit, state: ScopeState) -> None:
@@ -745,7 +1066,7 @@ class Manager:
 
     def _cgroup_empty(self, path: str) -> None:
         unit = self._by_cgroup.get(path)
-        if unit is None or unit.type is not UnitType.SCOPE:
+        if unit is None or unit.type not in (UnitType.SCOPE, UnitType.SERVICE):
             return
         if unit.active_state in (ActiveState.ACTIVE, ActiveState.DEACTIVATING):
             self._scope_dead(unit, unit.result)
@@ -917,3 +1238,5 @@ class Manager:
     def close(self) -> None:
         for unit in list(self._timers):
             self._cancel_timer(unit)
+        for task in list(self._tasks):
+            task.cancel()

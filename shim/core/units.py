@@ -7,15 +7,20 @@ from dataclasses import dataclass, field
 
 from compat.enums import (
     SCOPE_ACTIVE_STATE,
+    SERVICE_ACTIVE_STATE,
     SLICE_ACTIVE_STATE,
+    TARGET_ACTIVE_STATE,
     ActiveState,
     JobState,
     JobType,
     LoadState,
     ScopeState,
+    ServiceState,
     SliceState,
+    TargetState,
 )
 from compat.unitname import UnitType
+from shim.core.policy import Handler
 
 # systemd.unit(5) / org.freedesktop.systemd1(5): the dual timestamps every unit carries
 TIMESTAMPS = ("StateChange", "InactiveExit", "ActiveEnter", "ActiveExit", "InactiveEnter",
@@ -63,6 +68,9 @@ class Unit:
     freezer_state: str = "running"
     refs: list[str] = field(default_factory=list)  # one entry per RefUnit call
     timestamps: dict[str, Timestamp] = field(default_factory=dict)
+    handler: Handler | None = None  # what stands behind a non-transient unit (policy.py)
+    stop_when_unneeded: bool = False  # systemd.unit(5) StopWhenUnneeded=
+    pinned: bool = False  # started by a client's StartUnit: needed until stopped
 
     @property
     def active_state(self) -> ActiveState:
@@ -70,6 +78,10 @@ class Unit:
             return SCOPE_ACTIVE_STATE[ScopeState(self.sub_state)]
         if self.type is UnitType.SLICE and self.sub_state in SliceState.__members__.values():
             return SLICE_ACTIVE_STATE[SliceState(self.sub_state)]
+        if self.type is UnitType.SERVICE and self.sub_state in ServiceState.__members__.values():
+            return SERVICE_ACTIVE_STATE[ServiceState(self.sub_state)]
+        if self.type is UnitType.TARGET and self.sub_state in TargetState.__members__.values():
+            return TARGET_ACTIVE_STATE[TargetState(self.sub_state)]
         return ActiveState.INACTIVE
 
     @property

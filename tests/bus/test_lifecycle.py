@@ -111,9 +111,13 @@ async def test_done_when_scenario(daemon: Daemon, client: Client, processes) -> 
     ]
     assert states and states[-1] == "inactive"
     assert client.signals.index(removed) > max(
-        i for i, m in enumerate(client.signals) if m.member == "PropertiesChanged"
+        i for i, m in enumerate(client.signals) if m.member == "PropertiesChanged" and m.path == FOO
     )
     assert not (daemon.backend.root / "user.slice/user-1000.slice/foo.scope").exists()
+    # user-1000.slice was there only for the scope: it goes too (StopWhenUnneeded=)
+    await client.wait_signal(is_signal("UnitRemoved", "user-1000.slice"))
+    assert not (daemon.backend.root / "user.slice/user-1000.slice").exists()
+    assert (daemon.backend.root / "user.slice").is_dir()
     name, _ = await client.error("GetUnit", "s", ["foo.scope"])
     assert name == "org.freedesktop.systemd1.NoSuchUnit"
 

@@ -27,7 +27,9 @@ from compat.enums import (
     OOMPolicy,
     ScopeResult,
     ScopeState,
+    ServiceState,
     SliceState,
+    TargetState,
     parse_enum,
 )
 
@@ -36,6 +38,8 @@ SPELLINGS: dict[type[enum.StrEnum], str] = {
     ActiveState: "active reloading inactive failed activating deactivating maintenance",
     ScopeState: "dead start-chown running abandoned stop-sigterm stop-sigkill failed",
     SliceState: "dead active",
+    ServiceState: "dead start running exited stop stop-sigterm stop-sigkill failed",
+    TargetState: "dead active",
     JobType: "start verify-active stop reload reload-or-start restart try-restart try-reload nop",
     JobState: "waiting running",
     JobMode: "fail replace replace-irreversibly isolate flush ignore-dependencies "

@@ -40,6 +40,8 @@ def start_scopeshim(backend: str = "cgroup2") -> subprocess.Popen[bytes]:
             "/run/scopeshim",
             "--log-level",
             "debug",
+            "--config",
+            str(Path(__file__).with_name("scopeshim-e2e.toml")),
         ],
         cwd=ROOT,
         stdout=log,

@@ -1,0 +1,155 @@
+"""Which non-transient units exist and what starting them does (there are no unit files).
+
+logind asks for a few units by name: user-runtime-dir@UID.service, user@UID.service, the
+power and sleep targets and autovt@ttyN.service. `Policy.handler_for(name)` answers what
+stands behind each; every other non-transient name is "not found", as on systemd.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from dataclasses import dataclass, field
+
+RUNTIME_DIR_HELPER = "/lib/systemd/systemd-user-runtime-dir"
+
+# systemd.special(7): the targets logind starts in mode replace-irreversibly
+POWER_TARGETS = (
+    "poweroff.target", "reboot.target", "halt.target", "kexec.target", "suspend.target",
+    "hibernate.target", "hybrid-sleep.target", "suspend-then-hibernate.target",
+    "factory-reset.target",
+)  # fmt: skip
+
+# what each target does on a machine whose init is not systemd; the init's own tools
+# (sysvinit, OpenRC, runit, s6 and Upstart all install poweroff/reboot/halt) and the
+# kernel's /sys/power/state (Documentation/admin-guide/pm/sleep-states.rst)
+DEFAULT_POWER_ACTIONS: dict[str, tuple[str, ...]] = {
+    "poweroff.target": ("/sbin/poweroff",),
+    "reboot.target": ("/sbin/reboot",),
+    "halt.target": ("/sbin/halt",),
+    "kexec.target": ("/sbin/kexec", "-e"),
+    "suspend.target": ("/bin/sh", "-c", "echo mem > /sys/power/state"),
+    "hibernate.target": ("/bin/sh", "-c", "echo disk > /sys/power/state"),
+    "hybrid-sleep.target": (
+        "/bin/sh", "-c", "echo suspend > /sys/power/disk && echo disk > /sys/power/state",
+    ),
+    "suspend-then-hibernate.target": ("/bin/sh", "-c", "echo mem > /sys/power/state"),
+    "factory-reset.target": (),
+}  # fmt: skip
+
+RECORD = ("record",)  # a power action that only appends what would run to the record file
+
+_USER_UNIT = re.compile(r"^(user-runtime-dir|user)@(0|[1-9][0-9]{0,9})\.service$")
+_AUTOVT = re.compile(r"^autovt@(tty[0-9]+)\.service$")
+
+
+class Kind(enum.StrEnum):
+    """How a handled unit behaves (systemd.service(5) Type= it imitates)."""
+
+    ONESHOT = "oneshot"  # Type=oneshot, RemainAfterExit=yes: start and stop commands
+    SIMPLE = "simple"  # Type=simple: a long-running main process in the unit's cgroup
+    NOOP = "noop"  # starts and stops without running anything
+    MASKED = "masked"  # LoadState=masked: starting it answers UnitMasked
+    ACTION = "action"  # a target whose start runs a command once (power and sleep)
+
+
+class UserManager(enum.StrEnum):
+    """The user@UID.service policy."""
+
+    MASKED = "masked"
+    NOOP = "noop"
+    EXEC = "exec"
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """What stands behind one non-transient unit."""
+
+    kind: Kind
+    description: str
+    slice: str | None = None
+    start: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()
+    user: str | None = None  # run the commands as this user (name or UID)
+    stop_when_unneeded: bool = False  # systemd.unit(5) StopWhenUnneeded=
+    requires: tuple[str, ...] = ()  # systemd.unit(5) Requires= (with After=)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The handled units, from the configuration file or these defaults."""
+
+    user_manager: UserManager = UserManager.MASKED
+    user_manager_command: tuple[str, ...] = ()
+    runtime_dir_helper: str = RUNTIME_DIR_HELPER
+    power_actions: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_POWER_ACTIONS)
+    )
+    autovt_command: tuple[str, ...] = ()  # empty: autovt@ttyN.service is not found
+    record_file: str = "/run/scopeshim/actions.log"
+
+    @staticmethod
+    def harmless(state_dir: str | os.PathLike[str]) -> Policy:
+        """Defaults that change nothing on the host: power actions are recorded under
+        STATE_DIR, no runtime directory is mounted."""
+        return Policy(
+            runtime_dir_helper="",
+            power_actions=dict.fromkeys(POWER_TARGETS, RECORD),
+            record_file=os.path.join(state_dir, "actions.log"),
+        )
+
+    def handler_for(self, name: str) -> Handler | None:
+        m = _USER_UNIT.match(name)
+        if m:
+            return self._user_unit(m.group(1), m.group(2))
+        if name in POWER_TARGETS:
+            action = self.power_actions.get(name, ())
+            return Handler(Kind.ACTION, _POWER_DESCRIPTIONS[name], start=action)
+        m = _AUTOVT.match(name)
+        if m and self.autovt_command:
+            tty = m.group(1)
+            command = tuple(a.replace("%I", tty) for a in self.autovt_command)
+            return Handler(Kind.SIMPLE, f"Getty on {tty}", slice="system.slice", start=command)
+        return None
+
+    def _user_unit(self, which: str, uid: str) -> Handler:
+        user_slice = f"user-{uid}.slice"
+        if which == "user-runtime-dir":
+            # units/user-runtime-dir@.service (systemd 252): a oneshot that mounts
+            # /run/user/UID, StopWhenUnneeded=yes; no helper configured: nothing to run
+            return Handler(
+                Kind.ONESHOT if self.runtime_dir_helper else Kind.NOOP,
+                f"User Runtime Directory /run/user/{uid}",
+                slice=user_slice,
+                start=(self.runtime_dir_helper, "start", uid),
+                stop=(self.runtime_dir_helper, "stop", uid),
+                stop_when_unneeded=True,
+            )
+        description = f"User Manager for UID {uid}"
+        if self.user_manager is UserManager.MASKED:
+            return Handler(Kind.MASKED, description, slice=user_slice)
+        if self.user_manager is UserManager.NOOP:
+            return Handler(Kind.NOOP, description, slice=user_slice)
+        # units/user@.service: Requires=user-runtime-dir@%i.service, runs as the user
+        return Handler(
+            Kind.SIMPLE,
+            description,
+            slice=user_slice,
+            start=tuple(a.replace("%i", uid) for a in self.user_manager_command),
+            user=uid,
+            requires=(f"user-runtime-dir@{uid}.service",),
+        )
+
+
+_POWER_DESCRIPTIONS = {
+    "poweroff.target": "System Power Off",
+    "reboot.target": "System Reboot",
+    "halt.target": "System Halt",
+    "kexec.target": "Reboot via kexec",
+    "suspend.target": "Suspend",
+    "hibernate.target": "System Hibernation",
+    "hybrid-sleep.target": "Hybrid Suspend+Hibernate",
+    "suspend-then-hibernate.target": "Suspend; Hibernate if not used for a period of time",
+    "factory-reset.target": "Factory Reset",
+}

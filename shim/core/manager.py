@@ -814,6 +814,7 @@ class Manager:
             # systemd.scope(5): a scope without processes cannot start
             log.warning("%s: no PIDs left to attach to the scope's control group", unit.name)
             unit.result = "resources"
+            self._release_cgroup(unit)
             self._set_state(unit, ScopeState.FAILED)
             self._finish_job(job, JobResult.FAILED)
             return

@@ -3,6 +3,12 @@ the real kernel tree is exercised in tests/e2e (scope lifecycle, logind session)
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from backends.base import BackendError, CgroupBackend
@@ -100,3 +106,56 @@ def test_usage_is_read_from_the_files(tmp_path):
     assert (u.io_read_bytes, u.io_write_bytes, u.io_read_ops, u.io_write_ops) == (101, 202, 4, 6)
     assert u.cgroup_id is None  # a plain directory is not a cgroup2 mount
     assert b.usage("/missing.scope").tasks is None
+
+
+DELEGATEE = """
+import errno, sys
+d = sys.argv[1]
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def write(path, value):
+    with open(path, "w") as f:
+        f.write(value)
+import os
+print(attempt(lambda: os.mkdir(d + "/child")),
+      attempt(lambda: write(d + "/child/memory.max", "1048576")),
+      attempt(lambda: write(d + "/cgroup.procs", "0")),
+      attempt(lambda: write(d + "/memory.max", "max")),
+      attempt(lambda: os.mkdir(d + "/../beside")))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_delegated_files_are_the_users_and_limits_stay_roots(tmp_path):
+    """cgroup-v2.rst "Delegation Containment" on a tree shaped like cgroupfs: the delegatee
+    writes below itself (a stricter memory.max on a child), never its own limits."""
+    tree = Path(tempfile.mkdtemp(prefix="scopeshim-test-tree-"))
+    try:
+        tree.chmod(0o755)
+        b = Cgroup2Backend(tree)
+        b.create("/s.slice/d.scope")
+        d = tree / "s.slice/d.scope"
+        for name in ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
+            (d / name).write_text("")
+        b.apply_resources("/s.slice/d.scope", {"MemoryMax": 1 << 30})
+        b.delegate("/s.slice/d.scope", 65534, 65534)
+        assert d.stat().st_uid == 65534 and (d / "cgroup.procs").stat().st_uid == 65534
+        assert (d / "memory.max").stat().st_uid == 0
+        out = subprocess.run(
+            ["/usr/bin/python3", "-c", DELEGATEE, str(d)],
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd="/",
+        ).stdout.split()
+        assert out == ["ok", "ok", "ok", "EACCES", "EACCES"]
+        assert (d / "memory.max").read_text() == "1073741824\n"
+    finally:
+        shutil.rmtree(tree)

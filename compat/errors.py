@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno as _errno
 from typing import ClassVar
 
 _SYSTEMD1 = "org.freedesktop.systemd1."
@@ -207,11 +208,24 @@ class FileNotFound(SystemdError):
 
 
 # sd-bus turns a bare errno into "System.Error.<NAME>"; systemd 252 answers a property whose
-# variant has the wrong type with ENXIO ("Unexpected message contents")
+# variant has the wrong type with ENXIO ("Unexpected message contents"); the cgroupfs errnos
+# below reach clients the same way
 
 
 class ENXIO(SystemdError):
     error_name = "System.Error.ENXIO"
+
+
+class EBUSY(SystemdError):
+    error_name = "System.Error.EBUSY"
+
+
+class ENOSPC(SystemdError):
+    error_name = "System.Error.ENOSPC"
+
+
+class EAGAIN(SystemdError):
+    error_name = "System.Error.EAGAIN"
 
 
 def _table() -> dict[str, type[SystemdError]]:
@@ -229,3 +243,27 @@ ERRORS: dict[str, type[SystemdError]] = _table()
 def property_read_only(name: str) -> PropertyReadOnly:
     """The error systemd answers when a(sv) names a property it cannot set."""
     return PropertyReadOnly(f"Cannot set property {name}, or unknown property.")
+
+
+# sd-bus's errno -> D-Bus error name map (sd_bus_error_set_errnof, bus-error.c)
+_ERRNO_ERRORS: dict[int, type[SystemdError]] = {
+    _errno.EACCES: AccessDenied,
+    _errno.EPERM: AccessDenied,
+    _errno.ENOENT: FileNotFound,
+    _errno.ESRCH: UnixProcessIdUnknown,
+    _errno.ENOMEM: NoMemory,
+    _errno.EINVAL: InvalidArgs,
+    _errno.EOPNOTSUPP: NotSupported,
+    _errno.ENXIO: ENXIO,
+    _errno.EBUSY: EBUSY,
+    _errno.ENOSPC: ENOSPC,
+    _errno.EAGAIN: EAGAIN,
+}
+
+
+def from_errno(code: int | None, message: str) -> SystemdError:
+    """The error systemd sends for a failed system call with this errno and text (errnos
+    sd-bus has no name for are answered as org.freedesktop.DBus.Error.Failed)."""
+    if code is None:
+        return Failed(message)
+    return _ERRNO_ERRORS.get(code, Failed)(message)

@@ -73,6 +73,12 @@ def _active_or_activating(state: ActiveState) -> bool:
     return state in (ActiveState.ACTIVE, ActiveState.ACTIVATING, ActiveState.RELOADING)
 
 
+def _cgroup_error(what: str, e: BackendError) -> errors.SystemdError:
+    """A cgroupfs failure as systemd reports it: the errno's D-Bus name, "<what>: <reason>"."""
+    reason = os.strerror(e.errno) if e.errno else str(e)
+    return errors.from_errno(e.errno, f"{what}: {reason}")
+
+
 def _pid_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -1090,7 +1096,10 @@ class Manager:
             raise errors.NoSuchProcess(f"{unit.type} units have no {kind} processes")
         if unit.control_group is None:
             return 0
-        return self.backend.kill(unit.control_group, signal)
+        try:
+            return self.backend.kill(unit.control_group, signal)
+        except BackendError as e:
+            raise _cgroup_error("Failed to kill unit processes", e) from None
 
     def abandon(self, unit: Unit) -> None:
         if unit.type is not UnitType.SCOPE:
@@ -1175,13 +1184,16 @@ class Manager:
         try:
             self.backend.attach(target, resolved)
         except BackendError as e:
-            raise errors.Failed(f"Failed to attach processes to control group: {e}") from None
+            raise _cgroup_error("Failed to attach processes to control group", e) from None
 
     def freeze(self, unit: Unit) -> None:
         self._check_freezable(unit)
         if unit.freezer_state != "frozen":
             assert unit.control_group is not None
-            self.backend.freeze(unit.control_group)
+            try:
+                self.backend.freeze(unit.control_group)
+            except BackendError as e:
+                raise _cgroup_error("Failed to freeze unit", e) from None
             unit.freezer_state = "frozen"
             self.listener.unit_changed(unit)
 
@@ -1189,7 +1201,10 @@ class Manager:
         self._check_freezable(unit)
         if unit.freezer_state != "running":
             assert unit.control_group is not None
-            self.backend.thaw(unit.control_group)
+            try:
+                self.backend.thaw(unit.control_group)
+            except BackendError as e:
+                raise _cgroup_error("Failed to thaw unit", e) from None
             unit.freezer_state = "running"
             self.listener.unit_changed(unit)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 
 from dbus_fast import Message, Variant
 
+from backends.base import BackendError
 from tests.conftest import MANAGER_IFACE, MANAGER_PATH, Client, Daemon
 
 UNIT = "org.freedesktop.systemd1.Unit"
@@ -541,3 +543,29 @@ async def test_counters_follow_the_accounting_settings(
     # the fake tree has no memory.current
     assert await client.get(path, SCOPE, "MemoryCurrent") == 2**64 - 1
     assert await client.get(path, SCOPE, "ControlGroupId") > 0
+
+
+async def test_cgroupfs_errors_keep_their_errno_name(
+    daemon: Daemon, client: Client, processes, monkeypatch
+) -> None:
+    """sd_bus_error_set_errnof(): EACCES answers AccessDenied, EBUSY System.Error.EBUSY;
+    nothing changes and the daemon stays up."""
+    p1, p2 = processes(), processes()
+    await start_scope(client, "ea.scope", [p1.pid], ["Delegate", Variant("b", True)])
+
+    def refuse(code: int):
+        def fail(*args: object) -> None:
+            raise BackendError("refused by the kernel", code)
+
+        return fail
+
+    monkeypatch.setattr(daemon.backend, "attach", refuse(errno.EACCES))
+    name, text = await client.error("AttachProcessesToUnit", "ssau", ["ea.scope", "", [p2.pid]])
+    assert name == "org.freedesktop.DBus.Error.AccessDenied"
+    assert text == "Failed to attach processes to control group: Permission denied"
+    monkeypatch.setattr(daemon.backend, "freeze", refuse(errno.EBUSY))
+    name, text = await client.error("FreezeUnit", "s", ["ea.scope"])
+    assert (name, text) == ("System.Error.EBUSY", "Failed to freeze unit: Device or resource busy")
+    path = "/org/freedesktop/systemd1/unit/ea_2escope"
+    assert await client.get(path, UNIT, "FreezerState") == "running"
+    assert await client.get(path, UNIT, "ActiveState") == "active"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 
 import pytest
@@ -61,7 +62,7 @@ DBUS = [
     "FileNotFound",
 ]
 # errno-derived names sd-bus answers with (observed from systemd 252, tests/bus/test_bad_input.py)
-SYSTEM = ["ENXIO"]
+SYSTEM = ["ENXIO", "EBUSY", "ENOSPC", "EAGAIN"]
 EXPECTED = (
     {f"org.freedesktop.systemd1.{n}" for n in SYSTEMD1}
     | {f"org.freedesktop.DBus.Error.{n}" for n in DBUS}
@@ -143,3 +144,21 @@ def test_error_names_of_real_systemd_are_known():
     }
     assert seen
     assert seen <= set(ERRORS)
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        (errno.EACCES, "org.freedesktop.DBus.Error.AccessDenied"),
+        (errno.EPERM, "org.freedesktop.DBus.Error.AccessDenied"),
+        (errno.ENOENT, "org.freedesktop.DBus.Error.FileNotFound"),
+        (errno.ESRCH, "org.freedesktop.DBus.Error.UnixProcessIdUnknown"),
+        (errno.EBUSY, "System.Error.EBUSY"),
+        (errno.ENOSPC, "System.Error.ENOSPC"),
+        (errno.ELOOP, "org.freedesktop.DBus.Error.Failed"),
+        (None, "org.freedesktop.DBus.Error.Failed"),
+    ],
+)
+def test_from_errno(code, name):
+    e = errors.from_errno(code, "Failed to do it: reason")
+    assert e.error_name == name and e.message == "Failed to do it: reason"

@@ -100,7 +100,7 @@ def StopUnit(c: Call, name: str, mode: str) -> str:
 def StartTransientUnit(c: Call, name: str, mode: str, props: list[Any], aux: list[Any]) -> str:
     converted = [(n, unwrap_properties(p)) for n, p in aux]
     properties = pidfds_to_pids(unwrap_properties(props), c.fds)
-    return _job(c.manager.start_transient_unit(name, mode, properties, converted, c.pid))
+    return _job(c.manager.start_transient_unit(name, mode, properties, converted, c.pid, c.uid))
 
 
 def KillUnit(c: Call, name: str, whom: str, signal: int) -> None:
@@ -161,7 +161,7 @@ def GetUnitProcesses(c: Call, name: str) -> list[tuple[str, int, str]]:
 
 
 def AttachProcessesToUnit(c: Call, name: str, subcgroup: str, pids: list[int]) -> None:
-    c.manager.attach(c.manager.get_unit(name), subcgroup, pids, c.pid)
+    c.manager.attach(c.manager.get_unit(name), subcgroup, pids, c.pid, c.uid)
 
 
 def Subscribe(c: Call) -> None:

@@ -18,6 +18,7 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from compat import buspath, errors, unitname
+from shim.bus import auth
 from shim.bus import jobs as job_iface
 from shim.bus import manager as manager_iface
 from shim.bus import units as unit_iface
@@ -47,6 +48,14 @@ JOB_NODE = MANAGER_PATH + "/job"
 _NODES = {"/": ["org"], "/org": ["freedesktop"], "/org/freedesktop": ["systemd1"]}
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the bus driver vouches for about a caller (GetConnectionCredentials)."""
+
+    uid: int | None
+    pid: int | None
+
+
 @dataclass(slots=True)
 class Call:
     """What a handler gets besides its arguments."""
@@ -57,6 +66,7 @@ class Call:
     path: str
     target: Unit | Job | None
     fds: list[int] = field(default_factory=list)  # file descriptors passed with the call
+    uid: int | None = None  # the caller's uid, when the call needed it
 
     @property
     def manager(self) -> Manager:
@@ -83,6 +93,7 @@ class Service:
         *,
         version: str,
         machine_id: str,
+        polkit: bool = True,
     ) -> None:
         self.bus = bus
         self.version = version
@@ -90,7 +101,8 @@ class Service:
         self.signals = unit_iface.SignalEmitter(self)
         self.manager = manager_factory(self)
         self._xml = XmlCache()
-        self._pids: dict[str, int] = {}
+        self.polkit = polkit  # ask polkit about non-root callers (else refuse them)
+        self._creds: dict[str, Credentials] = {}
         self._pending: set[asyncio.Task[None]] = set()
         bus.add_message_handler(self._on_message)
 
@@ -153,17 +165,20 @@ class Service:
                 and msg.body[0].startswith(":")
                 and not msg.body[2]
             ):
-                self._pids.pop(msg.body[0], None)
+                self._creds.pop(msg.body[0], None)
                 self.manager.bus_name_gone(msg.body[0])
             return None
         sender = msg.sender or ""
-        pid = self._pids.get(sender)
-        if pid is None and self._needs_pid(msg):
-            task = asyncio.get_running_loop().create_task(self._dispatch_later(msg))
+        creds = self._creds.get(sender)
+        action = auth.action_for(msg.interface, msg.member or "")
+        if (creds is None and (action is not None or self._needs_pid(msg))) or (
+            creds is not None and action is not None and creds.uid != 0
+        ):
+            task = asyncio.get_running_loop().create_task(self._dispatch_later(msg, action))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
             return True
-        return self._reply(msg, pid)
+        return self._reply(msg, creds)
 
     def _needs_pid(self, msg: Message) -> bool:
         if msg.path == buspath.UNIT_PATH_PREFIX + "self":
@@ -174,15 +189,30 @@ class Service:
             return msg.body == [""]  # "" means the caller's unit
         return msg.member in manager_iface.NEEDS_CALLER
 
-    async def _dispatch_later(self, msg: Message) -> None:
-        pid = await self.caller_pid(msg.sender or "")
-        reply = self._reply(msg, pid)
+    async def _dispatch_later(self, msg: Message, action: str | None) -> None:
+        sender = msg.sender or ""
+        creds = await self.credentials(sender)
+        reply: Message | bool
+        try:
+            if action is not None and creds.uid != 0:
+                if not self.polkit:
+                    raise errors.AccessDenied("Permission denied")
+                # ALLOW_INTERACTIVE_AUTHORIZATION (0x4) lets polkit ask the user
+                await auth.check_polkit(self.bus, sender, action, bool(msg.flags & 0x4))
+        except errors.SystemdError as e:
+            log.info("%s.%s from %s (uid %s) refused: %s", msg.interface, msg.member, sender,
+                     creds.uid, e.message)  # fmt: skip
+            for fd in msg.unix_fds:
+                os.close(fd)
+            reply = True if msg.flags & 0x1 else Message.new_error(msg, e.error_name, e.message)
+        else:
+            reply = self._reply(msg, creds)
         if isinstance(reply, Message):
             self.bus.send(reply)
 
-    async def caller_pid(self, sender: str) -> int | None:
-        """The caller's PID from the bus driver, cached per unique name."""
-        cached = self._pids.get(sender)
+    async def credentials(self, sender: str) -> Credentials:
+        """The caller's uid and PID from the bus driver, cached per unique name."""
+        cached = self._creds.get(sender)
         if cached is not None:
             return cached
         reply = await self.bus.call(
@@ -190,22 +220,26 @@ class Service:
                 destination="org.freedesktop.DBus",
                 path="/org/freedesktop/DBus",
                 interface="org.freedesktop.DBus",
-                member="GetConnectionUnixProcessID",
+                member="GetConnectionCredentials",
                 signature="s",
                 body=[sender],
             )
         )
         if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
-            return None
-        pid = int(reply.body[0])
-        self._pids[sender] = pid
-        return pid
+            return Credentials(None, None)  # gone already: nothing is allowed, nothing cached
+        found: dict[str, Variant] = reply.body[0]
+        uid, pid = found.get("UnixUserID"), found.get("ProcessID")
+        creds = Credentials(
+            None if uid is None else int(uid.value), None if pid is None else int(pid.value)
+        )
+        self._creds[sender] = creds
+        return creds
 
-    def _reply(self, msg: Message, pid: int | None) -> Message | bool:
+    def _reply(self, msg: Message, creds: Credentials | None) -> Message | bool:
         no_reply = bool(msg.flags & 0x1)
         try:
             try:
-                signature, body = self._call(msg, pid)
+                signature, body = self._call(msg, creds or Credentials(None, None))
             finally:
                 for fd in msg.unix_fds:  # ours once received; the handler has used them
                     os.close(fd)
@@ -236,7 +270,8 @@ class Service:
             return True
         return Message.new_method_return(msg, signature, body)
 
-    def _call(self, msg: Message, pid: int | None) -> tuple[str, list[Any]]:
+    def _call(self, msg: Message, creds: Credentials) -> tuple[str, list[Any]]:
+        pid = creds.pid
         path = msg.path or "/"
         interface, member = msg.interface, msg.member or ""
         if interface == PEER or (interface is None and member in ("Ping", "GetMachineId")):
@@ -249,7 +284,7 @@ class Service:
                 return "s", [self.machine_id]
             raise unknown_method(interface, member)
         interfaces, target = self._resolve(path, pid)
-        call = Call(self, msg.sender or "", pid, path, target, list(msg.unix_fds))
+        call = Call(self, msg.sender or "", pid, path, target, list(msg.unix_fds), creds.uid)
         if interface == PROPERTIES or (interface is None and member in ("Get", "GetAll", "Set")):
             return self._properties(msg, call, interfaces)
         if interface == INTROSPECTABLE or (interface is None and member == "Introspect"):

@@ -75,7 +75,7 @@ def GetProcesses(c: Call) -> list[tuple[str, int, str]]:
 
 
 def AttachProcesses(c: Call, subcgroup: str, pids: list[int]) -> None:
-    c.manager.attach(c.unit, subcgroup, pids, c.pid)
+    c.manager.attach(c.unit, subcgroup, pids, c.pid, c.uid)
 
 
 def _table(name: str, table: readable.ReadableTable) -> Interface:

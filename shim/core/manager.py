@@ -79,6 +79,13 @@ def _cgroup_error(what: str, e: BackendError) -> errors.SystemdError:
     return errors.from_errno(e.errno, f"{what}: {reason}")
 
 
+def _owner(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
 def _pid_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -587,6 +594,7 @@ class Manager:
         properties: Sequence[Property],
         aux: Sequence[tuple[str, Sequence[Property]]],
         caller_pid: int | None,
+        caller_uid: int | None = 0,
     ) -> Job:
         """Create a transient scope or slice and queue its start job (validated fully first)."""
         self._job_mode(mode, transient=True)  # a new unit has no queued job to conflict with
@@ -614,7 +622,7 @@ class Manager:
                 )
             if not settings["PIDs"]:
                 raise errors.InvalidArgs("Failed to set unit properties: Invalid argument")
-            settings["PIDs"] = self._resolve_pids(settings["PIDs"], caller_pid)
+            settings["PIDs"] = self._resolve_pids(settings["PIDs"], caller_pid, caller_uid)
         self._check_requirements(settings)
         # every check passed: from here on nothing fails
         if existing is not None:
@@ -678,8 +686,11 @@ class Manager:
                 if a.name in ("DevicePolicy", "DeviceAllow"):
                     raise errors.property_read_only(a.name)
 
-    def _resolve_pids(self, pids: object, caller_pid: int | None) -> list[int]:
-        """PIDs as systemd checks them: 0 is the caller, dead ones and managers are refused."""
+    def _resolve_pids(
+        self, pids: object, caller_pid: int | None, caller_uid: int | None = 0
+    ) -> list[int]:
+        """PIDs as systemd checks them: 0 is the caller, dead ones and managers are refused,
+        and a caller other than root may only name its own processes."""
         assert isinstance(pids, list)
         out: list[int] = []
         for pid in pids:
@@ -691,6 +702,9 @@ class Manager:
                 raise errors.UnixProcessIdUnknown(f"Process with ID {pid} does not exist.")
             if pid in (1, os.getpid()):
                 raise errors.InvalidArgs(f"Process {pid} is a manager process, refusing.")
+            if caller_uid != 0 and _owner(pid) != caller_uid:
+                # systemd's AttachProcessesToUnit() text for the same rule
+                raise errors.AccessDenied(f"Process {pid} not owned by client's UID. Refusing.")
             if pid not in out:
                 out.append(pid)
         return out
@@ -1160,7 +1174,12 @@ class Manager:
         ]
 
     def attach(
-        self, unit: Unit, subcgroup: str, pids: Iterable[int], caller_pid: int | None
+        self,
+        unit: Unit,
+        subcgroup: str,
+        pids: Iterable[int],
+        caller_pid: int | None,
+        caller_uid: int | None = 0,
     ) -> None:
         """AttachProcessesToUnit: delegated units only, into an existing (sub-)cgroup."""
         if subcgroup and not subcgroup.startswith("/"):
@@ -1172,7 +1191,7 @@ class Manager:
         parts = subcgroup.split("/")[1:] if subcgroup else []
         if any(p in (".", "..") for p in parts) or "" in parts[:-1]:
             raise errors.InvalidArgs(f"Control group path is not normalized: {subcgroup}")
-        resolved = self._resolve_pids(list(pids), caller_pid)
+        resolved = self._resolve_pids(list(pids), caller_pid, caller_uid)
         if not resolved:
             return
         target = unit.control_group.rstrip("/") + "/" + "/".join(p for p in parts if p)

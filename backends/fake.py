@@ -48,6 +48,31 @@ class FakeBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         # fixed totals, so that *Scale settings give the same files on every machine
         self.totals = Totals(memory=8 << 30, tasks=4194304)
+        self._unwatched: set[int] = set()  # adopted pids whose pidfd has no reader yet
+        self._adopt()
+
+    def _adopt(self) -> None:
+        """Processes a previous run left in the tree (cgroup.procs files) are members again,
+        as the kernel's tree would still hold them after a daemon restart."""
+        for procs in self.root.rglob("cgroup.procs"):
+            path = "/" + "/".join(procs.parent.relative_to(self.root).parts)
+            for word in procs.read_text().split():
+                try:
+                    pid = int(word)
+                    fd = os.pidfd_open(pid)
+                except (ValueError, OSError):
+                    continue
+                self._pidfds[pid] = fd
+                self._members[pid] = path
+                self._unwatched.add(pid)
+            self._write_procs(path)
+
+    def _watch_adopted(self) -> None:
+        if not self._unwatched or self._loop is None:
+            return
+        for pid in self._unwatched:
+            self._loop.add_reader(self._pidfds[pid], self._on_exit, pid)
+        self._unwatched.clear()
 
     # -- helpers ---------------------------------------------------------------------------
     def _dir(self, path: str) -> Path:
@@ -63,6 +88,7 @@ class FakeBackend:
             (d / "cgroup.procs").write_text("".join(f"{p}\n" for p in pids))
 
     def _forget(self, pid: int) -> None:
+        self._unwatched.discard(pid)
         fd = self._pidfds.pop(pid, None)
         if fd is not None:
             if self._loop is not None:
@@ -143,6 +169,7 @@ class FakeBackend:
             self._pidfds[pid] = fd
             if self._loop is not None:
                 self._loop.add_reader(fd, self._on_exit, pid)
+        self._watch_adopted()
         touched = {path}
         for pid in pids:
             old = self._members.get(pid)
@@ -221,6 +248,8 @@ class FakeBackend:
     def watch_empty(self, path: str, callback: EmptyCallback) -> None:
         path = normalise(path)
         self._record("watch", path)
+        self._loop = self._loop or asyncio.get_running_loop()
+        self._watch_adopted()
         if not self.pids(path):
             loop = self._loop or asyncio.get_running_loop()
             loop.call_soon(callback, path)

@@ -133,6 +133,7 @@ def serve(args: argparse.Namespace) -> int:
         address=None if address is None else str(address),
         version=str(settings["version"]),
         policy=policy,
+        state_dir=str(state_dir),
     )
     try:
         return asyncio.run(run(options, backend))

@@ -15,6 +15,7 @@ from backends.base import CgroupBackend
 from shim.bus.service import BUS_NAME, Service
 from shim.core.manager import Manager
 from shim.core.policy import Policy
+from shim.core.state import Persisting, StateStore
 
 log = logging.getLogger("scopeshim")
 
@@ -28,6 +29,7 @@ class Options:
     address: str | None = None  # None: the system bus
     version: str = DEFAULT_VERSION
     policy: Policy | None = None  # None: shim.core.policy's defaults
+    state_dir: str | None = None  # None: nothing kept across restarts (tests)
 
 
 def _machine_id() -> str:
@@ -53,12 +55,16 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     else:
         bus = MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
     await bus.connect()
-    service = Service(
-        bus,
-        lambda svc: Manager(backend, svc.signals, loop, options.policy),
-        version=options.version,
-        machine_id=_machine_id(),
-    )
+    store = None if options.state_dir is None else StateStore(options.state_dir)
+
+    def manager(svc: Service) -> Manager:
+        listener = svc.signals if store is None else Persisting(svc.signals, store)
+        return Manager(backend, listener, loop, options.policy)
+
+    service = Service(bus, manager, version=options.version, machine_id=_machine_id())
+    saved = None if store is None else store.load()
+    if saved is not None:
+        service.manager.restore(saved)
     # client departures drop their subscriptions, references and cached credentials
     await bus.call(
         Message(
@@ -77,6 +83,8 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         bus.disconnect()
         raise NameTakenError(f"{BUS_NAME} is already owned on this bus ({reply.name})")
+    if saved is not None:
+        service.manager.fail_lost_jobs(saved)
     log.info(
         "serving %s on %s as %s (backend %s)",
         BUS_NAME,

@@ -272,6 +272,9 @@ class SignalEmitter:
         self._dirty_units[unit] = None
         self._schedule()
 
+    def unit_refs_changed(self, unit: Unit) -> None:
+        pass  # Refs has EmitsChangedSignal=false
+
     def job_new(self, job: Job) -> None:
         self._manager_signal("JobNew", "uos", [job.id, buspath.job_path(job.id), job.unit.name])
 

@@ -16,6 +16,9 @@ class Listener(Protocol):
 
     def unit_changed(self, unit: Unit) -> None: ...
 
+    def unit_refs_changed(self, unit: Unit) -> None:
+        """Refs changed: systemd sends no signal for it, but the state must be kept."""
+
     def job_new(self, job: Job) -> None: ...
 
     def job_changed(self, job: Job) -> None: ...
@@ -35,6 +38,9 @@ class NullListener:
         pass
 
     def unit_changed(self, unit: Unit) -> None:
+        pass
+
+    def unit_refs_changed(self, unit: Unit) -> None:
         pass
 
     def job_new(self, job: Job) -> None:

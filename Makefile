@@ -2,11 +2,15 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian 12 packages the tests and `make run` use (dbus-daemon, busctl, gdbus, systemd-escape)
-APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv
+# Debian 12 packages the tests and `make run` use (dbus-daemon, busctl, gdbus, systemd-escape;
+# pam_systemd.so and pamtester for the e2e PAM login; python3-dbusmock: the polkit peer)
+APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv \
+	libpam-systemd pamtester python3-dbusmock
+# the logind versions e2e fetches into ${SCOPESHIM_CACHE:-/var/cache/scopeshim} (252 is installed)
+LOGIND_VERSIONS := 254 257
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv run test e2e fuzz lint clean
+.PHONY: all deps venv logind run test e2e fuzz lint clean
 
 all: venv
 
@@ -32,10 +36,16 @@ venv: $(BIN)/scopeshim
 run: deps venv
 	@packaging/run-private-bus.sh $(BIN)/scopeshim
 
-test: deps venv
+# Debian's unmodified logind 254/257 into the cache (tests/e2e/get-logind.sh; a cache hit is
+# instant). A failure prints its reason and stops nothing: the e2e tests of that version then
+# skip with it (exit 77: no network, not root) or fail with it (anything else).
+logind:
+	@for v in $(LOGIND_VERSIONS); do tests/e2e/get-logind.sh $$v >/dev/null || true; done
+
+test: deps venv logind
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-e2e: deps venv  # root + namespaces: real cgroup2 tree and the installed systemd-logind
+e2e: deps venv logind  # root + namespaces: real cgroup2 tree, logind 252/254/257, PAM login
 	$(BIN)/pytest tests/e2e
 
 fuzz: deps venv  # the nightly size of the generated-call tests

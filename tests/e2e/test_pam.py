@@ -1,0 +1,96 @@
+"""A real PAM login on scopeshim: pamtester opens and closes a session through the host's
+unmodified pam_systemd.so, for an unprivileged user that exists only in the sandbox, with
+logind 252 (installed), 254 and 257 (fetched by tests/e2e/get-logind.sh)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from compat.buspath import label_escape
+from tests.e2e.conftest import HERE, run_in_sandbox
+from tests.e2e.test_logind import VERSIONS, explain, fetch_logind, steps
+
+USER = "scopeshim-e2e"
+
+
+def pam_systemd_installed() -> bool:
+    return any(
+        os.path.exists(os.path.join(d, "pam_systemd.so"))
+        for d in ("/lib/x86_64-linux-gnu/security", "/usr/lib/x86_64-linux-gnu/security")
+    )
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_pam_login_through_pam_systemd(python: str, version: str) -> None:
+    if shutil.which("pamtester") is None:
+        pytest.skip("pamtester is not installed (make deps installs it)")
+    if not pam_systemd_installed():
+        pytest.skip("pam_systemd.so is not installed (make deps installs libpam-systemd)")
+    logind = fetch_logind(version)
+    events = steps(
+        run_in_sandbox(python, str(HERE / "scenario_pam.py"), "--logind", logind, timeout=180)
+    )
+    why = explain(events)
+    setup = events["setup"]
+    assert setup["logind"].startswith(f"systemd {version} "), why
+    uid = setup["uid"]
+
+    # open_session: pamtester itself sits in session-N.scope under user.slice/user-UID.slice
+    opened = events["open_session"]
+    assert opened["ok"] is True, why
+    hook = opened["hook"]
+    sid = hook["XDG_SESSION_ID"]
+    assert sid, why
+    scope = f"session-{sid}.scope"
+    cgroup = f"/user.slice/user-{uid}.slice/{scope}"
+    pid = opened["pamtester_pid"]
+    assert hook["pamtester"] == pid, why
+    assert hook["cgroup"] == cgroup, why
+    assert opened["pamtester_cgroup"] == cgroup, why
+    assert opened["scope_cgroup"]["exists"] is True, why
+    assert pid in opened["scope_cgroup"]["procs"], why
+    # pam_systemd exports XDG_RUNTIME_DIR only for a directory the user owns
+    assert hook["XDG_RUNTIME_DIR"] == f"/run/user/{uid}", why
+    assert opened["runtime_dir"]["exists"] is True, why
+    assert opened["runtime_dir"]["owner"] == uid, why
+    # logind maps the process to its session and user (from its cgroup), as loginctl shows
+    assert opened["session_by_pid"] == f"/org/freedesktop/login1/session/{label_escape(sid)}", why
+    assert opened["user_by_pid"] == f"/org/freedesktop/login1/user/_{uid}", why
+    shown = opened["loginctl_session"]
+    assert shown.get("Scope") == scope, why
+    assert shown.get("Name") == USER, why
+    assert shown.get("Service") == "scopeshim-e2e", why
+    assert shown.get("Leader") == str(pid), why
+    assert shown.get("State") in ("active", "online"), why
+    assert opened["loginctl_user"].get("State") in ("active", "online"), why
+    assert opened["loginctl_user"].get("RuntimePath") == f"/run/user/{uid}", why
+    assert opened["scope"]["ActiveState"] == "active", why
+
+    # close_session: pam_systemd released the session; pamtester is still in the scope
+    closing = events["close_session"]
+    assert closing["ok"] is True, why
+    assert closing["session"]["State"] == "closing", why
+    assert closing["pamtester_cgroup"] == cgroup, why
+    assert closing["scope"]["ActiveState"] == "active", why
+
+    # pamtester's exit empties the scope: scope, session, user, slice and runtime dir go
+    exited = events["exited"]
+    assert exited["pamtester_exit"] == 0, why
+    assert "successfully opened a session" in exited["output"], why
+    assert "session has successfully been closed" in exited["output"], why
+    assert exited["scope_removed"] is True, why
+    assert exited["session_removed"] is True, why
+    assert exited["user_removed"] is True, why
+    assert exited["slice_removed"] is True, why
+    assert exited["scope_cgroup"] == {"exists": False}, why
+    assert exited["slice_cgroup"] == {"exists": False}, why
+    assert exited["runtime_dir"] == {"exists": False}, why
+    assert exited["session"]["error"] == "org.freedesktop.DBus.Error.UnknownObject", why
+    assert exited["user"]["error"] == "org.freedesktop.DBus.Error.UnknownObject", why
+
+    assert events["logind-exit"]["exit"] == 0, why
+    assert events["stopped"]["exit"] == 0, why

@@ -196,7 +196,7 @@ def generate() -> str:
         "ReadableTable = tuple[tuple[str, str, str], ...]",
         "",
     ]
-    for short in ("Manager", "Unit", "Scope", "Slice"):
+    for short in ("Manager", "Unit", "Scope", "Slice", "Service", "Target"):
         iface = ifaces[f"org.freedesktop.systemd1.{short}"]
         lines.append(f"{short.upper()}: ReadableTable = (")
         for name, sig, emits in properties(iface):

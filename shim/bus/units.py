@@ -14,7 +14,7 @@ from compat.enums import LoadState
 from compat.properties import UINT64_MAX
 from compat.unitname import UnitType
 from shim.bus.convert import unwrap_properties
-from shim.bus.router import Interface, Method, Prop, Signal
+from shim.bus.router import Interface, Method, Prop, Signal, split_signature
 from shim.core.units import TIMESTAMPS, Job, Unit
 
 if TYPE_CHECKING:
@@ -108,7 +108,19 @@ for _m in _CGROUP_METHODS:
     SCOPE_IFACE.add(_m)
     SLICE_IFACE.add(_m)
 
-_TYPE_IFACE = {UnitType.SCOPE: SCOPE_IFACE, UnitType.SLICE: SLICE_IFACE}
+SERVICE = "org.freedesktop.systemd1.Service"
+TARGET = "org.freedesktop.systemd1.Target"
+SERVICE_IFACE = _table(SERVICE, readable.SERVICE)
+for _m in _CGROUP_METHODS:
+    SERVICE_IFACE.add(_m)
+TARGET_IFACE = _table(TARGET, readable.TARGET)
+
+_TYPE_IFACE = {
+    UnitType.SCOPE: SCOPE_IFACE,
+    UnitType.SLICE: SLICE_IFACE,
+    UnitType.SERVICE: SERVICE_IFACE,
+    UnitType.TARGET: TARGET_IFACE,
+}
 
 
 def interfaces_for(unit: Unit) -> list[Interface]:
@@ -196,7 +208,14 @@ _GETTERS: dict[str, Getter] = {
     "IOWriteBytes": _counter("io_write_bytes"),
     "IOWriteOperations": _counter("io_write_ops"),
     "TasksMax": lambda m, u: u.settings.get("TasksMax", _default_tasks_max()),
+    # systemd.service(5): the Type= a handled service imitates (shim/core/policy.py)
+    "Type": lambda m, u: "oneshot" if _remains(u) else "simple",
+    "RemainAfterExit": lambda m, u: _remains(u),
 }
+
+
+def _remains(u: Unit) -> bool:
+    return u.handler is not None and u.handler.kind in ("oneshot", "noop")
 
 
 def _realtime(stamp: str) -> Getter:
@@ -223,9 +242,14 @@ def get_property(svc: Service, unit: Unit, prop: Prop) -> object:
 
 
 def _zero(sig: str) -> object:
+    """The empty value of a signature (what an unset property reads as)."""
+    if sig.startswith("a{"):
+        return {}
     if sig.startswith("a"):
         return b"" if sig == "ay" else []
-    return {"s": "", "o": "/", "b": False, "d": 0.0}.get(sig, 0)
+    if sig.startswith("("):
+        return [_zero(field) for field in split_signature(sig[1:-1])]
+    return {"s": "", "o": "/", "g": "", "b": False, "d": 0.0}.get(sig, 0)
 
 
 # -- signals (the core's Listener) ------------------------------------------------------------

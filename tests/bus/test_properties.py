@@ -67,6 +67,19 @@ async def test_not_found_units_get_all(daemon: Daemon, client: Client, label: st
     assert values["ActiveState"].value == "inactive"
     assert values["SubState"].value == "dead"
     assert values["LoadError"].value[0] == "org.freedesktop.systemd1.NoSuchUnit"
+    kind = label.rsplit("_2e", 1)[1].upper()
+    # every unit object carries its type's interface, loaded or not (systemd 252's tables)
+    assert {n: v.signature for n, v in values.items()} == table("UNIT", kind)
+
+
+async def test_handled_service_get_all(daemon: Daemon, client: Client) -> None:
+    path = "/org/freedesktop/systemd1/unit/user_2druntime_2ddir_40123_2eservice"
+    values = await get_all(client, path)
+    assert {n: v.signature for n, v in values.items()} == table("UNIT", "SERVICE")
+    assert values["LoadState"].value == "loaded"
+    assert values["Description"].value == "User Runtime Directory /run/user/123"
+    assert values["Slice"].value == "user-123.slice"
+    assert (values["Type"].value, values["RemainAfterExit"].value) == ("oneshot", True)
 
 
 async def test_job_get_all(daemon: Daemon, client: Client, processes) -> None:

@@ -25,12 +25,21 @@ def test_table_is_what_the_generator_makes(ifaces):
     # ruff may reformat the file; compare the data, not the text
     ns_generated: dict[str, object] = {}
     exec(generated, ns_generated)
-    for key in ("MANAGER", "UNIT", "SCOPE", "SLICE", "DEFAULTS", "MANAGER_METHODS"):
+    for key in (
+        "MANAGER",
+        "UNIT",
+        "SCOPE",
+        "SLICE",
+        "SERVICE",
+        "TARGET",
+        "DEFAULTS",
+        "MANAGER_METHODS",
+    ):
         assert getattr(readable, key) == ns_generated[key], key
     assert on_disk
 
 
-@pytest.mark.parametrize("short", ["Manager", "Unit", "Scope", "Slice"])
+@pytest.mark.parametrize("short", ["Manager", "Unit", "Scope", "Slice", "Service", "Target"])
 def test_signatures_match_systemd(ifaces, short):
     table = getattr(readable, short.upper())
     real = systemd252.properties(ifaces[f"org.freedesktop.systemd1.{short}"])

@@ -14,6 +14,7 @@ from pathlib import Path
 from backends import BACKENDS
 
 DEFAULT_STATE_DIR = "/run/scopeshim"
+BOOTED_MARKER = "/run/systemd/system"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         help="root of the cgroup tree the backend manages",
     )
     s.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    s.add_argument(
+        "--mark-booted",
+        action="store_true",
+        default=None,
+        help="create /run/systemd/system while serving, so that systemctl, systemd-run and "
+        "loginctl run (sd_booted(3); see the README for what else changes)",
+    )
     s.add_argument(
         "--state-dir",
         metavar="DIR",
@@ -67,6 +75,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "state_dir": None,
         "log_level": "info",
         "version": "252",
+        "mark_booted": False,
         "policy": None,
     }
     if args.config:
@@ -81,6 +90,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "state_dir": args.state_dir,
         "log_level": args.log_level,
         "version": args.api_version,
+        "mark_booted": args.mark_booted,
     }
     settings.update({k: v for k, v in given.items() if v is not None})
     if args.system:
@@ -134,6 +144,7 @@ def serve(args: argparse.Namespace) -> int:
         version=str(settings["version"]),
         policy=policy,
         state_dir=str(state_dir),
+        booted_marker=BOOTED_MARKER if settings["mark_booted"] else None,
     )
     try:
         return asyncio.run(run(options, backend))

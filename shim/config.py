@@ -29,6 +29,7 @@ def load(path: str) -> dict[str, Any]:
         state_dir: str | None = None
         log_level: Literal["debug", "info", "warning", "error"] = "info"
         version: str = "252"
+        mark_booted: bool = False
 
     class Units(Strict):
         user_manager: UserManager = UserManager.MASKED

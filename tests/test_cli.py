@@ -155,3 +155,33 @@ def test_daemon_start_up_does_not_import_pydantic():
         timeout=20,
     )
     assert r.stdout.strip() == "False", r.stderr
+
+
+async def test_mark_booted_creates_and_removes_only_its_marker(private_bus, tmp_path) -> None:
+    """sd_booted(3) looks at /run/systemd/system; --mark-booted (here a temporary path)
+    creates it while serving and removes it at exit, but never one it did not create."""
+    import asyncio
+    import os
+    import signal
+
+    from backends.fake import FakeBackend
+    from shim.bus.daemon import Options, run
+
+    marker = tmp_path / "run/systemd/system"
+    options = Options(address=private_bus.address, booted_marker=str(marker))
+    task = asyncio.ensure_future(run(options, FakeBackend(tmp_path / "cg")))
+    for _ in range(200):
+        if marker.is_dir():
+            break
+        await asyncio.sleep(0.02)
+    assert marker.is_dir()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(task, 10) == 0
+    assert not marker.exists()
+    # an existing marker is left alone
+    marker.mkdir(parents=True)
+    task = asyncio.ensure_future(run(options, FakeBackend(tmp_path / "cg")))
+    await asyncio.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(task, 10) == 0
+    assert marker.is_dir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ class Options:
     version: str = DEFAULT_VERSION
     policy: Policy | None = None  # None: shim.core.policy's defaults
     state_dir: str | None = None  # None: nothing kept across restarts (tests)
+    # sd_booted(3): programs test this directory to decide whether systemd is PID 1
+    booted_marker: str | None = None  # e.g. /run/systemd/system; None: leave it alone
 
 
 def _machine_id() -> str:
@@ -102,6 +105,7 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     service = await serve(options, backend)
+    made_marker = _mark_booted(options.booted_marker)
     disconnected = loop.create_task(service.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
     stopped = loop.create_task(stop.wait())
     done, _ = await asyncio.wait({disconnected, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -117,4 +121,19 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     if service.bus.connected:
         service.bus.disconnect()
     backend.close()
+    if made_marker is not None:
+        with contextlib.suppress(OSError):
+            made_marker.rmdir()  # only what we created, and only while it is still empty
     return code
+
+
+def _mark_booted(marker: str | None) -> Path | None:
+    """Create the sd_booted() marker if asked and missing; the path if we made it."""
+    if marker is None:
+        return None
+    path = Path(marker)
+    if path.is_dir():
+        return None
+    path.mkdir(parents=True)
+    log.info("created %s: programs now believe systemd is the init system", path)
+    return path

@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--config", metavar="FILE", help="TOML configuration file")
     s.add_argument(
+        "--exit-on-idle",
+        metavar="SEC",
+        type=float,
+        default=None,
+        help="exit after SEC seconds without units or jobs (for bus activation)",
+    )
+    s.add_argument(
         "--mark-booted",
         action="store_true",
         default=None,
@@ -76,6 +83,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "log_level": "info",
         "version": "252",
         "mark_booted": False,
+        "exit_on_idle": None,
         "policy": None,
     }
     if args.config:
@@ -91,11 +99,16 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "log_level": args.log_level,
         "version": args.api_version,
         "mark_booted": args.mark_booted,
+        "exit_on_idle": args.exit_on_idle,
     }
     settings.update({k: v for k, v in given.items() if v is not None})
     if args.system:
         settings["address"] = None
     return settings
+
+
+def _seconds(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _state_dir(wanted: object) -> Path:
@@ -145,6 +158,7 @@ def serve(args: argparse.Namespace) -> int:
         policy=policy,
         state_dir=str(state_dir),
         booted_marker=BOOTED_MARKER if settings["mark_booted"] else None,
+        exit_on_idle=_seconds(settings["exit_on_idle"]),
     )
     try:
         return asyncio.run(run(options, backend))

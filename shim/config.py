@@ -30,6 +30,7 @@ def load(path: str) -> dict[str, Any]:
         log_level: Literal["debug", "info", "warning", "error"] = "info"
         version: str = "252"
         mark_booted: bool = False
+        exit_on_idle: float | None = Field(None, gt=0)
 
     class Units(Strict):
         user_manager: UserManager = UserManager.MASKED
@@ -58,7 +59,7 @@ def load(path: str) -> dict[str, Any]:
         factory_reset: Action | None = Field(None, alias="factory-reset")
 
     class File(Strict):
-        serve: Serve = Field(default_factory=Serve)
+        serve: Serve = Field(default_factory=lambda: Serve.model_validate({}))
         units: Units = Field(default_factory=Units)
         power: Power = Field(default_factory=lambda: Power.model_validate({}))
 

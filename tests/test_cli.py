@@ -185,3 +185,15 @@ async def test_mark_booted_creates_and_removes_only_its_marker(private_bus, tmp_
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(task, 10) == 0
     assert marker.is_dir()
+
+
+def test_exit_on_idle(private_bus, tmp_path):
+    """With --exit-on-idle the daemon leaves once nothing is loaded and no job runs (bus
+    activation brings it back); exit status 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "shim", "serve", "--address", private_bus.address,
+         "--backend", "fake", "--state-dir", str(tmp_path), "--exit-on-idle", "0.5"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "idle for 0.5 s: exiting" in proc.stderr

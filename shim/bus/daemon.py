@@ -33,6 +33,7 @@ class Options:
     state_dir: str | None = None  # None: nothing kept across restarts (tests)
     # sd_booted(3): programs test this directory to decide whether systemd is PID 1
     booted_marker: str | None = None  # e.g. /run/systemd/system; None: leave it alone
+    exit_on_idle: float | None = None  # seconds without units or jobs before exiting
 
 
 def _machine_id() -> str:
@@ -108,14 +109,20 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     made_marker = _mark_booted(options.booted_marker)
     disconnected = loop.create_task(service.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
     stopped = loop.create_task(stop.wait())
-    done, _ = await asyncio.wait({disconnected, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    waits = {disconnected, stopped}
+    if options.exit_on_idle is not None:
+        waits.add(loop.create_task(_idle(service.manager, options.exit_on_idle)))
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
     code = 0
     if disconnected in done:
         log.error("lost the bus connection; exiting so that the supervisor restarts us")
         code = 1
-    else:
-        disconnected.cancel()
+    elif stopped in done:
         log.info("stopping on signal")
+    else:
+        log.info("idle for %s s: exiting (bus activation starts us again)", options.exit_on_idle)
     service.close()
     service.manager.close()
     if service.bus.connected:
@@ -125,6 +132,20 @@ async def run(options: Options, backend: CgroupBackend) -> int:
         with contextlib.suppress(OSError):
             made_marker.rmdir()  # only what we created, and only while it is still empty
     return code
+
+
+async def _idle(manager: Manager, timeout: float) -> None:
+    """Return once the manager has had nothing to look after for TIMEOUT seconds."""
+    idle_since: float | None = None
+    loop = asyncio.get_running_loop()
+    while True:
+        if manager.idle():
+            idle_since = idle_since if idle_since is not None else loop.time()
+            if loop.time() - idle_since >= timeout:
+                return
+        else:
+            idle_since = None
+        await asyncio.sleep(min(timeout / 4, 5.0))
 
 
 def _mark_booted(marker: str | None) -> Path | None:

@@ -1349,6 +1349,12 @@ class Manager:
         self.listener.reloading(True)
         self.listener.reloading(False)
 
+    def idle(self) -> bool:
+        """Nothing to look after: no job, and no unit but slices nobody started on purpose."""
+        return not self.jobs and all(
+            u.type is UnitType.SLICE and not u.pinned for u in self.units.values()
+        )
+
     @property
     def n_failed_units(self) -> int:
         return sum(1 for u in self.units.values() if u.active_state is ActiveState.FAILED)

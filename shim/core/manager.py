@@ -80,6 +80,20 @@ def _cgroup_error(what: str, e: BackendError) -> errors.SystemdError:
     return errors.from_errno(e.errno, f"{what}: {reason}")
 
 
+PF_KTHREAD = 0x00200000  # include/linux/sched.h: the flag of kernel threads
+
+
+def _is_kernel_thread(pid: int) -> bool:
+    """proc(5) /proc/PID/stat field 9 (flags) has PF_KTHREAD for kernel threads."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
+    return len(fields) > 6 and bool(int(fields[6]) & PF_KTHREAD)
+
+
 def _owner(pid: int) -> int | None:
     try:
         return os.stat(f"/proc/{pid}").st_uid
@@ -782,6 +796,9 @@ class Manager:
                 raise errors.UnixProcessIdUnknown(f"Process with ID {pid} does not exist.")
             if pid in (1, os.getpid()):
                 raise errors.InvalidArgs(f"Process {pid} is a manager process, refusing.")
+            if _is_kernel_thread(pid):
+                # systemd's unit_pid_attachable(): kernel threads cannot join a cgroup
+                raise errors.InvalidArgs(f"Process {pid} is a kernel thread, refusing.")
             if caller_uid != 0 and _owner(pid) != caller_uid:
                 # systemd's AttachProcessesToUnit() text for the same rule
                 raise errors.AccessDenied(f"Process {pid} not owned by client's UID. Refusing.")

@@ -7,6 +7,7 @@ that nothing changed: no unit, job or backend operation appeared, and the daemon
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -518,3 +519,34 @@ async def test_aux_units_are_ignored_as_systemd_252_does(
     assert done.body[3] == "done"
     assert "aux1.scope" not in daemon.manager.units
     assert daemon.backend.cgroup_of(p2.pid) is None
+
+
+def kernel_thread() -> int | None:
+    """A kernel thread of this PID namespace (PF_KTHREAD in /proc/PID/stat), if one shows."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        flags = int(stat[stat.rfind(")") + 2 :].split()[6])
+        if flags & 0x00200000:
+            return int(entry)
+    return None
+
+
+async def test_kernel_threads_are_refused(daemon: Daemon, client: Client) -> None:
+    pid = kernel_thread()
+    if pid is None:
+        pytest.skip("no kernel thread is visible in this PID namespace")
+    await assert_refused(
+        daemon,
+        client,
+        "StartTransientUnit",
+        STU,
+        ["kt.scope", "fail", [pids(pid)], []],
+        INVALID,
+        f"Process {pid} is a kernel thread, refusing.",
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 
@@ -38,14 +37,11 @@ def make_backend(name: str, root: str | os.PathLike[str] | None) -> CgroupBacken
         except ImportError:
             raise BackendError("the cgroup2 backend is not part of this build") from None
         return Cgroup2Backend(root)
-    try:
-        cgroup1 = importlib.import_module("backends.cgroup1")
-    except ImportError:
-        raise BackendError(
-            "the cgroup1 (legacy/hybrid) backend is not available yet; "
-            "use --backend cgroup2 with a cgroup2 --cgroup-root, or fake"
-        ) from None
-    backend: CgroupBackend = cgroup1.Cgroup1Backend(
-        os.path.dirname(found.tracking) or "/sys/fs/cgroup", tracking=str(root)
-    )
+    from backends.cgroup1 import Cgroup1Backend, discover_controllers
+
+    if not root:
+        raise BackendError(f"no cgroup hierarchy to manage: {found.reason}; use --cgroup-root")
+    # v1 controllers sit at the same cgroup path as the tracking root, in every hierarchy
+    backend = Cgroup1Backend(root, discover_controllers(root))
+    log.info("backend cgroup1: %s", backend.describe())
     return backend

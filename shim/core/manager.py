@@ -513,6 +513,17 @@ class Manager:
         self._by_cgroup[path] = unit
         self._apply_resources(unit)
 
+    def _try_realise(self, unit: Unit) -> bool:
+        """Create the unit's cgroup; a cgroupfs refusal (ENOSPC at cgroup.max.descendants,
+        EACCES, ...) is logged and leaves nothing behind."""
+        try:
+            self._realise(unit)
+        except BackendError as e:
+            log.warning("%s: cannot create its control group: %s", unit.name, e)
+            self._release_cgroup(unit)
+            return False
+        return True
+
     def _apply_resources(self, unit: Unit) -> None:
         """Write the unit's limits; what a hierarchy cannot honour is logged, as systemd does."""
         if unit.control_group is None:
@@ -889,7 +900,9 @@ class Manager:
                 self._finish_job(job, JobResult.DEPENDENCY)
                 return
             self._new_invocation(unit)
-            self._realise(unit)
+            if not self._try_realise(unit):
+                self._finish_job(job, JobResult.FAILED)
+                return
             self._set_state(unit, SliceState.ACTIVE)
             self._finish_job(job, JobResult.DONE)
             return
@@ -910,7 +923,11 @@ class Manager:
             self._finish_job(job, JobResult.DEPENDENCY)
             return
         self._new_invocation(unit)
-        self._realise(unit)
+        if not self._try_realise(unit):
+            unit.result = "resources"
+            self._set_state(unit, ScopeState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+            return
         assert unit.control_group is not None
         if unit.setting("Delegate", False) and not self._delegate(unit):
             unit.result = "resources"

@@ -569,3 +569,33 @@ async def test_cgroupfs_errors_keep_their_errno_name(
     path = "/org/freedesktop/systemd1/unit/ea_2escope"
     assert await client.get(path, UNIT, "FreezerState") == "running"
     assert await client.get(path, UNIT, "ActiveState") == "active"
+
+
+async def test_a_refused_cgroup_fails_the_job_and_leaves_nothing(
+    daemon: Daemon, client: Client, processes, monkeypatch
+) -> None:
+    """ENOSPC from mkdir (cgroup.max.descendants reached): the start job fails, the scope
+    is failed with Result=resources, its process stays where it was, the daemon stays up."""
+    proc = processes()
+
+    create = daemon.backend.create
+
+    def full(path: str) -> None:
+        if not path.endswith(".scope"):
+            return create(path)
+        raise BackendError(f"cannot create cgroup {path}: No space left on device", errno.ENOSPC)
+
+    monkeypatch.setattr(daemon.backend, "create", full)
+    props = [["PIDs", Variant("au", [proc.pid])], ["Slice", Variant("s", "sys.slice")]]
+    (job,) = await client.ok(
+        "StartTransientUnit", "ssa(sv)a(sa(sv))", ["full.scope", "fail", props, []]
+    )
+    removed = await client.wait_signal(job_removed_for(job))
+    assert removed.body[3] == "failed"
+    path = "/org/freedesktop/systemd1/unit/full_2escope"
+    assert await client.get(path, SCOPE, "Result") == "resources"
+    assert await client.get(path, UNIT, "ActiveState") == "failed"
+    assert daemon.backend.cgroup_of(proc.pid) is None
+    monkeypatch.undo()
+    await start_scope(client, "fine.scope", [proc.pid])  # and the daemon still works
+    assert daemon.backend.cgroup_of(proc.pid) == "/system.slice/fine.scope"

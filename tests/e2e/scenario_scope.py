@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from dbus_fast import Variant
@@ -56,9 +57,12 @@ async def main() -> None:
         )
         sleeper.kill()
         sleeper.wait()
+        exited = time.monotonic()  # the last process is gone (reaped)
         while (m := await asyncio.wait_for(removed.get(), 10)).member != "UnitRemoved":
             pass
+        latency_ms = round((time.monotonic() - exited) * 1000, 1)
         report(step="emptied", unit=m.body[0], dir_exists=(CGROOT / path.lstrip("/")).is_dir())
+        report(step="latency", empty_to_unit_removed_ms=latency_ms)
         # freeze/thaw through cgroup.freeze, then a stop that needs SIGKILL (cgroup.kill)
         stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 1; done"])
         await asyncio.sleep(0.2)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from tests.e2e.conftest import HERE, run_in_sandbox
 
 
-def test_scope_lifecycle_on_real_cgroup2(python: str) -> None:
+def test_scope_lifecycle_on_real_cgroup2(python: str, record_property) -> None:
     events = {e["step"]: e for e in run_in_sandbox(python, str(HERE / "scenario_scope.py"))}
+    # measured, not asserted (make bench judges speed): last exit -> UnitRemoved on the bus
+    record_property("empty_to_unit_removed_ms", events["latency"]["empty_to_unit_removed_ms"])
+    print("empty release:", events["latency"]["empty_to_unit_removed_ms"], "ms")
     started = events["started"]
     assert started["result"] == "done"
     assert started["cgroup"] == "/user.slice/user-1000.slice/e2e.scope"

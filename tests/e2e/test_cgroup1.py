@@ -108,7 +108,8 @@ def test_legacy_and_hybrid_tracking_on_the_real_kernel(python: str) -> None:
     assert fork["children"] == 1 and fork["adopted"] is True
     assert abs(fork["latency"]) < 0.25
     kill = events["sigkill"]
-    assert kill["before"] >= 10 and kill["count"] >= kill["before"]  # forks keep coming
+    # forks keep coming; the loop's one short-lived `sleep 0.01` may end by itself meanwhile
+    assert kill["before"] >= 10 and kill["count"] >= kill["before"] - 1
     assert kill["exit"] == -9 and kill["empty"] is True and kill["latency"] < 1
     assert events["stubborn"] == {"step": "stubborn", "alive_after_term": True, "exit": -9}
     # a process moved away without exiting: only the poll sees it, within its interval

@@ -1,0 +1,107 @@
+"""Taking over after a crash: units and jobs a previous run left in the state directory
+(state.py), re-checked against the cgroup tree."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from compat import unitname
+from compat.enums import (
+    ActiveState,
+    JobResult,
+    JobType,
+    LoadState,
+    ScopeState,
+    ServiceState,
+    parse_enum,
+)
+from compat.unitname import ROOT_SLICE, UnitType
+from shim.core import state
+from shim.core.handled import Handled
+from shim.core.policy import Kind
+from shim.core.state import Saved
+from shim.core.units import Job, Unit
+
+log = logging.getLogger(__name__)
+
+
+class Restore(Handled):
+    """restore() before the bus name is ours, fail_lost_jobs() after."""
+
+    def restore(self, saved: Saved) -> None:
+        """Take over the units a previous run left, re-checked against the cgroup tree."""
+        self._next_job_id = max(self._next_job_id, saved.next_job_id)
+        depth = {"slice": 0}
+        records = sorted(
+            (r for r in saved.units if r["name"] != ROOT_SLICE),
+            key=lambda r: (depth.get(r["type"], 1), r["name"].count("-"), r["name"]),
+        )
+        for record in records:
+            try:
+                self._restore_unit(record)
+            except (KeyError, ValueError, TypeError) as e:
+                log.warning("state of %s not usable, dropped: %r", record.get("name"), e)
+        log.info("restored %d units from the state directory", len(records))
+
+    def fail_lost_jobs(self, saved: Saved) -> None:
+        """Jobs in flight at the crash are answered as failed, so that nobody waits forever
+        (called once the bus name is ours again, so their waiters see JobRemoved)."""
+        for record in saved.jobs:
+            unit = self.units.get(str(record.get("unit")))
+            job_type = parse_enum(JobType, str(record.get("type")))
+            if unit is None or job_type is None or unit.job is not None:
+                continue
+            job = Job(int(record["id"]), unit, job_type)
+            self.jobs[job.id] = job
+            unit.job = job
+            log.warning("job %d (%s %s) was in flight at the crash: failed", job.id,
+                        job_type, unit.name)  # fmt: skip
+            self._finish_job(job, JobResult.FAILED)
+
+    def _restore_unit(self, record: dict[str, Any]) -> None:
+        name = record["name"]
+        unit_type = unitname.unit_type(name)
+        if unit_type is None or name in self.units:
+            return
+        handler = None if record["transient"] else self.policy.handler_for(name)
+        unit = Unit(
+            name,
+            unit_type,
+            LoadState(record["load_state"]),
+            sub_state=record["sub_state"],
+            transient=bool(record["transient"]),
+            slice=record["slice"],
+            settings={k: state.decode(v) for k, v in record["settings"].items()},
+            invocation_id=bytes.fromhex(record["invocation_id"]),
+            result=record["result"],
+            freezer_state=record["freezer_state"],
+            refs=list(record["refs"]),
+            timestamps=state.timestamps_of(record),
+            handler=handler,
+            stop_when_unneeded=bool(record["stop_when_unneeded"]),
+            pinned=bool(record["pinned"]),
+        )
+        self._register(unit)
+        if unit.invocation_id:
+            self._by_invocation[unit.invocation_id] = unit
+        path = record["control_group"]
+        if path is None or not self.backend.exists(path):
+            if unit.active_state not in (ActiveState.INACTIVE, ActiveState.FAILED) and (
+                unit.type is UnitType.SCOPE or (handler is not None and handler.kind is Kind.SIMPLE)
+            ):
+                self._set_state(unit, ScopeState.DEAD)  # its cgroup went with the processes
+            elif unit.type is UnitType.SLICE and unit.active_state is ActiveState.ACTIVE:
+                self._realise(unit)
+            return
+        unit.control_group = path
+        self._by_cgroup[path] = unit
+        if unit.type is UnitType.SCOPE or (handler is not None and handler.kind is Kind.SIMPLE):
+            self.backend.watch_empty(path, self._cgroup_empty)
+            if unit.sub_state in (ScopeState.STOP_SIGTERM, ScopeState.STOP_SIGKILL):
+                self._scope_signal(unit, ScopeState.STOP_SIGTERM)  # finish the stop
+        elif unit.active_state in (ActiveState.ACTIVATING, ActiveState.DEACTIVATING):
+            # a handled unit's command was running at the crash: its outcome is unknown
+            unit.result = "resources"
+            self._release_cgroup(unit)
+            self._set_state(unit, ServiceState.FAILED)

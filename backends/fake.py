@@ -260,6 +260,12 @@ class FakeBackend:
         self._watches.pop(normalise(path), None)
 
     def close(self) -> None:
-        for pid in list(self._pidfds):
-            self._forget(pid)
+        """Let go of the pidfds; the tree keeps its members, as the kernel's would when the
+        daemon stops (a restarted daemon adopts them again)."""
+        for pid, fd in list(self._pidfds.items()):
+            if self._loop is not None and pid not in self._unwatched:
+                self._loop.remove_reader(fd)
+            os.close(fd)
+        self._pidfds.clear()
+        self._unwatched.clear()
         self._watches.clear()

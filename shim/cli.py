@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.handlers
 import os
 import sys
 import tempfile
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         help="root of the cgroup tree the backend manages",
     )
     s.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    s.add_argument(
+        "--log-target",
+        choices=["stderr", "syslog"],
+        default=None,
+        help="where log lines go (default: stderr)",
+    )
     s.add_argument(
         "--exit-on-idle",
         metavar="SEC",
@@ -84,6 +91,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "version": "252",
         "mark_booted": False,
         "exit_on_idle": None,
+        "log_target": "stderr",
         "policy": None,
     }
     if args.config:
@@ -100,11 +108,29 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "version": args.api_version,
         "mark_booted": args.mark_booted,
         "exit_on_idle": args.exit_on_idle,
+        "log_target": args.log_target,
     }
     settings.update({k: v for k, v in given.items() if v is not None})
     if args.system:
         settings["address"] = None
     return settings
+
+
+def _logging(level: str, target: str) -> None:
+    """Log lines with their level to stderr, or to syslog(3) through /dev/log (facility
+    daemon); no secrets are ever logged (the daemon sees none)."""
+    handler: logging.Handler = logging.StreamHandler()
+    fmt = "scopeshim[%(process)d]: %(levelname)s %(name)s: %(message)s"
+    if target == "syslog":
+        if not os.path.exists("/dev/log"):
+            print("scopeshim: no syslog (/dev/log does not exist); logging to stderr",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            handler = logging.handlers.SysLogHandler(
+                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
+            )
+    handler.setFormatter(logging.Formatter(fmt))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _seconds(value: object) -> float | None:
@@ -132,10 +158,7 @@ def serve(args: argparse.Namespace) -> int:
     except Exception as e:  # ConfigError; pydantic is imported only for --config
         print(f"scopeshim: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=str(settings["log_level"]).upper(),
-        format="scopeshim[%(process)d]: %(levelname)s %(name)s: %(message)s",
-    )
+    _logging(str(settings["log_level"]), str(settings["log_target"]))
     state_dir = _state_dir(settings["state_dir"])
     root = settings["cgroup_root"]
     if root is None and settings["backend"] == "fake":
@@ -159,6 +182,7 @@ def serve(args: argparse.Namespace) -> int:
         state_dir=str(state_dir),
         booted_marker=BOOTED_MARKER if settings["mark_booted"] else None,
         exit_on_idle=_seconds(settings["exit_on_idle"]),
+        config=args.config,
     )
     try:
         return asyncio.run(run(options, backend))

@@ -30,6 +30,7 @@ def load(path: str) -> dict[str, Any]:
         log_level: Literal["debug", "info", "warning", "error"] = "info"
         version: str = "252"
         mark_booted: bool = False
+        log_target: Literal["stderr", "syslog"] = "stderr"
         exit_on_idle: float | None = Field(None, gt=0)
 
     class Units(Strict):

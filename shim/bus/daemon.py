@@ -34,6 +34,7 @@ class Options:
     # sd_booted(3): programs test this directory to decide whether systemd is PID 1
     booted_marker: str | None = None  # e.g. /run/systemd/system; None: leave it alone
     exit_on_idle: float | None = None  # seconds without units or jobs before exiting
+    config: str | None = None  # the configuration file SIGHUP reads again
 
 
 def _machine_id() -> str:
@@ -106,6 +107,7 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     service = await serve(options, backend)
+    loop.add_signal_handler(signal.SIGHUP, _reload_config, service, options.config)
     made_marker = _mark_booted(options.booted_marker)
     disconnected = loop.create_task(service.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
     stopped = loop.create_task(stop.wait())
@@ -132,6 +134,25 @@ async def run(options: Options, backend: CgroupBackend) -> int:
         with contextlib.suppress(OSError):
             made_marker.rmdir()  # only what we created, and only while it is still empty
     return code
+
+
+def _reload_config(service: Service, path: str | None) -> None:
+    """SIGHUP: read the configuration file again; a bad one leaves the running one in place.
+    [units] and [power] apply to units loaded from now on, log_level at once; the other
+    [serve] keys (bus, backend, cgroup root, state directory) need a restart."""
+    if path is None:
+        log.info("SIGHUP: no configuration file to reload")
+        return
+    from shim.config import ConfigError, load
+
+    try:
+        settings = load(path)
+    except ConfigError as e:
+        log.error("SIGHUP: keeping the running configuration: %s", e)
+        return
+    service.manager.policy = settings["policy"]
+    logging.getLogger().setLevel(str(settings["log_level"]).upper())
+    log.info("SIGHUP: reloaded %s", path)
 
 
 async def _idle(manager: Manager, timeout: float) -> None:

@@ -14,6 +14,7 @@ from dbus_fast.aio import MessageBus
 
 from backends.base import CgroupBackend
 from shim.bus.service import BUS_NAME, Service
+from shim.bus.transport import patient
 from shim.core.manager import Manager
 from shim.core.policy import Policy
 from shim.core.state import Persisting, StateStore
@@ -60,6 +61,7 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     else:
         bus = MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
     await bus.connect()
+    patient(bus)
     store = None if options.state_dir is None else StateStore(options.state_dir)
 
     def manager(svc: Service) -> Manager:

@@ -1,0 +1,70 @@
+"""The bus connection's writer, made to survive a full socket buffer.
+
+dbus-fast (5.2, as python-dbus-next before it: python-dbus-next issue #153) treats EAGAIN from
+`send()` on its non-blocking socket as fatal and drops the connection. A manager that
+broadcasts signals in bursts (50 clients starting scopes at once) fills the buffer: the
+daemon lost the bus. This writer waits for the socket to be writable instead.
+"""
+
+from __future__ import annotations
+
+import array
+import socket
+from typing import Any
+
+from dbus_fast.aio import message_bus
+from dbus_fast.aio.message_bus import MessageBus
+
+
+class _PatientWriter(message_bus._MessageWriter):
+    """_MessageWriter whose write_callback keeps its place on EAGAIN."""
+
+    def write_callback(self, remove_writer: bool = True) -> None:
+        sock: Any = self.sock
+        fd: Any = self.fd
+        try:
+            while True:
+                if self.buf is None:
+                    if not self.messages:
+                        if remove_writer:
+                            self.loop.remove_writer(fd)
+                        return
+                    buf, unix_fds, fut = self.messages.popleft()
+                    self.unix_fds = unix_fds
+                    self.buf = memoryview(buf)
+                    self.offset = 0
+                    self.fut = fut
+                try:
+                    if self.unix_fds and self.negotiate_unix_fd:
+                        ancdata = [
+                            (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", self.unix_fds))
+                        ]
+                        self.offset += sock.sendmsg([self.buf[self.offset :]], ancdata)
+                        self.unix_fds = None
+                    else:
+                        self.offset += sock.send(self.buf[self.offset :])
+                except BlockingIOError:
+                    # the socket buffer is full: continue when the socket is writable
+                    self.loop.add_writer(fd, self.write_callback)
+                    return
+                if self.offset < len(self.buf):
+                    self.loop.add_writer(fd, self.write_callback)
+                    return
+                self.buf = None
+                if self.fut is not None and not self.fut.done():
+                    self.fut.set_result(None)
+        except Exception as e:
+            if self.fut is not None and not self.fut.done():
+                if self.bus._user_disconnect:
+                    self.fut.set_result(None)
+                else:
+                    self.fut.set_exception(e)
+            self.bus._finalize(e)
+
+
+def patient(bus: MessageBus) -> MessageBus:
+    """Give a connected bus the writer above (same state, other write_callback)."""
+    writer = bus._writer
+    if writer is not None and type(writer) is message_bus._MessageWriter:
+        writer.__class__ = _PatientWriter
+    return bus

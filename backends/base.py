@@ -100,6 +100,10 @@ class CgroupBackend(Protocol):
         """Write the attribute files a unit's resource settings imply (backends/resources.py);
         returns a note for each setting this hierarchy cannot honour."""
 
+    def label(self, path: str, invocation_id: str) -> None:
+        """Mark the cgroup with its unit's invocation ID (32 hex digits), as systemd does with
+        the xattrs trusted.invocation_id and user.invocation_id; best effort."""
+
     def usage(self, path: str) -> Usage:
         """The cgroup's resource counters (read-back properties such as MemoryCurrent)."""
 

@@ -45,6 +45,7 @@ Delegate=: only the tracking cgroup is handed over; v1 controller hierarchies ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -476,7 +477,8 @@ class Cgroup1Backend:
 
     def pids(self, path: str, recursive: bool = True) -> list[int]:
         found = self._procs(self.tracking, normalise(path), recursive)
-        return sorted({pid for pids in found.values() for pid in pids})
+        # cgroup.procs shows 0 for processes outside our PID namespace
+        return sorted({pid for pids in found.values() for pid in pids} - {0})
 
     def cgroup_of(self, pid: int) -> str | None:
         return self._proc_cgroup(pid, self.tracking)
@@ -542,6 +544,13 @@ class Cgroup1Backend:
             if len(fields) == 3 and fields[2].isdigit():
                 totals[fields[1]] = totals.get(fields[1], 0) + int(fields[2])
         return totals
+
+    def label(self, path: str, invocation_id: str) -> None:
+        """xattrs on the tracking cgroup (cgroup2 or v1 cgroupfs both take trusted.*)."""
+        # trusted.* needs CAP_SYS_ADMIN, user.* a kernel that allows it: best effort
+        for name in ("trusted.invocation_id", "user.invocation_id"):
+            with contextlib.suppress(OSError):
+                os.setxattr(self.tracking.at(normalise(path)), name, invocation_id.encode())
 
     def usage(self, path: str) -> Usage:
         path = normalise(path)

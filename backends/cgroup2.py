@@ -7,6 +7,7 @@ through inotify on cgroup.events ("populated 0"), without polling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -79,8 +80,10 @@ def _mount_root_of(directory: Path) -> str | None:
         if fields[sep + 1] != "cgroup2":
             continue
         point, root = fields[4], fields[3]
+        # the deepest mount wins; at the same point the later one, which is on top (a
+        # sandbox's own cgroup2 over the host's, whose root "/.." is outside its namespace)
         if (target == point or target.startswith(point.rstrip("/") + "/")) and (
-            best is None or len(point) > len(best[0])
+            best is None or len(point) >= len(best[0])
         ):
             best = (point, root)
     if best is None:
@@ -168,6 +171,7 @@ class Cgroup2Backend:
                 out.update(int(x) for x in f.read_text().split())
             except (OSError, ValueError):
                 continue
+        out.discard(0)  # cgroup.procs shows 0 for processes outside our PID namespace
         return sorted(out)
 
     def cgroup_of(self, pid: int) -> str | None:
@@ -270,6 +274,12 @@ class Cgroup2Backend:
                 if value.isdigit():
                     totals[key] = totals.get(key, 0) + int(value)
         return totals
+
+    def label(self, path: str, invocation_id: str) -> None:
+        # trusted.* needs CAP_SYS_ADMIN, user.* a kernel that allows it: best effort
+        for name in ("trusted.invocation_id", "user.invocation_id"):
+            with contextlib.suppress(OSError):
+                os.setxattr(self._dir(path), name, invocation_id.encode())
 
     def usage(self, path: str) -> Usage:
         d = self._dir(path)

@@ -45,6 +45,7 @@ class FakeBackend:
         self._pidfds: dict[int, int] = {}  # pid -> pidfd
         self._watches: dict[str, EmptyCallback] = {}
         self.delegated: dict[str, tuple[int, int]] = {}  # path -> (uid, gid)
+        self.labels: dict[str, str] = {}  # path -> invocation ID
         self._loop: asyncio.AbstractEventLoop | None = None
         # fixed totals, so that *Scale settings give the same files on every machine
         self.totals = Totals(memory=8 << 30, tasks=4194304)
@@ -212,6 +213,11 @@ class FakeBackend:
         for attribute, value in plan.writes:
             self.set_attribute(path, attribute, value)
         return plan.notes
+
+    def label(self, path: str, invocation_id: str) -> None:
+        path = normalise(path)
+        self._record("label", path, invocation_id)
+        self.labels[path] = invocation_id
 
     def usage(self, path: str) -> Usage:
         """Tasks are the attached processes; a fake tree has no memory, CPU or IO counters."""

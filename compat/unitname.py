@@ -326,3 +326,24 @@ def cgroup_path(unit: str, slice_name: str | None) -> str:
     # systemd CGROUP_DELEGATION.md: "quux.service [...] maps to the cgroup [...]/quux.service/"
     parent = slice_path(slice_name or ROOT_SLICE)
     return parent.rstrip("/") + "/" + cg_escape(unit)
+
+
+# the descriptions systemd's own slice units carry (units/*.slice, user-.slice.d/10-defaults.conf)
+_SLICE_DESCRIPTIONS = {
+    ROOT_SLICE: "Root Slice",
+    "system.slice": "System Slice",
+    "user.slice": "User and Session Slice",
+    "machine.slice": "Virtual Machine and Container Slice",
+}
+
+
+def slice_description(name: str) -> str:
+    """The Description= of a slice loaded without a unit file: the well-known ones', "User
+    Slice of UID N" for user-N.slice, else "Slice /a/b" for a-b.slice (systemd 252's
+    slice_set_default_description(), observed as "Slice /clients")."""
+    if name in _SLICE_DESCRIPTIONS:
+        return _SLICE_DESCRIPTIONS[name]
+    prefix = name.removesuffix(".slice")
+    if prefix.startswith("user-") and prefix[5:].isdigit():
+        return f"User Slice of UID {prefix[5:]}"
+    return "Slice /" + "/".join(unescape(p) for p in prefix.split("-"))

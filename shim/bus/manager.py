@@ -10,6 +10,7 @@ from compat import buspath, readable
 from compat.properties import UINT64_MAX
 from shim.bus.convert import pidfds_to_pids, unwrap_properties
 from shim.bus.router import Interface, Method, Prop, Signal
+from shim.bus.units import default_tasks_max
 from shim.core.units import Job, Unit
 
 if TYPE_CHECKING:
@@ -302,6 +303,9 @@ _STATIC: dict[str, object] = {
     "DefaultStartLimitBurst": 5,
     "DefaultTasksAccounting": True,
     "DefaultMemoryAccounting": True,
+    "DefaultCPUAccounting": True,  # 252 turns it on where cpu.stat is free (cgroup2)
+    "ServiceWatchdogs": True,
+    "RebootWatchdogUSec": 600_000_000,  # RebootWatchdogSec=10min
     "DefaultOOMPolicy": "stop",
     "CtrlAltDelBurstAction": "reboot-force",
     "RuntimeWatchdogPreGovernor": "",
@@ -322,6 +326,7 @@ def get_property(svc: Service, name: str) -> object:
         "NJobs": len(m.jobs),
         "NInstalledJobs": m.n_installed_jobs,
         "NFailedJobs": m.n_failed_jobs,
+        "DefaultTasksMax": default_tasks_max(),
     }
     if name in dynamic:
         return dynamic[name]

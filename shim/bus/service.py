@@ -325,8 +325,12 @@ class Service:
         if member == "GetAll":
             self._check(msg, PROPERTIES, "GetAll", "s")
             (iface_name,) = msg.body
+            # sd-bus walks the object's vtables most specific first: .Scope/.Slice/... before
+            # .Unit (systemctl show --all prints in that order, observed on 252)
             selected = (
-                interfaces if iface_name == "" else [self._find_iface(interfaces, iface_name, None)]
+                list(reversed(interfaces))
+                if iface_name == ""
+                else [self._find_iface(interfaces, iface_name, None)]
             )
             out: dict[str, Variant] = {}
             for iface in selected:

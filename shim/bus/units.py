@@ -131,7 +131,15 @@ def interfaces_for(unit: Unit) -> list[Interface]:
 # -- property values --------------------------------------------------------------------------
 
 
-def _deps(unit: Unit, name: str) -> list[str]:
+# systemd.unit(5): each dependency has a reverse that the other unit reports
+_REVERSE = {"SliceOf": "", "RequiredBy": "Requires", "WantedBy": "Wants", "BoundBy": "BindsTo"}
+
+
+def _deps(m: Manager, unit: Unit, name: str) -> list[str]:
+    if name in _REVERSE:
+        if name == "SliceOf":
+            return m.slice_members(unit)
+        return m.depending_on(unit, _REVERSE[name])
     own = unit.setting(name, [])
     assert isinstance(own, list)
     implicit: list[str] = []
@@ -141,15 +149,18 @@ def _deps(unit: Unit, name: str) -> list[str]:
         implicit = [unit.slice]
     if (
         name in ("Conflicts", "Before")
-        and unit.transient
+        and (unit.transient or (unit.type is UnitType.SLICE and not unit.perpetual))
         and unit.setting("DefaultDependencies", True)
     ):
         implicit = ["shutdown.target"]
+    if name == "Before" and unit.type is UnitType.SLICE:
+        # what sits in a slice is ordered after it, so the slice reports it as Before=
+        implicit = implicit + m.depending_on(unit, "After")
     return implicit + [d for d in own if d not in implicit]
 
 
 @functools.cache
-def _default_tasks_max() -> int:
+def default_tasks_max() -> int:
     # systemd-system.conf(5): DefaultTasksMax=15% of the kernel's pid limit
     try:
         with open("/proc/sys/kernel/pid_max") as f:
@@ -207,10 +218,17 @@ _GETTERS: dict[str, Getter] = {
     "IOReadOperations": _counter("io_read_ops"),
     "IOWriteBytes": _counter("io_write_bytes"),
     "IOWriteOperations": _counter("io_write_ops"),
-    "TasksMax": lambda m, u: u.settings.get("TasksMax", _default_tasks_max()),
+    # systemd-system.conf(5) DefaultTasksMax= is for the units with processes; slices
+    # read infinity unless set (observed on systemd 252)
+    "TasksMax": lambda m, u: u.settings.get(
+        "TasksMax", UINT64_MAX if u.type is UnitType.SLICE else default_tasks_max()
+    ),
     # systemd.service(5): the Type= a handled service imitates (shim/core/policy.py)
     "Type": lambda m, u: "oneshot" if _remains(u) else "simple",
     "RemainAfterExit": lambda m, u: _remains(u),
+    # transient units are "bad" with preset "enabled" (observed); units without any file ""
+    "UnitFileState": lambda m, u: "bad" if u.transient else "",
+    "UnitFilePreset": lambda m, u: "enabled" if u.transient else "",
 }
 
 
@@ -236,7 +254,7 @@ def get_property(svc: Service, unit: Unit, prop: Prop) -> object:
     if getter is not None:
         return getter(svc.manager, unit)
     if prop.sig == "as":
-        return _deps(unit, prop.name)
+        return _deps(svc.manager, unit, prop.name)
     value = unit.settings.get(prop.name, readable.DEFAULTS.get(prop.name))
     return _zero(prop.sig) if value is None else value
 

@@ -61,6 +61,10 @@ def _pins(unit: Unit) -> list[str]:
     return out
 
 
+def _lists(value: object, name: str) -> bool:
+    return isinstance(value, list) and name in value
+
+
 def _active_or_activating(state: ActiveState) -> bool:
     return state in (ActiveState.ACTIVE, ActiveState.ACTIVATING, ActiveState.RELOADING)
 
@@ -169,6 +173,7 @@ class Engine:
                 unit_type,
                 LoadState.LOADED,
                 slice=unitname.slice_parent(name),
+                settings={"Description": unitname.slice_description(name)},
                 stop_when_unneeded=name not in STANDARD_SLICES,
             )
         elif handler is not None:
@@ -295,6 +300,22 @@ class Engine:
             return False
         return not (unit.type is UnitType.SLICE and self._children(unit))
 
+    def depending_on(self, unit: Unit, key: str) -> list[str]:
+        """Names of the loaded units whose KEY list (Wants, Requires, BindsTo, After) names
+        UNIT; units in a slice count as requiring and being after it (systemd.slice(5))."""
+        if key in ("Wants", "Requires", "BindsTo"):
+            users = self._needed_by.get(unit.name, set())
+        else:
+            users = set(self.units.values())
+        out = {u.name for u in users if _lists(u.settings.get(key), unit.name)}
+        if key in ("Requires", "After"):
+            out |= {u.name for u in self._children_of.get(unit.name, ())}
+        return sorted(out)
+
+    def slice_members(self, unit: Unit) -> list[str]:
+        """SliceOf=: the units directly in a slice."""
+        return sorted(u.name for u in self._children_of.get(unit.name, ()))
+
     def _children(self, slice_unit: Unit) -> list[Unit]:
         return sorted(self._children_of.get(slice_unit.name, ()), key=lambda u: u.name)
 
@@ -375,6 +396,8 @@ class Engine:
         self.backend.create(path)
         unit.control_group = path
         self._by_cgroup[path] = unit
+        if unit.invocation_id:
+            self.backend.label(path, unit.invocation_id.hex())
         self._apply_resources(unit)
 
     def _try_realise(self, unit: Unit) -> bool:

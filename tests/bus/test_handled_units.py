@@ -3,6 +3,7 @@ power targets; Wants=/Requires=/After= between them and session scopes; StopWhen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
@@ -228,6 +229,11 @@ class TestUserManagerPolicies:
         cgroup = f"/user.slice/user-{uid}.slice/user@{uid}.service"
         (pid,) = daemon.backend.pids(cgroup)
         assert os.stat(f"/proc/{pid}").st_uid == uid
+        # Type=simple: active once forked; the gate then execs the command
+        for _ in range(100):
+            if Path(f"/proc/{pid}/cmdline").read_text().startswith("/bin/sleep"):
+                break
+            await asyncio.sleep(0.02)
         assert Path(f"/proc/{pid}/cmdline").read_text().startswith("/bin/sleep")
         (job,) = await client.ok("StopUnit", "ss", [unit, "replace"])
         await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)

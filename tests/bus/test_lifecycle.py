@@ -599,3 +599,13 @@ async def test_a_refused_cgroup_fails_the_job_and_leaves_nothing(
     monkeypatch.undo()
     await start_scope(client, "fine.scope", [proc.pid])  # and the daemon still works
     assert daemon.backend.cgroup_of(proc.pid) == "/system.slice/fine.scope"
+
+
+async def test_cgroup_carries_the_invocation_id(daemon: Daemon, client: Client, processes) -> None:
+    """systemd labels a unit's cgroup with trusted.invocation_id (systemd-cgls shows it)."""
+    proc = processes()
+    await start_scope(client, "lab.scope", [proc.pid])
+    invocation = await client.get(
+        "/org/freedesktop/systemd1/unit/lab_2escope", UNIT, "InvocationID"
+    )
+    assert daemon.backend.labels["/system.slice/lab.scope"] == bytes(invocation).hex()

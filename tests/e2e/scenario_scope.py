@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -49,11 +50,21 @@ async def main() -> None:
         while (m := await asyncio.wait_for(removed.get(), 10)).body[1:2] != [job]:
             pass
         path = "/user.slice/user-1000.slice/e2e.scope"
+        invocation = await call(
+            bus,
+            "Get",
+            "ss",
+            ["org.freedesktop.systemd1.Unit", "InvocationID"],
+            path="/org/freedesktop/systemd1/unit/e2e_2escope",
+            interface="org.freedesktop.DBus.Properties",
+        )
+        label = os.getxattr(CGROOT / path.lstrip("/"), "trusted.invocation_id").decode()
         report(
             step="started",
             result=m.body[3],
             cgroup=cgroup_of(sleeper.pid),
             dir_exists=(CGROOT / path.lstrip("/")).is_dir(),
+            labelled=label == bytes(invocation.body[0].value).hex(),
         )
         sleeper.kill()
         sleeper.wait()

@@ -14,6 +14,7 @@ def test_scope_lifecycle_on_real_cgroup2(python: str, record_property) -> None:
     assert started["result"] == "done"
     assert started["cgroup"] == "/user.slice/user-1000.slice/e2e.scope"
     assert started["dir_exists"] is True
+    assert started["labelled"] is True  # trusted.invocation_id, as systemd sets it
     assert events["emptied"] == {"step": "emptied", "unit": "e2e.scope", "dir_exists": False}
     # cgroup.freeze, then SIGTERM ignored: SIGKILL through cgroup.kill after TimeoutStopUSec,
     # and the scope ends failed with Result=timeout as systemd 252 does

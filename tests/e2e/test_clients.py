@@ -1,0 +1,648 @@
+"""The real systemd-run, systemctl, busctl and systemd-cgls (Debian 12, systemd 252) work
+unmodified against scopeshim: exit status, output and the kernel's cgroup tree, with every
+call landing on an implemented member (scenario_clients.py, one sandbox run per module).
+
+The expected outputs are what the real systemd 252 printed for the same commands
+(scenario_clients.py --oracle under shared/lab/real-systemd.sh), apart from run-specific
+numbers and the lab's own units. This machine's cgroup2 tree has no memory or cpu
+controller (they are all on cgroup v1), so the limits are checked as properties read back
+and, where the files are missing, as the daemon's log notes about them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any
+
+import pytest
+
+from tests import systemd252
+from tests.e2e.clients_host import (
+    Steps,
+    daemon_notes,
+    explain,
+    field,
+    lines,
+    no_unknown_members,
+    rows,
+    run_scenario,
+    show_dict,
+)
+
+pytestmark = pytest.mark.timeout(600)
+
+STEPS = (
+    "systemd-run-scope",
+    "systemd-run-generated",
+    "systemctl-setup",
+    "systemctl-list-units",
+    "systemctl-status",
+    "systemctl-show",
+    "systemd-cgls",
+    "systemctl-kill",
+    "systemctl-set-property",
+    "systemctl-freeze-thaw",
+    "systemctl-daemon-reload",
+    "systemctl-is-system-running",
+    "systemctl-jobs",
+    "systemctl-reset-failed",
+    "systemctl-stop",
+    "systemctl-handled",
+    "busctl",
+    "private-socket",
+)
+SCOPE = "clients-sys.scope"
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+@pytest.fixture(scope="module")
+def steps() -> Steps:
+    return run_scenario(sys.executable, "scenario_clients.py")
+
+
+def limit_landed(facts: dict[str, Any], cgroup: dict[str, Any], file: str, value: str) -> None:
+    """FILE holds VALUE, or (no such controller on this cgroup2 tree) the daemon logged a
+    note naming FILE=VALUE."""
+    content = cgroup.get(file)
+    if content is not None and not content.startswith("<"):
+        assert content == value, explain(cgroup)
+    else:
+        assert daemon_notes(facts, f"{file}={value}"), (
+            f"{file} is missing and the daemon logged nothing about {file}={value}\n"
+            + explain(facts.get("daemon_log"))
+        )
+
+
+# -- the daemon -------------------------------------------------------------------------------
+
+
+def test_mark_booted_while_serving(steps: Steps) -> None:
+    start, finish = steps["start"], steps["finish"]
+    assert start["booted_before"] is False
+    assert start["serving"] is True
+    assert start["booted"] is True  # --mark-booted: /run/systemd/system
+    assert start["private_socket"] is False  # the daemon does not listen there
+    assert finish["daemon_exit"] == 0
+    assert finish["booted_after"] is False  # removed at exit (it made it)
+
+
+@pytest.mark.parametrize("name", STEPS)
+def test_every_call_lands_on_an_implemented_member(steps: Steps, name: str) -> None:
+    no_unknown_members(steps[name])
+
+
+def test_nothing_left_behind(steps: Steps) -> None:
+    assert steps["cleanup"]["leftover"] == []
+
+
+# -- systemd-run --scope ----------------------------------------------------------------------
+
+
+def test_systemd_run_scope_runs_the_command_in_the_scope(steps: Steps) -> None:
+    f = steps["systemd-run-scope"]
+    why = explain(f)
+    assert f["early_exit"] is None, why  # still running: unit/self answered, command started
+    assert f["stderr"] == "Running scope as unit: clients-run.scope\n", why
+    out = f["stdout"].splitlines()
+    assert out[0] == "0::/clients.slice/clients-run.scope", why
+    invocation = out[1].removeprefix("INVOCATION_ID=")
+    assert HEX32.match(invocation), why
+    show = f["show"]
+    assert show["InvocationID"] == invocation, why
+    assert show["Id"] == "clients-run.scope", why
+    assert show["Description"] == "scopeshim clients e2e", why
+    assert show["Slice"] == "clients.slice", why
+    assert show["ControlGroup"] == "/clients.slice/clients-run.scope", why
+    assert (show["LoadState"], show["ActiveState"], show["SubState"]) == (
+        "loaded",
+        "active",
+        "running",
+    ), why
+    assert show["Transient"] == "yes", why
+    assert f["cgroup"]["procs"] == [f["pid"]], why  # systemd-run exec'd the command
+    # SIGTERM to the command: systemd-run's status is the command's; the scope goes
+    assert f["rc"] == -15, why
+    assert f["gone"] is True, why
+    assert f["cgroup_after"] == {"exists": False}, why
+
+
+def test_systemd_run_scope_limits(steps: Steps) -> None:
+    f = steps["systemd-run-scope"]
+    assert f["show"]["MemoryMax"] == "67108864", explain(f)
+    assert f["show"]["CPUWeight"] == "50", explain(f)
+    limit_landed(f, f["cgroup"], "memory.max", "67108864")
+    limit_landed(f, f["cgroup"], "cpu.weight", "50")
+
+
+def test_systemd_run_scope_generated_name_and_exit_status(steps: Steps) -> None:
+    f = steps["systemd-run-generated"]
+    why = explain(f)
+    assert f["run"]["rc"] == 0, why
+    m = re.fullmatch(r"Running scope as unit: (run-u\d+\.scope)\n", f["run"]["err"])
+    assert m, why
+    assert f["run"]["out"] == f"0::/system.slice/{m.group(1)}\n", why
+    assert f["exit7"]["rc"] == 7, why
+    assert f["leftover"] == [], why
+
+
+# -- systemctl --------------------------------------------------------------------------------
+
+
+def test_setup_scope_for_systemctl(steps: Steps) -> None:
+    f = steps["systemctl-setup"]
+    assert f["start"]["rc"] == 0 and f["start"]["active"] is True, explain(f)
+    assert set(f["pids"]) <= set(f["cgroup"]["procs"]), explain(f)  # and their `sleep`s
+
+
+def test_list_units(steps: Steps) -> None:
+    f = steps["systemctl-list-units"]
+    why = explain(f)
+    for key in ("plain", "pattern", "pattern_all", "running", "failed", "slices", "two_patterns"):
+        assert f[key]["rc"] == 0 and f[key]["err"] == "", why
+    plain = lines(f["plain"])
+    assert plain[0].split() == ["UNIT", "LOAD", "ACTIVE", "SUB", "DESCRIPTION"], why
+    listed = [line.split()[0] for line in plain[1 : plain.index("")]]
+    assert SCOPE in listed and "-.slice" in listed and "clients.slice" in listed, why
+    assert f"{len(listed)} loaded units listed." in f["plain"]["out"], why
+    assert [line.split()[:4] for line in plain if SCOPE in line] == [
+        [SCOPE, "loaded", "active", "running"]
+    ], why
+    assert plain[1 + listed.index(SCOPE)].endswith("clients systemctl scope"), why
+    # patterns: only the matching units
+    pattern = lines(f["pattern"])
+    assert [line.split()[0] for line in pattern[1 : pattern.index("")]] == [
+        SCOPE,
+        "clients.slice",
+    ], why
+    assert "2 loaded units listed." in f["pattern"]["out"], why
+    assert set(rows(f["pattern_all"])) == {SCOPE, "clients.slice"}, why
+    assert rows(f["two_patterns"]) == {
+        SCOPE: ["loaded", "active", "running", "clients systemctl scope"],
+        "-.slice": ["loaded", "active", "active", "Root Slice"],
+    }, why
+    # --state=: any of the three state columns
+    running = rows(f["running"])
+    assert SCOPE in running and all(r[2] == "running" for r in running.values()), why
+    assert lines(f["failed"])[-1] == "0 loaded units listed.", why
+    slices = rows(f["slices"])
+    assert all(name.endswith(".slice") for name in slices), why
+    assert slices["-.slice"] == ["loaded", "active", "active", "Root Slice"], why
+    assert slices["clients.slice"][:3] == ["loaded", "active", "active"], why
+
+
+def test_list_units_slice_descriptions(steps: Steps) -> None:
+    """systemd 252 describes an implicit slice by its path and system.slice by name."""
+    f = steps["systemctl-list-units"]
+    slices = rows(f["slices"])
+    assert slices["clients.slice"][3] == "Slice /clients", explain(f["slices"])
+    assert slices["system.slice"][3] == "System Slice", explain(f["slices"])
+
+
+def status_process_lines(result: dict[str, Any], pids: list[int]) -> dict[int, str]:
+    found = {}
+    for line in lines(result):
+        m = re.match(r"^\s+[│ ]*[├└]─\s*(\d+) (.*)$", line)
+        if m and int(m.group(1)) in pids:
+            found[int(m.group(1))] = m.group(2)
+    return found
+
+
+def test_status_unit(steps: Steps) -> None:
+    f = steps["systemctl-status"]
+    result = f["unit"]
+    why = explain(result)
+    assert result["rc"] == 0, why
+    assert lines(result)[0] == f"● {SCOPE} - clients systemctl scope", why
+    assert field(result, "Transient") == "yes", why
+    assert (field(result, "Active") or "").startswith("active (running) since "), why
+    assert field(result, "CGroup") == f"/clients.slice/{SCOPE}", why
+    procs = status_process_lines(result, f["pids"])
+    assert sorted(procs) == sorted(f["pids"]), why
+    assert all(cmd.startswith("sh -c ") and "trap" in cmd for cmd in procs.values()), why
+
+
+def test_status_loaded_line_without_a_transient_file(steps: Steps) -> None:
+    """Documented difference (README "Differences from systemd 252"): scopeshim writes no
+    unit files, so FragmentPath is empty and the line is `Loaded: loaded`, where systemd 252
+    shows `loaded (/run/systemd/transient/NAME; bad; preset: enabled)`."""
+    result = steps["systemctl-status"]["unit"]
+    assert field(result, "Loaded") == "loaded", explain(result)
+
+
+def test_status_pid(steps: Steps) -> None:
+    f = steps["systemctl-status"]
+    result = f["pid"]
+    assert result["rc"] == 0, explain(result)
+    assert lines(result)[0] == f"● {SCOPE} - clients systemctl scope", explain(result)
+    assert field(result, "CGroup") == f"/clients.slice/{SCOPE}", explain(result)
+
+
+def test_status_slice_shows_the_scope_below_it(steps: Steps) -> None:
+    f = steps["systemctl-status"]
+    result = f["slice"]
+    why = explain(result)
+    assert result["rc"] == 0, why
+    assert lines(result)[0].startswith("● clients.slice"), why
+    assert (
+        field(
+            result,
+            "Active",
+        )
+        is not None
+    ), why
+    out = lines(result)
+    cgroup = next(i for i, line in enumerate(out) if line.strip().startswith("CGroup: "))
+    assert out[cgroup].strip() == "CGroup: /clients.slice", why
+    assert out[cgroup + 1].strip() == f"└─{SCOPE}", why
+    assert sorted(status_process_lines(result, f["pids"])) == sorted(f["pids"]), why
+
+
+def test_status_without_unit(steps: Steps) -> None:
+    """`systemctl status`: the manager's state and the root cgroup's processes."""
+    result = steps["systemctl-status"]["manager"]
+    assert result["rc"] == 0, explain(result)
+    assert field(result, "State") == "running", explain(result)
+    assert "Assertion" not in result["err"], explain(result)
+
+
+def test_status_of_a_missing_unit(steps: Steps) -> None:
+    result = steps["systemctl-status"]["missing"]
+    assert result["rc"] == 4, explain(result)
+    assert result["err"] == "Unit clients-missing.scope could not be found.\n", explain(result)
+
+
+def reference_types(*interfaces: str) -> dict[str, str]:
+    known = systemd252.interfaces()
+    out: dict[str, str] = {}
+    for name in interfaces:
+        for prop, sig, _emits in systemd252.properties(known[f"org.freedesktop.systemd1.{name}"]):
+            out[prop] = sig
+    return out
+
+
+@pytest.mark.parametrize(
+    ("kind", "interfaces"),
+    [("scope", ("Unit", "Scope")), ("slice", ("Unit", "Slice")), ("manager", ("Manager",))],
+)
+def test_show_every_property_with_systemd_252_type(
+    steps: Steps, kind: str, interfaces: tuple[str, ...]
+) -> None:
+    """GetAll("") (what `systemctl show` reads) returns every property systemd 252
+    introspects, each with its signature, and nothing else."""
+    got = steps["systemctl-show"]["types"][kind]
+    assert "error" not in got, got
+    want = reference_types(*interfaces)
+    assert sorted(set(want) - set(got)) == [], "missing properties"
+    assert sorted(set(got) - set(want)) == [], "properties systemd 252 does not have"
+    assert {p: (got[p], want[p]) for p in want if got[p] != want[p]} == {}
+
+
+def test_show_scope_values(steps: Steps) -> None:
+    f = steps["systemctl-show"]
+    for key in ("unit", "all", "manager", "slice"):
+        assert f[key]["rc"] == 0 and f[key]["err"] == "", explain(f[key])
+    show = show_dict(f["unit"])
+    why = explain(f["unit"])
+    expected = {
+        "Id": SCOPE,
+        "Names": SCOPE,
+        "Description": "clients systemctl scope",
+        "LoadState": "loaded",
+        "ActiveState": "active",
+        "SubState": "running",
+        "FreezerState": "running",
+        "Transient": "yes",
+        "Slice": "clients.slice",
+        "ControlGroup": f"/clients.slice/{SCOPE}",
+        "Requires": "clients.slice",
+        "After": "clients.slice",
+        "Conflicts": "shutdown.target",
+        "Before": "shutdown.target",
+        "CanStop": "yes",
+        "CanFreeze": "yes",
+        "KillMode": "control-group",
+        "Result": "success",
+    }
+    assert {k: show.get(k) for k in expected} == expected, why
+    assert HEX32.match(show["InvocationID"]), why
+    assert "=" in f["all"]["out"] and len(f["all"]["out"].splitlines()) > len(show), why
+
+
+def test_show_lists_the_type_interface_first(steps: Steps) -> None:
+    """systemd 252's GetAll("") on a unit returns the type's interface (Scope) before
+    Unit, so `systemctl show --all` starts with Controller=...; the order is the output's."""
+    first = lines(steps["systemctl-show"]["all"])[0]
+    assert first == "Controller=", explain(steps["systemctl-show"]["all"])
+
+
+def test_show_slice_values(steps: Steps) -> None:
+    """An implicit slice as systemd 252 shows it: its description, no tasks limit, the
+    default dependencies and the reverse dependencies of the scope inside it."""
+    show = show_dict(steps["systemctl-show"]["slice"])
+    expected = {
+        "Description": "Slice /clients",
+        "TasksMax": "infinity",
+        "RequiredBy": SCOPE,
+        "SliceOf": SCOPE,
+        "Conflicts": "shutdown.target",
+    }
+    assert {k: show.get(k) for k in expected} == expected, explain(show)
+    assert sorted(show.get("Before", "").split()) == [SCOPE, "shutdown.target"], explain(show)
+
+
+def test_show_manager(steps: Steps) -> None:
+    f = steps["systemctl-show"]
+    manager = show_dict(f["manager"])
+    scope = show_dict(f["unit"])
+    assert manager["Version"].startswith("252"), explain(manager)
+    assert manager["SystemState"] == "running", explain(manager)
+    # systemd-system.conf(5): DefaultTasksMax= (15% of the pid limit) is the scopes' TasksMax
+    assert manager["DefaultTasksMax"] == scope["TasksMax"], explain(manager)
+
+
+def test_kill(steps: Steps) -> None:
+    f = steps["systemctl-kill"]
+    why = explain(f)
+    assert f["all"]["rc"] == 0 and f["all"]["err"] == "", why
+    assert f["received"] == ["USR1", "USR1"], why  # both processes of the scope
+    assert f["default_whom"]["rc"] == 0, why
+    assert f["received_after"] == ["USR1", "USR1", "HUP", "HUP"], why
+    assert f["main"]["rc"] == 1, why
+    assert f["main"]["err"] == (
+        f"Failed to kill unit {SCOPE}: scope units have no main processes\n"
+    ), why
+    assert f["control"]["rc"] == 1, why
+    assert f["control"]["err"] == (
+        f"Failed to kill unit {SCOPE}: scope units have no control processes\n"
+    ), why
+    assert f["missing"]["rc"] == 1, why
+    assert f["missing"]["err"] == (
+        "Failed to kill unit clients-missing.scope: Unit clients-missing.scope not loaded.\n"
+    ), why
+    assert f["alive"] == [True, True], why
+
+
+def test_set_property_runtime_and_persistent(steps: Steps) -> None:
+    f = steps["systemctl-set-property"]
+    why = explain(f)
+    assert f["runtime"]["rc"] == 0 and f["runtime"]["err"] == "", why
+    assert f["persistent"]["rc"] == 0 and f["persistent"]["err"] == "", why
+    assert f["show"]["CPUWeight"] == "200", why
+    assert f["show"]["MemoryMax"] == "134217728", why
+    limit_landed(f, f["cgroup"], "cpu.weight", "200")
+    limit_landed(f, f["cgroup"], "memory.max", "134217728")
+
+
+def test_set_property_drop_ins(steps: Steps) -> None:
+    """Documented difference: systemd 252 writes drop-ins under /run/systemd/transient and
+    lists them in DropInPaths; scopeshim keeps the values in its state directory, so
+    DropInPaths stays empty while the values apply (test_set_property checks them)."""
+    f = steps["systemctl-set-property"]
+    assert f["show"]["DropInPaths"].split() == [], explain(f)
+
+
+def test_freeze_thaw(steps: Steps) -> None:
+    f = steps["systemctl-freeze-thaw"]
+    why = explain(f)
+    assert f["freeze"]["rc"] == 0 and f["freeze"]["err"] == "", why
+    assert f["frozen"]["frozen"] == "1", why  # cgroup.events
+    assert f["show_frozen"] == {"FreezerState": "frozen", "ActiveState": "active"}, why
+    assert (field(f["status_frozen"], "Active") or "").startswith(
+        "active (running) (frozen) since "
+    ), why
+    assert f["thaw"]["rc"] == 0 and f["thaw"]["err"] == "", why
+    assert f["thawed"]["frozen"] == "0", why
+    assert f["show_thawed"] == {"FreezerState": "running"}, why
+
+
+def test_daemon_reload(steps: Steps) -> None:
+    """Reload(): Reloading(true) then Reloading(false) (systemd sends them while a client is
+    subscribed, as logind is), and the units are all still there."""
+    f = steps["systemctl-daemon-reload"]
+    assert f["subscribed"] == "METHOD_RETURN", explain(f)
+    assert f["reload"]["rc"] == 0 and f["reload"]["err"] == "", explain(f)
+    assert f["reloading"] == ["true", "false"], explain(f)
+    assert f["still_there"]["ActiveState"] == "active", explain(f)
+
+
+def test_is_system_running(steps: Steps) -> None:
+    result = steps["systemctl-is-system-running"]["run"]
+    assert (result["rc"], result["out"]) == (0, "running\n"), explain(result)
+
+
+def test_list_jobs_and_cancel(steps: Steps) -> None:
+    f = steps["systemctl-jobs"]
+    why = explain(f)
+    assert f["stop"]["rc"] == 0, why
+    out = lines(f["list"])
+    assert f["list"]["rc"] == 0, why
+    assert out[0].split() == ["JOB", "UNIT", "TYPE", "STATE"], why
+    assert [line.split() for line in out if "clients-slow.scope" in line] == [
+        [f["job"], "clients-slow.scope", "stop", "running"]
+    ], why
+    assert out[-1] == "1 jobs listed.", why
+    assert f["cancel"]["rc"] == 0 and f["cancel"]["err"] == "", why
+    assert (f["list_after"]["rc"], f["list_after"]["out"]) == (0, "No jobs running.\n"), why
+    assert f["cancel_missing"]["rc"] == 1, why
+    assert f["cancel_missing"]["err"] == "Failed to cancel job 4242: Job 4242 does not exist.\n"
+    # systemd 252: the canceled stop leaves the scope where it was (stop-sigterm), no job
+    assert f["after_cancel"] == {
+        "ActiveState": "deactivating",
+        "SubState": "stop-sigterm",
+        "Job": "",
+    }, why
+    assert f["kill"]["rc"] == 0 and f["gone"] is True, why
+    assert f["final"] == {"ActiveState": "inactive", "SubState": "dead", "Result": "success"}, why
+
+
+def test_reset_failed(steps: Steps) -> None:
+    f = steps["systemctl-reset-failed"]
+    why = explain(f)
+    assert f["stop"]["rc"] == 0, why
+    assert (f["is_failed"]["rc"], f["is_failed"]["out"]) == (0, "failed\n"), why
+    assert rows(f["failed"]).get("clients-fail.scope", [])[:3] == ["loaded", "failed", "failed"]
+    assert f["show"] == {"ActiveState": "failed", "SubState": "failed", "Result": "timeout"}, why
+    assert f["reset"]["rc"] == 0 and f["reset"]["err"] == "", why
+    assert (f["is_failed_after"]["rc"], f["is_failed_after"]["out"]) == (1, "inactive\n"), why
+    assert f["show_after"] == {"LoadState": "not-found", "ActiveState": "inactive"}, why
+    assert f["reset_all"]["rc"] == 0, why
+    assert f["reset_missing"]["rc"] == 1, why
+    assert f["reset_missing"]["err"] == (
+        "Failed to reset failed state of unit clients-missing.scope: "
+        "Unit clients-missing.scope not loaded.\n"
+    ), why
+
+
+def test_stop(steps: Steps) -> None:
+    f = steps["systemctl-stop"]
+    why = explain(f)
+    assert f["stop"]["rc"] == 0 and f["stop"]["err"] == "", why
+    assert f["exited"] == [-15, -15], why  # SIGTERM
+    assert f["cgroup"] == {"exists": False}, why
+    assert f["show"] == {"LoadState": "not-found", "ActiveState": "inactive"}, why
+    assert SCOPE not in rows(f["listed"]), why
+    assert f["missing"]["rc"] == 5, why
+    assert f["missing"]["err"] == (
+        "Failed to stop clients-missing.scope: Unit clients-missing.scope not loaded.\n"
+    ), why
+
+
+def test_stop_removes_the_implicit_slice(steps: Steps) -> None:
+    """Documented difference (the product's rule "empty and unneeded slices are removed, no
+    cgroup leaks"): systemd 252 leaves clients.slice active after its last scope is gone;
+    scopeshim stops a slice nobody started on purpose once it is empty, cgroup and all."""
+    f = steps["systemctl-stop"]
+    assert "clients.slice" not in rows(f["listed"]), explain(f)
+
+
+def test_start_handled_units(steps: Steps) -> None:
+    f = steps["systemctl-handled"]
+    why = explain(f)
+    assert f["start"]["rc"] == 0 and f["start"]["err"] == "", why
+    assert f["stop"]["rc"] == 0 and f["stop"]["err"] == "", why
+    assert f["runtime_dir_after"] is False, why
+    assert f["poweroff"]["rc"] == 0 and f["poweroff"]["err"] == "", why
+    assert [r for r in f["recorded"] if '"poweroff.target"' in r], why
+
+
+def test_user_runtime_dir_started_by_hand_stays_until_stopped(steps: Steps) -> None:
+    """Documented difference: systemd 252 stops a user-runtime-dir@ started by hand at once
+    (StopWhenUnneeded=yes); logind 256+ starts and stops it itself and expects it to stay
+    (256 dropped StopWhenUnneeded=), so scopeshim keeps an explicitly started one until it
+    is stopped; pulled in by a session scope it still goes when unneeded."""
+    f = steps["systemctl-handled"]
+    assert f["is_active"]["out"].strip() == "active", explain(f)
+
+
+# -- systemd-cgls -----------------------------------------------------------------------------
+
+
+def test_cgls_tree(steps: Steps) -> None:
+    f = steps["systemd-cgls"]
+    result = f["tree"]
+    why = explain(f)
+    assert result["rc"] == 0 and result["err"] == "", why
+    out = lines(result)
+    assert out[:2] == ["Control group /:", "-.slice"], why
+    names = [
+        (i, re.sub(r" \(#\d+\)$", "", line.lstrip("│├└─ ")), len(line) - len(line.lstrip("│├└─ ")))
+        for i, line in enumerate(out)
+    ]
+    slice_line = next((n for n in names if n[1] == "clients.slice"), None)
+    scope_line = next((n for n in names if n[1] == SCOPE), None)
+    assert slice_line and scope_line and scope_line[0] > slice_line[0], why
+    assert scope_line[2] > slice_line[2], why  # nested below the slice
+    for pid in f["pids"]:
+        line = next((n for n in names if re.match(rf"^\s*{pid} sh -c ", n[1])), None)
+        assert line and line[0] > scope_line[0] and line[2] > scope_line[2], why
+    unit = lines(f["unit"])
+    assert f["unit"]["rc"] == 0, why
+    assert unit[0] == f"Unit {SCOPE} (/clients.slice/{SCOPE}):", why
+    assert sorted(int(re.sub(r"\D", " ", line).split()[0]) for line in unit[1:3]) == sorted(
+        f["pids"]
+    ), why
+
+
+def test_cgls_shows_invocation_id_xattrs(steps: Steps) -> None:
+    """systemd 252 tags a unit's cgroup with trusted.invocation_id (and user.invocation_id);
+    systemd-cgls prints them below the unit (`→ ...`), as for clients.slice here."""
+    f = steps["systemd-cgls"]
+    invocation = f["slice_invocation_id"]
+    assert f["xattrs"].get("trusted.invocation_id") == invocation, explain(f["xattrs"])
+    assert f"→ trusted.invocation_id: {invocation}" in f["tree"]["out"], explain(f["tree"])
+
+
+# -- busctl -----------------------------------------------------------------------------------
+
+
+def test_busctl_tree(steps: Steps) -> None:
+    f = steps["busctl"]
+    result = f["tree"]
+    assert result["rc"] == 0, explain(result)
+    paths = set(lines(result))
+    for path in (
+        "/org/freedesktop/systemd1",
+        "/org/freedesktop/systemd1/job",
+        "/org/freedesktop/systemd1/unit",
+        "/org/freedesktop/systemd1/unit/_2d_2eslice",
+        "/org/freedesktop/systemd1/unit/clients_2eslice",
+        "/org/freedesktop/systemd1/unit/clients_2dbus_2escope",
+    ):
+        assert path in paths, explain(result)
+
+
+def introspect_rows(result: dict[str, Any]) -> dict[str, list[str]]:
+    out = {}
+    for line in lines(result)[1:]:
+        parts = line.split(None, 4)
+        if parts:
+            out[parts[0]] = parts[1:]
+    return out
+
+
+def test_busctl_introspect(steps: Steps) -> None:
+    f = steps["busctl"]
+    manager = introspect_rows(f["introspect_manager"])
+    why = explain(f["introspect_manager"])
+    assert f["introspect_manager"]["rc"] == 0, why
+    assert manager[".StartTransientUnit"][:3] == ["method", "ssa(sv)a(sa(sv))", "o"], why
+    assert manager[".GetUnitProcesses"][:3] == ["method", "s", "a(sus)"], why
+    assert manager[".JobRemoved"][:2] == ["signal", "uoss"], why
+    assert manager[".Version"][:2] == ["property", "s"], why
+    assert manager[".Version"][2].startswith('"252'), why
+    scope = introspect_rows(f["introspect_scope"])
+    why = explain(f["introspect_scope"])
+    assert f["introspect_scope"]["rc"] == 0, why
+    for iface in ("org.freedesktop.systemd1.Unit", "org.freedesktop.systemd1.Scope"):
+        assert scope[iface][0] == "interface", why
+    assert scope[".ActiveState"][:3] == ["property", "s", '"active"'], why
+    assert scope[".ControlGroup"][:3] == ["property", "s", '"/clients.slice/clients-bus.scope"']
+    assert scope[".Abandon"][0] == "method", why
+
+
+def test_busctl_monitor(steps: Steps) -> None:
+    """`busctl monitor org.freedesktop.systemd1` sees systemctl's StopUnit, its reply and
+    the job's signals."""
+    f = steps["busctl"]
+    assert f["trigger"]["rc"] == 0, explain(f)
+    messages = [json.loads(line) for line in f["monitor"].splitlines() if line.startswith("{")]
+    seen = [
+        (m["type"], m.get("member"), (m.get("payload") or {}).get("data", [None])[:3])
+        for m in messages
+    ]
+    calls = [s for s in seen if s[0] == "method_call" and s[1] == "StopUnit"]
+    assert calls == [("method_call", "StopUnit", ["clients-bus.scope", "replace"])], seen
+    assert any(s[0] == "signal" and s[1] == "JobNew" and s[2][2] == "clients-bus.scope"
+               for s in seen), seen  # fmt: skip
+    removed = [s[2] for s in seen if s[1] == "JobRemoved" and s[2][2] == "clients-bus.scope"]
+    assert len(removed) == 1, seen
+    done = [m for m in messages if m.get("member") == "JobRemoved"]
+    assert any(m["payload"]["data"][2:] == ["clients-bus.scope", "done"] for m in done), seen
+
+
+# -- /run/systemd/private ---------------------------------------------------------------------
+
+
+def test_private_socket_fallback(steps: Steps) -> None:
+    """No /run/systemd/private (the daemon does not listen there), or a stale socket file
+    nobody listens on: systemctl and systemd-run fall back to the system bus."""
+    f = steps["private-socket"]
+    for case in ("absent", "stale"):
+        for name, result in f[case].items():
+            assert result["rc"] == 0, f"{case} {name}: " + explain(result)
+
+
+def test_private_socket_is_tried_first(steps: Steps) -> None:
+    """As root, systemctl and systemd-run connect to /run/systemd/private before the bus
+    (busctl does not): a listener there that is not a systemd1 peer (here: one that never
+    answers) gets their connection, and they fail instead of falling back."""
+    listener = steps["private-socket"]["listener"]
+    why = explain(listener)
+    for name in ("is-system-running", "list-units", "show", "systemd-run"):
+        assert listener[name]["accepted"] >= 1, why
+        # once connected there is no fallback: a peer that is not systemd1 breaks them
+        assert listener[name]["rc"] != 0, why
+    assert listener["busctl"]["accepted"] == 0, why
+    assert listener["busctl"]["rc"] == 0, why

@@ -11,6 +11,25 @@ class ConfigError(Exception):
     """A configuration file that cannot be used; the message names the file and the key."""
 
 
+def _line_of(text: str, loc: list[str]) -> int | None:
+    """The line of `key =` in table [loc[0]] (or of the table header), 1-based."""
+    if not loc:
+        return None
+    table, key = loc[0], loc[1] if len(loc) > 1 else None
+    current, header = None, None
+    for n, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.split("#", 1)[0].strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stripped.strip("[]").strip()
+            if current == table and header is None:
+                header = n
+            continue
+        name = stripped.split("=", 1)[0].strip().strip('"')
+        if current == table and key is not None and "=" in stripped and name == key:
+            return n
+    return header
+
+
 def load(path: str) -> dict[str, Any]:
     """The validated settings of a config file, as a dict of CLI option names (plus
     "policy", the shim.core.policy.Policy of the [units] and [power] tables)."""
@@ -65,7 +84,8 @@ def load(path: str) -> dict[str, Any]:
         power: Power = Field(default_factory=lambda: Power.model_validate({}))
 
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        text = Path(path).read_text()
+        raw = tomllib.loads(text)
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
@@ -74,8 +94,11 @@ def load(path: str) -> dict[str, Any]:
         parsed = File.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        key = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: {key}: {first['msg']}") from None
+        loc = [str(x) for x in first["loc"]]
+        key = ".".join(loc) or "(top level)"
+        line = _line_of(text, loc)
+        where = f"{path}:{line}" if line else path
+        raise ConfigError(f"{where}: {key}: {first['msg']}") from None
     actions = dict(DEFAULT_POWER_ACTIONS)
     for name, value in parsed.power.model_dump(by_alias=True).items():
         target = f"{name}.target"

@@ -71,3 +71,12 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
         load(str(tmp_path / "missing.toml"))
     with pytest.raises(ConfigError, match="line 1"):
         load(write(tmp_path, "[units\n"))
+
+
+def test_errors_name_the_line_too(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, '[serve]\nlog_level = "info"\n\n[units]\n# the policy\nuser_manager = "maybe"\n'
+    )
+    with pytest.raises(ConfigError) as e:
+        load(path)
+    assert str(e.value).startswith(f"{path}:6: units.user_manager: ")

@@ -77,7 +77,30 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the Manager's Version property (default 252)",
     )
+    s.add_argument(
+        "--cassette",
+        metavar="TRACE",
+        default=None,
+        help="answer from a recorded trace instead of the engine (see `scopeshim replay`)",
+    )
+    _replay_parser(sub)
     return p
+
+
+def _replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    r = sub.add_parser("replay", help="replay captured D-Bus traces against a systemd1")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--address", help="D-Bus address of a bus where systemd1 is served")
+    where.add_argument(
+        "--spawn",
+        action="store_true",
+        help="a private bus and scopeshim (fake backend) per trace (the default)",
+    )
+    r.add_argument("--rules", metavar="FILE", action="append", default=[], help="rules (TOML)")
+    r.add_argument("--junit", metavar="FILE", help="write JUnit XML results to FILE")
+    r.add_argument("-v", "--verbose", action="store_true", help="list allowed differences")
+    r.add_argument("--show", action="store_true", help="print the conversations, do not replay")
+    r.add_argument("traces", metavar="TRACE", nargs="+", help="captures or directories")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, object]:
@@ -149,6 +172,10 @@ def _state_dir(wanted: object) -> Path:
 
 
 def serve(args: argparse.Namespace) -> int:
+    if getattr(args, "cassette", None):
+        from shim.bus import cassette
+
+        return cassette.serve(args.cassette, args.address, args.log_level)
     from backends import make_backend
     from backends.base import BackendError
     from shim.bus.daemon import NameTakenError, Options, run
@@ -198,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "replay":
+        from shim.replay.command import run
+
+        return run(args)
     return 2
 
 

@@ -94,7 +94,8 @@ def load(path: str) -> dict[str, Any]:
         parsed = File.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        loc = [str(x) for x in first["loc"]]
+        # pydantic adds the union member it tried ("literal['record']"): keep the key path
+        loc = [str(x) for x in first["loc"] if str(x).replace("-", "_").isidentifier()]
         key = ".".join(loc) or "(top level)"
         line = _line_of(text, loc)
         where = f"{path}:{line}" if line else path

@@ -228,6 +228,7 @@ def test_the_daemon_refuses_a_bad_edit_of_the_shipped_file_naming_the_key(
     key (the loader's own tests are tests/test_config.py)."""
     name = change.split(" = ")[0]
     text = installed.config.read_text()
+    table = key.split(".")[0]
     if f"# {name} = " in text:
         text = re.sub(rf"(?m)^# {name} = .*$", change, text)
     else:
@@ -241,7 +242,10 @@ def test_the_daemon_refuses_a_bad_edit_of_the_shipped_file_naming_the_key(
         timeout=60,
     )
     assert r.returncode == 2, r.stderr
-    assert f"{conf}: {key}" in r.stderr and "Traceback" not in r.stderr
+    # FILE:LINE: KEY: reason, LINE being the edited line (or the table's header)
+    wanted = f"{name} =" if "." in key else f"[{table}]"  # a table-wide error: its header
+    line = next(n for n, raw in enumerate(text.splitlines(), 1) if raw.startswith(wanted))
+    assert f"{conf}:{line}: {key}: " in r.stderr and "Traceback" not in r.stderr
 
 
 # --- man pages ------------------------------------------------------------------------------

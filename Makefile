@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 # Debian 12 packages the tests and `make run` use (dbus-daemon, busctl, gdbus, systemd-escape;
 # pam_systemd.so and pamtester for the e2e PAM login; python3-dbusmock: the polkit peer)
 APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv \
-	libpam-systemd pamtester python3-dbusmock
+	libpam-systemd pamtester python3-dbusmock runc busybox-static
 # the logind versions e2e fetches into ${SCOPESHIM_CACHE:-/var/cache/scopeshim} (252 is installed)
 LOGIND_VERSIONS := 254 257
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv logind run test e2e fuzz lint clean
+.PHONY: all deps venv logind run test e2e demo fuzz lint bench clean
 
 all: venv
 
@@ -45,11 +45,61 @@ logind:
 test: deps venv logind
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-e2e: deps venv logind  # root + namespaces: real cgroup2 tree, logind 252/254/257, PAM login
-	$(BIN)/pytest tests/e2e
+# root + namespaces (tests/e2e/sandbox.sh): the logind matrix {252,254,257} x {root,
+# unprivileged} x {each lifecycle step}, PAM logins, 200 session cycles, the other sandbox
+# tests; one line per case (tests/e2e/caselines.py), then "N passed, M failed"; last, a check
+# that no cgroup, mount or process of the run is left. SCOPESHIM_E2E_JOBS: sandbox runs of the
+# matrix at a time (default 3); SCOPESHIM_E2E_KEEP=DIR keeps every run's logs in DIR.
+E2E_ARGS ?=
+e2e: deps venv logind
+	$(BIN)/python -m pytest -p tests.e2e.caselines -q --no-header --tb=short \
+	  -o console_output_style=classic $(E2E_ARGS) tests/e2e
+
+# a real logind session through scopeshim in the sandbox, shown step by step, then torn down
+# (tests/e2e/demo.py; DEMO_ARGS="--user root" or "--logind PATH")
+DEMO_ARGS ?=
+demo: deps venv
+	@tests/e2e/sandbox.sh --timeout 120 -- $(BIN)/python tests/e2e/demo.py $(DEMO_ARGS)
 
 fuzz: deps venv  # the nightly size of the generated-call tests
 	SCOPESHIM_FUZZ_EXAMPLES=5000 $(BIN)/pytest tests/bus/test_fuzz.py
+
+# Benchmarks side by side (bench/run.py): scopeshim (fake; cgroup2 in tests/e2e/sandbox.sh) vs
+# the real systemd 252 (../shared/lab), python-dbusmock's systemd template and a dbus-fast floor,
+# each on its own private bus. Outputs in bench/results/. BENCH_QUICK=1: fewer repeats, 100 and
+# 1,000 live units only; BENCH_ONLY=floor,scopeshim-fake,...: a subset.
+BENCH_QUICK ?=
+BENCH_ONLY ?=
+$(VENV)/.bench-deps: pyproject.toml $(BIN)/scopeshim
+	$(BIN)/pip install -q -e '.[test,dev,bench]'
+	@touch $@
+
+bench: deps venv $(VENV)/.bench-deps
+	$(BIN)/python bench/run.py $(if $(BENCH_QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
+
+# `make install [DESTDIR=...] [PREFIX=/usr/local] [INIT=sysvinit]` (packaging/install.sh):
+# scopeshim in its own Python environment (PREFIX/lib/scopeshim, built with INSTALL_PYTHON and
+# pip), PREFIX/sbin/scopeshim, /etc/scopeshim/scopeshim.toml, scopeshim(8) and
+# scopeshim.toml(5), the system bus policy (/etc/dbus-1/system.d/scopeshim.conf), the D-Bus
+# activation file (/usr/local/share/dbus-1/system-services, ahead of the distribution's) and
+# the service definition for INIT (sysvinit openrc runit s6 upstart none; copies of all in
+# PREFIX/share/scopeshim/init). `make uninstall` removes it (changed configuration stays).
+PREFIX ?= /usr/local
+DESTDIR ?=
+INIT ?= sysvinit
+INSTALL_PYTHON ?= /usr/bin/python3
+INSTALL_VARS = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" INIT="$(INIT)" \
+	INSTALL_PYTHON="$(INSTALL_PYTHON)" SBINDIR="$(SBINDIR)" LIBDIR="$(LIBDIR)" \
+	DATADIR="$(DATADIR)" MANDIR="$(MANDIR)" SYSCONFDIR="$(SYSCONFDIR)" \
+	DBUS_SERVICEDIR="$(DBUS_SERVICEDIR)" DBUS_POLICYDIR="$(DBUS_POLICYDIR)" \
+	PIP_INSTALL_ARGS="$(PIP_INSTALL_ARGS)"
+
+.PHONY: install uninstall
+install:
+	@$(INSTALL_VARS) packaging/install.sh install
+
+uninstall:
+	@$(INSTALL_VARS) packaging/install.sh uninstall
 
 lint: venv
 	$(BIN)/ruff check .

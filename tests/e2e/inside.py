@@ -24,7 +24,9 @@ def report(**fields: Any) -> None:
 
 
 def start_scopeshim(backend: str = "cgroup2") -> subprocess.Popen[bytes]:
-    log = open(Path(os.environ["SCOPESHIM_E2E_RUN"]) / "scopeshim.log", "wb")  # noqa: SIM115
+    """scopeshim on the sandbox's bus with the e2e configuration; its log is appended to
+    RUN/scopeshim.log (a restart after a crash writes on where the first run stopped)."""
+    log = open(Path(os.environ["SCOPESHIM_E2E_RUN"]) / "scopeshim.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
         [
             sys.executable,

@@ -7,6 +7,10 @@
 #     hierarchies are hidden, so nothing inside can touch them);
 #   - a private system bus at /run/dbus/system_bus_socket (never the host's).
 # Usage: sandbox.sh [--timeout SEC] -- COMMAND [ARGS...]
+# Environment: SCOPESHIM_E2E_KEEP=DIR copies the run's logs (*.log: the daemon's, logind's,
+# dbus-daemon's) to DIR before the run directory is removed; SCOPESHIM_E2E_TAG=WORD goes
+# into the names of the cgroup subtree and the run directory, so that a harness can tell its
+# own runs from anyone else's when it checks that nothing is left.
 # Exit: COMMAND's status; 77 when this machine cannot run it (the reason on stderr);
 # 124 when the timeout killed it.
 set -euo pipefail
@@ -29,10 +33,12 @@ cg2=$(findmnt -n -t cgroup2 -o TARGET | head -n1)
 unshare --cgroup --mount --pid --fork true 2>/dev/null || skip "unshare of cgroup/mount/pid namespaces refused"
 
 here=$(cd "$(dirname "$0")" && pwd)
-name="scopeshim-test-e2e-$$-$RANDOM"
+tag=${SCOPESHIM_E2E_TAG:-}
+case $tag in *[!A-Za-z0-9]*) echo "sandbox: SCOPESHIM_E2E_TAG must be alphanumeric" >&2; exit 2 ;; esac
+name="scopeshim-test-e2e-${tag:+$tag-}$$-$RANDOM"
 sub="$cg2/$name"
 mkdir "$sub" || skip "cannot create $sub"
-run=$(mktemp -d /tmp/scopeshim-e2e.XXXXXX)
+run=$(mktemp -d "/tmp/scopeshim-e2e.${tag:+$tag-}XXXXXX")
 
 cleanup() {
   # whatever is left in the subtree is ours: end it, then remove the subtree bottom-up
@@ -47,6 +53,9 @@ cleanup() {
     sleep 0.1
   done
   [ -d "$sub" ] && echo "sandbox: could not remove $sub" >&2
+  if [ -n "${SCOPESHIM_E2E_KEEP:-}" ]; then
+    mkdir -p "$SCOPESHIM_E2E_KEEP" && cp "$run"/*.log "$SCOPESHIM_E2E_KEEP"/ 2>/dev/null || true
+  fi
   rm -rf "$run"
 }
 trap cleanup EXIT

@@ -6,11 +6,12 @@ user.slice/user-UID.slice, the session and user on login1 (loginctl and D-Bus), 
 systemd1, the runtime directory; then, after close_session, the session closing; and after
 pamtester's exit, scope, session and user gone.
 
-The login is for an unprivileged user that exists only in this sandbox: /etc/passwd,
-/etc/group and /etc/pam.d are bind-mounted copies in the sandbox's private mount namespace;
-the host's files are never written.
+The login is for root or for an unprivileged user that exists only in this sandbox:
+/etc/passwd, /etc/group and /etc/pam.d are bind-mounted copies in the sandbox's private mount
+namespace; the host's files are never written. loginctl is the one of logind's build.
 
-Usage: scenario_pam.py [--logind PATH]; prints one JSON object per step.
+Usage: scenario_pam.py [--logind PATH] [--user root|unprivileged]; prints one JSON object
+per step.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,22 +27,26 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.e2e.inside import connect, report, start_scopeshim, stop, wait_name
-from tests.e2e.scenario_logind import (
+from tests.e2e.logind_kit import (
     INSTALLED_LOGIND,
     LOGIN1,
+    ROOT_USER,
     SYSTEMD1,
+    Logs,
     Signals,
+    TestUser,
     cgroup_dir,
-    log_excerpt,
     login1_session,
     login1_user,
     logind_version,
+    private_user,
+    run_booted,
     runtime_dir,
     start_logind,
     unit_state,
+    version_tool,
 )
 
-USER = "scopeshim-e2e"
 SERVICE = "scopeshim-e2e"
 SHOW_SESSION = [
     f"--property={p}"
@@ -52,31 +56,10 @@ SHOW_USER = [f"--property={p}" for p in ("UID", "Name", "State", "RuntimePath", 
 HOOK = Path(__file__).resolve().with_name("pam") / "session-hook.sh"
 
 
-def free_id(table: str, start: int = 4711) -> int:
-    """A number no entry of /etc/passwd or /etc/group uses (field 3)."""
-    used = {
-        int(fields[2])
-        for line in Path(table).read_text().splitlines()
-        if len(fields := line.split(":")) > 2 and fields[2].isdigit()
-    }
-    return next(i for i in range(start, 60000) if i not in used)
-
-
-def private_login_files(pam: Path) -> tuple[int, str]:
-    """Bind-mount copies of /etc/passwd and /etc/group with the test user, and an /etc/pam.d
-    holding only the test service, over the originals (this mount namespace only)."""
-    uid = free_id("/etc/passwd")
-    gid = free_id("/etc/group", uid)
-    home = f"/run/home/{USER}"
-    Path(home).mkdir(parents=True)
-    os.chown(home, uid, gid)
-    passwd, group, pamd = pam / "passwd", pam / "group", pam / "pam.d"
-    shutil.copy2("/etc/passwd", passwd)
-    shutil.copy2("/etc/group", group)
-    with passwd.open("a") as f:
-        f.write(f"{USER}:x:{uid}:{gid}:scopeshim e2e login:{home}:/bin/sh\n")
-    with group.open("a") as f:
-        f.write(f"{USER}:x:{gid}:\n")
+def private_pam_service(pam: Path) -> None:
+    """An /etc/pam.d holding only the test service, bind-mounted over the original (this
+    mount namespace only)."""
+    pamd = pam / "pam.d"
     pamd.mkdir()
     (pamd / SERVICE).write_text(
         "# scopeshim e2e: a session through pam_systemd, then a hook that reports it\n"
@@ -85,9 +68,7 @@ def private_login_files(pam: Path) -> tuple[int, str]:
         "session  required pam_systemd.so\n"
         f"session  required pam_exec.so /bin/sh {HOOK} {pam}\n"
     )
-    for source, target in ((passwd, "/etc/passwd"), (group, "/etc/group"), (pamd, "/etc/pam.d")):
-        subprocess.run(["mount", "--bind", str(source), target], check=True)
-    return uid, home
+    subprocess.run(["mount", "--bind", str(pamd), "/etc/pam.d"], check=True)
 
 
 async def hook_report(pam: Path, pam_type: str, timeout: float) -> dict[str, Any] | None:
@@ -115,14 +96,10 @@ _BOOTED = (
 )
 
 
-def loginctl(*args: str) -> dict[str, str]:
-    """`loginctl show-...` as a dict, or {"error": its message}."""
-    proc = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", _BOOTED, "loginctl", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+def loginctl(command: list[str], *args: str) -> dict[str, str]:
+    """`loginctl show-...` (COMMAND: the loginctl of logind's build) as a dict, or
+    {"error": its message}."""
+    proc = run_booted([*command, "--no-pager", *args])
     if proc.returncode != 0:
         return {"error": proc.stderr.strip()}
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
@@ -153,12 +130,16 @@ def own_cgroup(pid: int) -> str | None:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logind", default=INSTALLED_LOGIND)
+    parser.add_argument("--user", choices=("root", "unprivileged"), default="unprivileged")
     args = parser.parse_args()
     run = Path(os.environ["SCOPESHIM_E2E_RUN"])
     pam = run / "pam"
     pam.mkdir()
-    uid, home = private_login_files(pam)
-    report(step="setup", uid=uid, home=home, logind=logind_version(args.logind))
+    user: TestUser = ROOT_USER if args.user == "root" else private_user(pam)
+    private_pam_service(pam)
+    uid, name = user.uid, user.name
+    ctl = version_tool(args.logind, "loginctl")
+    report(step="setup", uid=uid, user=name, home=user.home, logind=logind_version(args.logind))
     daemon = start_scopeshim()
     bus = await connect()
     logind = pamtester = None
@@ -169,7 +150,7 @@ async def main() -> None:
         logind = start_logind(args.logind, run)
         await wait_name(bus, LOGIN1)
         pamtester = subprocess.Popen(
-            ["pamtester", "-v", SERVICE, USER, "open_session", "close_session"],
+            ["pamtester", "-v", SERVICE, name, "open_session", "close_session"],
             stdin=subprocess.DEVNULL,
             stdout=pamtester_log,
             stderr=subprocess.STDOUT,
@@ -208,8 +189,8 @@ async def main() -> None:
             scope_cgroup=cgroup_dir(f"{user_slice}/{unit}"),
             session_by_pid=busctl_login1("GetSessionByPID", pamtester.pid),
             user_by_pid=busctl_login1("GetUserByPID", pamtester.pid),
-            loginctl_session=loginctl("show-session", sid, *SHOW_SESSION),
-            loginctl_user=loginctl("show-user", str(uid), *SHOW_USER),
+            loginctl_session=loginctl(ctl, "show-session", sid, *SHOW_SESSION),
+            loginctl_user=loginctl(ctl, "show-user", str(uid), *SHOW_USER),
             session=await login1_session(bus, sid),
             user=await login1_user(bus, uid),
             scope=await unit_state(bus, unit),
@@ -237,10 +218,11 @@ async def main() -> None:
             step="exited",
             pamtester_exit=exit_code,
             output=pamtester_log.read(),
-            scope_removed=await signals.wait("UnitRemoved", unit),
-            session_removed=await signals.wait("SessionRemoved", sid),
-            user_removed=await signals.wait("UserRemoved", uid),
-            slice_removed=await signals.wait("UnitRemoved", f"user-{uid}.slice", 10),
+            scope_removed=await signals.wait(0, "UnitRemoved", unit) is not None,
+            session_removed=await signals.wait(0, "SessionRemoved", sid) is not None,
+            user_removed=await signals.wait(0, "UserRemoved", uid) is not None,
+            slice_removed=await signals.wait(0, "UnitRemoved", f"user-{uid}.slice", timeout=10)
+            is not None,
             scope_cgroup=cgroup_dir(f"{user_slice}/{unit}"),
             slice_cgroup=cgroup_dir(user_slice),
             runtime_dir=runtime_dir(uid),
@@ -262,7 +244,7 @@ async def main() -> None:
         if logind is not None:
             report(step="logind-exit", exit=stop(logind))
         report(step="stopped", exit=stop(daemon))
-        report(step="logs", **log_excerpt(run))
+        report(step="logs", **Logs(run).excerpt({"logind.log": 0, "scopeshim.log": 0}))
 
 
 if __name__ == "__main__":

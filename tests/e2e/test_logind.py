@@ -1,32 +1,65 @@
 """Unmodified systemd-logind 252 (installed), 254 and 257 (Debian's packages, fetched by
-tests/e2e/get-logind.sh into a cache) each run a whole session lifecycle on scopeshim."""
+tests/e2e/get-logind.sh into a cache) run every step of a session's life on scopeshim, for
+uid 0 and an unprivileged uid: the matrix {252, 254, 257} x {root, unprivileged} x {step}.
+
+One sandbox run of scenario_logind.py per (version, user) does all steps in order (each step
+ends with nothing of it left, or says what was left); the runs go SCOPESHIM_E2E_JOBS at a
+time (default 3) while the cases are reported in order. Each case passes when every check
+of its step did; a failure lists the checks that failed with what was seen, and what
+logind's and the daemon's logs said during the step.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import HERE, run_in_sandbox
+from tests.e2e.conftest import HERE, SKIP
 
 VERSIONS = ("252", "254", "257")
+USERS = ("root", "unprivileged")
+STEPS = (
+    "open",
+    "release",
+    "user-stop-delay",
+    "terminate-session",
+    "terminate-user",
+    "kill-session-leader",
+    "kill-session-all",
+    "kill-user",
+    "kill-user-processes",
+    "loginctl",
+    "poweroff",
+    "suspend",
+    "logind-restart",
+    "scopeshim-crash",
+    "teardown",
+)
 CANNOT_FETCH = 77
+RUN_TIMEOUT = 600
 
 
-def fetch_logind(version: str) -> str:
-    """The path of a program that runs logind VERSION; skip only when it cannot be had here
-    (no network, no apt), with get-logind.sh's reason."""
+def fetch_logind(version: str) -> tuple[str | None, str]:
+    """(the path of a program that runs logind VERSION, "") or (None, why it cannot be had
+    here: no network, no apt) ; a broken fetch raises."""
     proc = subprocess.run(
         [str(HERE / "get-logind.sh"), version], capture_output=True, text=True, timeout=900
     )
     if proc.returncode == CANNOT_FETCH:
         lines = [line.strip() for line in proc.stderr.splitlines()]
         apt = [line for line in lines if line.startswith(("E:", "W:", "Err:"))]
-        pytest.skip(" | ".join([lines[-1], *apt]))
+        return None, " | ".join([lines[-1], *apt])
     assert proc.returncode == 0, f"get-logind.sh {version}: exit {proc.returncode}\n{proc.stderr}"
-    return proc.stdout.strip()
+    return proc.stdout.strip(), ""
 
 
 def steps(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -38,49 +71,107 @@ def explain(events: dict[str, dict[str, Any]]) -> str:
     return "\n".join(json.dumps(e, indent=1) for e in events.values())
 
 
-@pytest.mark.timeout(400)
-@pytest.mark.parametrize("version", VERSIONS)
-def test_logind_session_lifecycle(python: str, version: str) -> None:
-    logind = fetch_logind(version)
-    events = steps(
-        run_in_sandbox(
-            python, str(HERE / "scenario_logind.py"), "--logind", logind, "--uid", "0", timeout=180
+@dataclass
+class Outcome:
+    """One sandbox run: its steps by name, or why it was skipped, or how it broke."""
+
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: str = ""
+    returncode: int = 0
+    stderr: str = ""
+
+
+def run_scenario(script: str, version: str, *args: str, timeout: int = RUN_TIMEOUT) -> Outcome:
+    logind, why = fetch_logind(version)
+    if logind is None:
+        return Outcome(skipped=why)
+    proc = subprocess.run(
+        [str(HERE / "sandbox.sh"), "--timeout", str(timeout), "--", sys.executable,
+         str(HERE / script), "--logind", logind, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 60,
+    )  # fmt: skip
+    if proc.returncode == SKIP:
+        return Outcome(skipped=proc.stderr.strip() or "the sandbox cannot run here")
+    events = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    return Outcome(steps(events), returncode=proc.returncode, stderr=proc.stderr[-4000:])
+
+
+class Matrix:
+    """The (version, user) runs the selected cases need, started together on first use,
+    SCOPESHIM_E2E_JOBS at a time."""
+
+    def __init__(self, wanted: list[tuple[str, str]]) -> None:
+        self.wanted = wanted
+        self.jobs = max(1, int(os.environ.get("SCOPESHIM_E2E_JOBS", "3")))
+        self._pool: ThreadPoolExecutor | None = None
+        self._runs: dict[tuple[str, str], Future[Outcome]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, version: str, user: str) -> Outcome:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="e2e-matrix")
+                for v, u in self.wanted:
+                    self._runs[v, u] = self._pool.submit(
+                        run_scenario, "scenario_logind.py", v, "--user", u
+                    )
+        return self._runs[version, user].result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="session")
+def matrix(request: pytest.FixtureRequest) -> Iterator[Matrix]:
+    wanted = []
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.name.startswith("test_logind[") and "version" in params:
+            pair = (params["version"], params["user"])
+            if pair not in wanted:
+                wanted.append(pair)
+    m = Matrix(wanted)
+    yield m
+    m.close()
+
+
+def failed_checks(event: dict[str, Any]) -> str:
+    """The failed checks of a step, then what the logs said while it ran."""
+    out = []
+    for label, ok, detail in event.get("checks", []):
+        if not ok:
+            text = detail if isinstance(detail, str) else json.dumps(detail, indent=1)
+            out.append(f"- {label}:\n    " + text.replace("\n", "\n    "))
+    logs = event.get("logs") or {}
+    for key, lines in logs.items():
+        if lines:
+            out.append(f"{key}:\n    " + "\n    ".join(lines))
+    return "\n".join(out)
+
+
+CASES = [(v, u, s) for v in VERSIONS for u in USERS for s in STEPS]
+
+
+@pytest.mark.timeout(RUN_TIMEOUT * 3)
+@pytest.mark.parametrize(("version", "user", "step"), CASES, ids=["-".join(c) for c in CASES])
+def test_logind(
+    matrix: Matrix, request: pytest.FixtureRequest, version: str, user: str, step: str
+) -> None:
+    request.node.user_properties.append(("case", f"logind {version}  {user:<12}  {step}"))
+    outcome = matrix.get(version, user)
+    if outcome.skipped:
+        pytest.skip(outcome.skipped)
+    setup = outcome.steps.get("setup", {})
+    event = outcome.steps.get(step)
+    if event is None:
+        ran = [s for s in outcome.steps if s != "setup"]
+        pytest.fail(
+            f"the run ended (exit {outcome.returncode}) before step {step}; steps done: {ran}\n"
+            f"{outcome.stderr}"
         )
-    )
-    why = explain(events)
-    assert events["logind"]["version"].startswith(f"systemd {version} "), why
-
-    # CreateSession: the leader sits in the session scope under the user's slice
-    created = events["created"]
-    assert created["ok"] is True, why
-    sid = created["session"]
-    scope = f"session-{sid}.scope"
-    assert created["cgroup"] == f"0::/user.slice/user-0.slice/{scope}", why
-    assert created["runtime_path"] == "/run/user/0", why
-
-    # while it is open: logind's session and user, systemd1's scope, the runtime directory
-    opened = events["open"]
-    assert opened["session"]["Scope"] == scope, why
-    assert opened["session"]["State"] in ("active", "online"), why
-    assert opened["session"]["Leader"] == created["pid"], why
-    assert opened["user"]["State"] in ("active", "online"), why
-    assert opened["user"]["RuntimePath"] == "/run/user/0", why
-    assert opened["scope"]["ActiveState"] == "active", why
-    assert opened["scope_cgroup"] == {"exists": True, "procs": [created["pid"]]}, why
-    assert opened["runtime_dir"]["exists"] is True, why
-    assert opened["runtime_dir"]["owner"] == 0, why
-
-    # ReleaseSession and the leader's exit: scope, session, user and slice all go
-    released = events["released"]
-    assert released["ok"] is True and released["client_exit"] == 0, why
-    assert released["scope_removed"] is True, why
-    assert released["session_removed"] is True, why
-    assert released["user_removed"] is True, why
-    assert released["slice_removed"] is True, why
-    assert released["scope_cgroup"] == {"exists": False}, why
-    assert released["slice_cgroup"] == {"exists": False}, why
-    assert released["runtime_dir"] == {"exists": False}, why
-    assert released["session"]["error"] == "org.freedesktop.DBus.Error.UnknownObject", why
-
-    assert events["logind-exit"]["exit"] == 0, why
-    assert events["stopped"]["exit"] == 0, why
+    request.node.user_properties.append(("seconds", event.get("seconds")))
+    assert str(setup.get("logind", "")).startswith(f"systemd {version} "), setup
+    assert event["ok"], f"{step} (logind {version}, {user}):\n{failed_checks(event)}"

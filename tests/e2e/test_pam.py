@@ -1,6 +1,6 @@
 """A real PAM login on scopeshim: pamtester opens and closes a session through the host's
-unmodified pam_systemd.so, for an unprivileged user that exists only in the sandbox, with
-logind 252 (installed), 254 and 257 (fetched by tests/e2e/get-logind.sh)."""
+unmodified pam_systemd.so, for root and for an unprivileged user that exists only in the
+sandbox, with logind 252 (installed), 254 and 257 (fetched by tests/e2e/get-logind.sh)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import shutil
 import pytest
 
 from compat.buspath import label_escape
-from tests.e2e.conftest import HERE, run_in_sandbox
-from tests.e2e.test_logind import VERSIONS, explain, fetch_logind, steps
+from tests.e2e.test_logind import USERS, VERSIONS, explain, run_scenario
 
-USER = "scopeshim-e2e"
+SERVICE = "scopeshim-e2e"
+CASES = [(v, u) for v in VERSIONS for u in USERS]
 
 
 def pam_systemd_installed() -> bool:
@@ -24,20 +24,25 @@ def pam_systemd_installed() -> bool:
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("version", VERSIONS)
-def test_pam_login_through_pam_systemd(python: str, version: str) -> None:
+@pytest.mark.parametrize(("version", "user"), CASES, ids=["-".join(c) for c in CASES])
+def test_pam_login_through_pam_systemd(
+    request: pytest.FixtureRequest, version: str, user: str
+) -> None:
+    request.node.user_properties.append(("case", f"logind {version}  {user:<12}  pam-login"))
     if shutil.which("pamtester") is None:
         pytest.skip("pamtester is not installed (make deps installs it)")
     if not pam_systemd_installed():
         pytest.skip("pam_systemd.so is not installed (make deps installs libpam-systemd)")
-    logind = fetch_logind(version)
-    events = steps(
-        run_in_sandbox(python, str(HERE / "scenario_pam.py"), "--logind", logind, timeout=180)
-    )
-    why = explain(events)
+    outcome = run_scenario("scenario_pam.py", version, "--user", user, timeout=180)
+    if outcome.skipped:
+        pytest.skip(outcome.skipped)
+    events = outcome.steps
+    why = explain(events) + "\n" + outcome.stderr
+    assert outcome.returncode == 0, why
     setup = events["setup"]
     assert setup["logind"].startswith(f"systemd {version} "), why
-    uid = setup["uid"]
+    uid, name = setup["uid"], setup["user"]
+    assert (uid == 0) is (user == "root"), why
 
     # open_session: pamtester itself sits in session-N.scope under user.slice/user-UID.slice
     opened = events["open_session"]
@@ -62,8 +67,8 @@ def test_pam_login_through_pam_systemd(python: str, version: str) -> None:
     assert opened["user_by_pid"] == f"/org/freedesktop/login1/user/_{uid}", why
     shown = opened["loginctl_session"]
     assert shown.get("Scope") == scope, why
-    assert shown.get("Name") == USER, why
-    assert shown.get("Service") == "scopeshim-e2e", why
+    assert shown.get("Name") == name, why
+    assert shown.get("Service") == SERVICE, why
     assert shown.get("Leader") == str(pid), why
     assert shown.get("State") in ("active", "online"), why
     assert opened["loginctl_user"].get("State") in ("active", "online"), why
@@ -76,6 +81,8 @@ def test_pam_login_through_pam_systemd(python: str, version: str) -> None:
     assert closing["session"]["State"] == "closing", why
     assert closing["pamtester_cgroup"] == cgroup, why
     assert closing["scope"]["ActiveState"] == "active", why
+    # (logind stops the session, abandoning the scope, once pamtester closes the session
+    # FIFO at its exit, or RELEASE_USEC = 20 s after ReleaseSession)
 
     # pamtester's exit empties the scope: scope, session, user, slice and runtime dir go
     exited = events["exited"]

@@ -25,7 +25,9 @@ class Capability(enum.StrEnum):
     LIMITS = "limits"  # resource attribute files
     DELEGATE = "delegate"  # sub-cgroups below a unit's cgroup
     PIDFD = "pidfd"  # exits noticed through pidfds
-    DEVICES = "devices"  # DevicePolicy=/DeviceAllow= can be enforced (v1 devices controller)
+    # DevicePolicy=/DeviceAllow= can be enforced (v1 devices controller, or a cgroup2
+    # BPF_PROG_TYPE_CGROUP_DEVICE program: backends/bpfdev.py)
+    DEVICES = "devices"
 
 
 def normalise(path: str) -> str:

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from backends import bpfdev
 from backends.base import BackendError, Capability, EmptyCallback, Usage, normalise
 from backends.resources import Totals, block_device_number, unified_plan
 
@@ -107,6 +108,15 @@ class Cgroup2Backend:
         caps = {Capability.KILL, Capability.LIMITS, Capability.DELEGATE}
         if (self.root / "cgroup.freeze").exists() or self._root_cgroup == "/":
             caps.add(Capability.FREEZE)
+        # -- device filters (backends/bpfdev.py): DevicePolicy=/DeviceAllow= are enforced by a
+        # BPF program per unit, where the root is a cgroup2 mount and bpf(2) loads them
+        self._devices: bpfdev.DeviceFilters | None = None
+        if self._root_cgroup is not None:
+            kernel, _why = bpfdev.probe()
+            if kernel is not None:
+                self._devices = bpfdev.DeviceFilters(kernel)
+                caps.add(Capability.DEVICES)
+        # -- end device filters
         self.capabilities = frozenset(caps)
         self.totals = Totals.of_this_machine()
         self._inotify: _Inotify | None = None
@@ -146,6 +156,11 @@ class Cgroup2Backend:
                 sub.rmdir()  # cgroup-v2.rst: an empty cgroup is removed with rmdir
         except OSError as e:
             raise BackendError(f"cannot remove cgroup {path}: {e.strerror}", e.errno) from None
+        finally:
+            # -- device filters: rmdir detached the removed cgroups' programs (the kernel's
+            # cgroup_bpf_release); close their fds. A cgroup still there keeps its filter.
+            if self._devices is not None:
+                self._devices.forget(normalise(path), self.exists)
 
     def attach(self, path: str, pids: Iterable[int]) -> None:
         procs = self._dir(path) / "cgroup.procs"
@@ -248,6 +263,11 @@ class Cgroup2Backend:
                 self.set_attribute(path, attribute, value)
             except BackendError as e:
                 plan.notes.append(f"{attribute}={value} not applied: {e}")
+        # -- device filters: DevicePolicy=/DeviceAllow= (backends/bpfdev.py)
+        if self._devices is not None:
+            plan.notes.extend(self._devices.apply(normalise(path), self._dir(path), settings))
+        else:
+            plan.notes.extend(bpfdev.not_enforced(settings))
         return plan.notes
 
     def _number(self, path: str, attribute: str, key: str | None = None) -> int | None:
@@ -379,6 +399,8 @@ class Cgroup2Backend:
                 self._inotify.remove(entry[0])
 
     def close(self) -> None:
+        if self._devices is not None:  # -- device filters: fds closed, programs stay attached
+            self._devices.close()
         for path in list(self._watches):
             self.unwatch(path)
         if self._inotify is not None:

@@ -33,7 +33,10 @@ class Merge(enum.Enum):
     """How repeated assignments of one property combine."""
 
     LAST = "last"  # scalars: the last assignment wins
-    APPEND = "append"  # lists: entries append; an empty list resets (DeviceAllow, IO lists)
+    APPEND = "append"  # lists: entries append; an empty list resets (IO lists)
+    # DeviceAllow: systemd 252 (dbus-cgroup.c) updates the rights of a path it has in place and
+    # LIST_PREPENDs a new one, so the list reads back newest first; an empty list resets
+    PREPEND = "prepend"
 
 
 class Phase(enum.Flag):
@@ -377,7 +380,7 @@ _SPECS: list[PropertySpec] = [
     _spec("TasksMax", "t", check=_positive_limit),
     _spec("TasksMaxScale", "u", check=_scale),
     _spec("DevicePolicy", "s", check=_enum(DevicePolicy)),
-    _spec("DeviceAllow", "a(ss)", merge=Merge.APPEND, check=_device_allow),
+    _spec("DeviceAllow", "a(ss)", merge=Merge.PREPEND, check=_device_allow),
     _spec("IPAddressAllow", "a(iayu)", merge=Merge.APPEND),
     _spec("IPAddressDeny", "a(iayu)", merge=Merge.APPEND),
     _spec("BPFProgram", "a(ss)", _CGROUP, _T, check=_bpf_program),
@@ -428,10 +431,37 @@ def parse_assignments(
     return out
 
 
+def _same_path(a: str, b: str) -> bool:
+    # systemd's path_equal(): repeated "/", "." components and a trailing "/" do not count
+    def parts(p: str) -> tuple[bool, list[str]]:
+        return p.startswith("/"), [c for c in p.split("/") if c not in ("", ".")]
+
+    return parts(a) == parts(b)
+
+
+def _prepend_devices(current: object, entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """DeviceAllow as systemd 252 merges it: a known path takes the new rights where it is,
+    a new path goes first; rights are stored as flags, so they read back as "rwm" ordered."""
+    out = [(str(p), str(r)) for p, r in current] if isinstance(current, list) else []
+    for path, rights in entries:
+        flags = "".join(c for c in "rwm" if c in rights)
+        for i, (known, _) in enumerate(out):
+            if _same_path(known, path):
+                out[i] = (known, flags)
+                break
+        else:
+            out.insert(0, (path, flags))
+    return out
+
+
 def merge_into(settings: dict[str, object], assignments: Sequence[Assignment]) -> None:
-    """Apply assignments: scalars last-wins, lists append (an empty list resets)."""
+    """Apply assignments: scalars last-wins, lists append (an empty list resets), DeviceAllow
+    prepends (Merge.PREPEND)."""
     for a in assignments:
-        if a.merge is Merge.APPEND:
+        if a.merge is Merge.PREPEND:
+            assert isinstance(a.value, list)
+            settings[a.name] = _prepend_devices(settings.get(a.name), a.value) if a.value else []
+        elif a.merge is Merge.APPEND:
             assert isinstance(a.value, list)
             if not a.value:
                 settings[a.name] = []

@@ -124,8 +124,8 @@ class Manager(Restore):
         return settings
 
     def _check_backend_support(self, assignments: Sequence[Assignment]) -> None:
-        # device access control needs the v1 devices controller (or a BPF program, which
-        # scopeshim does not install): refuse it the way crun expects, so it can fall back
+        # device access control needs the v1 devices controller or a cgroup2 BPF device
+        # program (bpfdev.py); where neither works, refuse it the way crun expects
         if Capability.DEVICES not in self.backend.capabilities:
             for a in assignments:
                 if a.name in ("DevicePolicy", "DeviceAllow"):

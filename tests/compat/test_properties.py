@@ -71,6 +71,22 @@ def test_empty_list_resets_device_allow():
     assert s["DeviceAllow"] == []
 
 
+def test_device_allow_prepends_and_updates_in_place():
+    """systemd 252 dbus-cgroup.c: a new path is LIST_PREPENDed, a known one (path_equal) takes
+    the new rights where it is, rights read back as "rwm" flags. Observed with runc 1.1.5
+    against the real systemd 252: the list reads back in the reverse of the order sent
+    (tests/e2e/test_clients_runc.py)."""
+    s = parse(
+        [
+            ("DeviceAllow", "a(ss)", [("/dev/null", "rw"), ("char-pts", "rwm")]),
+            ("DeviceAllow", "a(ss)", [("/dev/zero", "r"), ("/dev//null", "mr")]),
+        ]
+    )
+    assert s["DeviceAllow"] == [("/dev/zero", "r"), ("char-pts", "rwm"), ("/dev/null", "rm")]
+    s = parse([("DeviceAllow", "a(ss)", [("/dev/null", "r")]), ("DeviceAllow", "a(ss)", [])])
+    assert s["DeviceAllow"] == []
+
+
 def test_scale_and_absolute_replace_each_other():
     s = parse([("MemoryMax", "t", 100), ("MemoryMaxScale", "u", 2**31)])
     assert "MemoryMax" not in s and s["MemoryMaxScale"] == 2**31

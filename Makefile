@@ -68,7 +68,7 @@ fuzz: deps venv  # the nightly size of the generated-call tests
 # fuzz test (make test runs 1,000 cycles and 200 calls)
 stress: deps venv
 	SCOPESHIM_STRESS_CYCLES=10000 SCOPESHIM_FUZZ_EXAMPLES=20000 \
-	  $(BIN)/pytest -s tests/bus/test_load.py tests/bus/test_fuzz.py
+	  $(BIN)/pytest -s --timeout 3600 tests/bus/test_load.py tests/bus/test_fuzz.py
 
 # Benchmarks side by side (bench/run.py): scopeshim (fake; cgroup2 in tests/e2e/sandbox.sh) vs
 # the real systemd 252 (../shared/lab), python-dbusmock's systemd template and a dbus-fast floor,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import errno
+import os
+import signal as _signal
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -28,6 +30,24 @@ class Capability(enum.StrEnum):
     # DevicePolicy=/DeviceAllow= can be enforced (v1 devices controller, or a cgroup2
     # BPF_PROG_TYPE_CGROUP_DEVICE program: backends/bpfdev.py)
     DEVICES = "devices"
+
+
+def signal_pids(pids: Iterable[int], signal: int) -> int:
+    """Signal each process through a pidfd (no PID reuse race); how many were signalled."""
+    count = 0
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue  # gone already
+        try:
+            _signal.pidfd_send_signal(fd, signal)
+            count += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return count
 
 
 def normalise(path: str) -> str:

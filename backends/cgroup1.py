@@ -55,7 +55,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.base import BackendError, Capability, EmptyCallback, Usage, normalise
+from backends.base import (
+    BackendError,
+    Capability,
+    EmptyCallback,
+    Usage,
+    normalise,
+    signal_pids,
+)
 from backends.cgroup2 import _DELEGATE_FILES, _Inotify
 from backends.detect import CGROUP_MOUNT, Mount, parse_mountinfo
 from backends.resources import LEGACY_CONTROLLERS, Totals, legacy_plan
@@ -600,19 +607,8 @@ class Cgroup1Backend:
             todo = [p for p in self.pids(path, recursive) if p not in signalled]
             if not todo:
                 break
-            for pid in todo:
-                signalled.add(pid)
-                try:
-                    fd = os.pidfd_open(pid)
-                except OSError:
-                    continue
-                try:
-                    _signal.pidfd_send_signal(fd, signal)
-                    count += 1
-                except OSError:
-                    pass
-                finally:
-                    os.close(fd)
+            signalled.update(todo)
+            count += signal_pids(todo, signal)
         # cgroup-v1/freezer-subsystem.rst: frozen tasks only die once thawed
         frozen = self._freezer and self._read(self._freezer, path, "freezer.state")
         if signal == _signal.SIGKILL and self._freezer and frozen in ("FROZEN", "FREEZING"):

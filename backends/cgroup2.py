@@ -18,7 +18,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from backends import bpfdev
-from backends.base import BackendError, Capability, EmptyCallback, Usage, normalise
+from backends.base import (
+    BackendError,
+    Capability,
+    EmptyCallback,
+    Usage,
+    normalise,
+    signal_pids,
+)
 from backends.resources import Totals, block_device_number, unified_plan
 
 _IN_MODIFY = 0x2
@@ -337,20 +344,7 @@ class Cgroup2Backend:
         if signal == _signal.SIGKILL and recursive and kill_file.exists():
             self.set_attribute(path, "cgroup.kill", "1")  # cgroup-v2.rst, Linux 5.14+
             return len(pids)
-        count = 0
-        for pid in pids:
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                continue
-            try:
-                _signal.pidfd_send_signal(fd, signal)
-                count += 1
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-        return count
+        return signal_pids(pids, signal)
 
     def freeze(self, path: str) -> None:
         self.set_attribute(path, "cgroup.freeze", "1")

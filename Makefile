@@ -64,11 +64,12 @@ demo: deps venv
 fuzz: deps venv  # the nightly size of the generated-call tests
 	SCOPESHIM_FUZZ_EXAMPLES=5000 $(BIN)/pytest tests/bus/test_fuzz.py
 
-# the larger load run: 10,000 start/stop cycles from 50 clients, 20,000 generated calls per
-# fuzz test (make test runs 1,000 cycles and 200 calls)
-stress: deps venv
-	SCOPESHIM_STRESS_CYCLES=10000 SCOPESHIM_FUZZ_EXAMPLES=20000 \
-	  $(BIN)/pytest -s --timeout 3600 tests/bus/test_load.py tests/bus/test_fuzz.py
+# the larger load run: 10,000 start/stop cycles from 50 clients, 1,000 logind sessions, 20,000
+# generated calls per fuzz test (make test: 1,000 cycles, 200 sessions, 200 calls)
+stress: deps venv logind
+	SCOPESHIM_STRESS_CYCLES=10000 SCOPESHIM_STRESS_SESSIONS=1000 SCOPESHIM_FUZZ_EXAMPLES=20000 \
+	  $(BIN)/pytest -s --timeout 3600 tests/bus/test_load.py tests/e2e/test_cycles.py \
+	  tests/bus/test_fuzz.py
 
 # Benchmarks side by side (bench/run.py): scopeshim (fake; cgroup2 in tests/e2e/sandbox.sh) vs
 # the real systemd 252 (../shared/lab), python-dbusmock's systemd template and a dbus-fast floor,

@@ -226,6 +226,11 @@ _GETTERS: dict[str, Getter] = {
     # systemd.service(5): the Type= a handled service imitates (shim/core/policy.py)
     "Type": lambda m, u: "oneshot" if _remains(u) else "simple",
     "RemainAfterExit": lambda m, u: _remains(u),
+    # systemd.exec(5): no User=/Group= reads as (uid_t) -1; results start out "success"
+    "UID": lambda m, u: 2**32 - 1,
+    "GID": lambda m, u: 2**32 - 1,
+    "ReloadResult": lambda m, u: "success",
+    "CleanResult": lambda m, u: "success",
     # transient units are "bad" with preset "enabled" (observed); units without any file ""
     "UnitFileState": lambda m, u: "bad" if u.transient else "",
     "UnitFilePreset": lambda m, u: "enabled" if u.transient else "",
@@ -325,7 +330,7 @@ class SignalEmitter:
         self._schedule()
 
     def job_removed(self, job: Job, result: str) -> None:
-        self._dirty_jobs.pop(job, None)
+        self._dirty_jobs.pop(job, None)  # a job that ends at once announces no State change
         if job.unit in self._dirty_units:
             self._flush_unit(job.unit)
         self._manager_signal(
@@ -342,19 +347,18 @@ class SignalEmitter:
         for job in list(self._dirty_jobs):
             self._dirty_jobs.pop(job, None)
             if self.svc.manager.jobs.get(job.id) is job:
-                self._send(
-                    Message.new_signal(
-                        buspath.job_path(job.id),
-                        _PROPERTIES_IFACE,
-                        "PropertiesChanged",
-                        "sa{sv}as",
-                        [
-                            "org.freedesktop.systemd1.Job",
-                            {"State": Variant("s", str(job.state))},
-                            [],
-                        ],
-                    )
-                )
+                self._send_job_state(job)
+
+    def _send_job_state(self, job: Job) -> None:
+        self._send(
+            Message.new_signal(
+                buspath.job_path(job.id),
+                _PROPERTIES_IFACE,
+                "PropertiesChanged",
+                "sa{sv}as",
+                ["org.freedesktop.systemd1.Job", {"State": Variant("s", str(job.state))}, []],
+            )
+        )
 
     def _flush_unit(self, unit: Unit) -> None:
         self._dirty_units.pop(unit, None)

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import os
 import signal as _signal
+from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from backends.resources import Totals, unified_plan
 
 def _within(path: str, root: str) -> bool:
     return root == "/" or path == root or path.startswith(root + "/")
+
+
+OPERATIONS_KEPT = 10_000
 
 
 class FakeBackend:
@@ -40,7 +44,9 @@ class FakeBackend:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.operations: list[Operation] = []
+        # the most recent calls (bounded: a long-running fake daemon must not grow with them)
+        self.operations: deque[Operation] = deque(maxlen=OPERATIONS_KEPT)
+        self.n_operations = 0  # every call ever recorded
         self._members: dict[int, str] = {}  # pid -> cgroup path
         self._pidfds: dict[int, int] = {}  # pid -> pidfd
         self._watches: dict[str, EmptyCallback] = {}
@@ -81,6 +87,7 @@ class FakeBackend:
 
     def _record(self, op: str, path: str, *args: object) -> None:
         self.operations.append(Operation(op, path, args))
+        self.n_operations += 1
 
     def _write_procs(self, path: str) -> None:
         d = self._dir(path)

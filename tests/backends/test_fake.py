@@ -24,7 +24,7 @@ async def test_create_attach_records_and_writes_procs(tmp_path, processes):
     assert b.pids("/a.slice") == [p.pid]
     assert b.pids("/a.slice", recursive=False) == []
     assert b.cgroup_of(p.pid) == "/a.slice/x.scope"
-    assert b.operations[:2] == [
+    assert list(b.operations)[:2] == [
         Operation("create", "/a.slice/x.scope"),
         Operation("attach", "/a.slice/x.scope", (p.pid,)),
     ]

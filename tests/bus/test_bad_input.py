@@ -23,7 +23,7 @@ READ_ONLY = "org.freedesktop.DBus.Error.PropertyReadOnly"
 
 def snapshot(daemon: Daemon) -> tuple[object, ...]:
     m = daemon.manager
-    return (sorted(m.units), sorted(m.jobs), len(daemon.backend.operations), m._next_job_id)
+    return (sorted(m.units), sorted(m.jobs), daemon.backend.n_operations, m._next_job_id)
 
 
 def dead_pid() -> int:

@@ -95,7 +95,7 @@ async def test_done_when_scenario(daemon: Daemon, client: Client, processes) -> 
     )
     assert name == "org.freedesktop.systemd1.UnitExists"
     assert message == "Unit foo.scope was already loaded or has a fragment file."
-    assert daemon.backend.operations == ops_before
+    assert list(daemon.backend.operations) == ops_before
 
     # Abandon -> SubState abandoned, still active
     await client.ok("Abandon", path=FOO, interface=SCOPE)

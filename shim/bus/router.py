@@ -12,7 +12,6 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 from compat import errors
 
@@ -170,6 +169,13 @@ _DOCTYPE = (
 )
 
 
+def _attr(value: str) -> str:
+    """An XML attribute value (xml.sax would pull urllib and http.client into start-up)."""
+    return (
+        value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
 class XmlCache:
     """Introspect XML per interface set, built once (children are appended per call)."""
 
@@ -187,7 +193,7 @@ class XmlCache:
                 + "".join(interface_xml(i) for i in interfaces)
             )
             self._cache[key] = head
-        nodes = "".join(f" <node name={quoteattr(c)}/>\n" for c in children)
+        nodes = "".join(f' <node name="{_attr(c)}"/>\n' for c in children)
         return head + nodes + "</node>\n"
 
 

@@ -275,6 +275,20 @@ def _zero(sig: str) -> object:
     return {"s": "", "o": "/", "g": "", "b": False, "d": 0.0}.get(sig, 0)
 
 
+_SIGNALLED: dict[str, tuple[tuple[Prop, ...], list[str]]] = {}
+
+
+def _signalled(iface: Interface) -> tuple[tuple[Prop, ...], list[str]]:
+    """The properties PropertiesChanged carries (EmitsChangedSignal=true) and the names it
+    invalidates, per interface, worked out once."""
+    found = _SIGNALLED.get(iface.name)
+    if found is None:
+        emitting = tuple(p for p in iface.properties.values() if p.emits == "true")
+        invalidated = [n for n, p in iface.properties.items() if p.emits == "invalidates"]
+        found = _SIGNALLED[iface.name] = (emitting, invalidated)
+    return found
+
+
 # -- signals (the core's Listener) ------------------------------------------------------------
 
 
@@ -366,13 +380,10 @@ class SignalEmitter:
             return
         path = buspath.unit_path(unit.name)
         for iface in reversed(interfaces_for(unit)):
-            changed: dict[str, Variant] = {}
-            invalidated: list[str] = []
-            for name, prop in iface.properties.items():
-                if prop.emits == "true":
-                    changed[name] = Variant(prop.sig, get_property(self.svc, unit, prop))
-                elif prop.emits == "invalidates":
-                    invalidated.append(name)
+            emitting, invalidated = _signalled(iface)
+            changed = {
+                p.name: Variant(p.sig, get_property(self.svc, unit, p)) for p in emitting
+            }
             if changed or invalidated:
                 self._send(
                     Message.new_signal(

@@ -49,13 +49,35 @@ def decode(value: Any) -> object:
     return value
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def write_atomic(path: str | Path, text: str, sync: bool = True) -> None:
+    """Write to a temporary name, then rename: readers see the old file or the new one.
+    SYNC flushes to the disk first (pointless on a tmpfs such as /run)."""
+    head, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(head, f".{name}.tmp")
     with open(tmp, "w") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _in_memory(directory: Path) -> bool:
+    """Whether DIRECTORY is on a tmpfs/ramfs (proc(5) mountinfo: the deepest mount)."""
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return False
+    target, best, fstype = str(directory.resolve()), "", ""
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        point = fields[4]
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, fields[fields.index("-") + 1]
+    return fstype in ("tmpfs", "ramfs")
 
 
 def unit_record(unit: Unit) -> dict[str, Any]:
@@ -99,11 +121,14 @@ class StateStore:
         self.dir = Path(directory)
         self.units_dir = self.dir / "units"
         self.units_dir.mkdir(parents=True, exist_ok=True)
+        self._units_prefix = os.fspath(self.units_dir) + "/"
+        self._sync = not _in_memory(self.dir)  # fsync buys nothing on /run's tmpfs
         self._written: dict[str, str] = {}
         self._reserved_job_id = 0
 
-    def _unit_file(self, name: str) -> Path:
-        return self.units_dir / f"{buspath.label_escape(name)}.json"
+    def _unit_file(self, name: str) -> str:
+        # a plain string: pathlib interns every part, and unit names come and go forever
+        return f"{self._units_prefix}{buspath.label_escape(name)}.json"
 
     def load(self) -> Saved:
         units = []
@@ -132,17 +157,17 @@ class StateStore:
         text = json.dumps(unit_record(unit), sort_keys=True)
         if self._written.get(unit.name) == text:
             return
-        write_atomic(self._unit_file(unit.name), text)
+        write_atomic(self._unit_file(unit.name), text, self._sync)
         self._written[unit.name] = text
 
     def drop_unit(self, name: str) -> None:
         self._written.pop(name, None)
         with contextlib.suppress(FileNotFoundError):
-            self._unit_file(name).unlink()
+            os.unlink(self._unit_file(name))
 
     def save_jobs(self, jobs: list[Job]) -> None:
         records = [{"id": j.id, "unit": j.unit.name, "type": str(j.type)} for j in jobs]
-        write_atomic(self.dir / "jobs.json", json.dumps(records))
+        write_atomic(self.dir / "jobs.json", json.dumps(records), self._sync)
 
     def reserve_job_id(self, next_id: int) -> None:
         """Make sure a restart begins at or after NEXT_ID (and after every id handed out)."""

@@ -23,7 +23,7 @@ def _within(path: str, root: str) -> bool:
     return root == "/" or path == root or path.startswith(root + "/")
 
 
-OPERATIONS_KEPT = 10_000
+OPERATIONS_KEPT = 1_000
 
 
 class FakeBackend:

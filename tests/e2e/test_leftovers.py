@@ -66,12 +66,17 @@ def ancestors() -> set[int]:
 
 
 def leftover_processes() -> dict[int, str]:
+    """Tagged processes still alive, but not this pytest's own live children: session-wide
+    fixtures (the private dbus-daemon of the bus tests) end after this test, by design."""
     found = {}
     mine = ancestors()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in mine:
             continue
         try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == os.getpid():
+                continue
             cgroup = Path(f"/proc/{entry}/cgroup").read_text()
             environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGIND = "/lib/systemd/systemd-logind"
-PAM_CLIENT = ROOT.parent / "shared" / "lab" / "bin" / "pam-client.py"
+LOGIN_CLIENT = ROOT / "tests" / "e2e" / "login_client.py"
 RUN = Path(os.environ.get("SCOPESHIM_E2E_RUN", "/tmp"))
 # the lab's logind drop-in (shared/lab/README.md): what the recording ran with
 LOGIND_CONF = """[Login]
@@ -99,24 +99,23 @@ def main() -> int:
     try:
         if not ok:
             return 1
-        out = RUN / "pam-client.json"
+        # the project's own pam_systemd-like client (tests/e2e/login_client.py)
         client = subprocess.Popen(
-            ["/usr/bin/python3", str(PAM_CLIENT), "--uid", "0", "--json-out", str(out),
-             "--hold", "120", "--timeout", "30"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [sys.executable, str(LOGIN_CLIENT), "0"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        created = wait_until(lambda: out.exists() and out.stat().st_size > 0, 35)
-        info = json.loads(out.read_text()) if created else {}
-        report(step="created", ok=bool(info.get("ok")), session=info.get("session_id"),
-               error=info.get("error"), message=info.get("message"))  # fmt: skip
+        assert client.stdout is not None and client.stdin is not None
+        first = client.stdout.readline().decode()
+        info = json.loads(first) if first.startswith("{") else {}
+        report(step="created", ok=bool(info.get("ok")), session=info.get("session"),
+               error=info.get("error"), message=info.get("message") or first.strip())  # fmt: skip
         if not info.get("ok"):
             return 1
-        sid = info["session_id"]
+        sid = info["session"]
         listed = login1("ListSessions").stdout
         report(step="listed", ok=f'"{sid}"' in listed, sessions=listed.strip())
         time.sleep(0.5)
-        client.send_signal(signal.SIGUSR1)  # release, close the FIFO, exit
-        client_out, _ = client.communicate(timeout=20)
+        client_out, _ = client.communicate(b"release\nexit\n", timeout=20)
         closed = [json.loads(x) for x in client_out.decode().splitlines() if x.startswith("{")]
         report(step="released", ok=client.returncode == 0, client=closed[-1] if closed else None)
         gone = wait_until(lambda: f'"{sid}"' not in login1("ListSessions").stdout, 15)

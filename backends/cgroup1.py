@@ -63,7 +63,7 @@ from backends.base import (
     normalise,
     signal_pids,
 )
-from backends.cgroup2 import _DELEGATE_FILES, _Inotify
+from backends.cgroup2 import _DELEGATE_FILES, EventsWatch
 from backends.detect import CGROUP_MOUNT, Mount, parse_mountinfo
 from backends.resources import LEGACY_CONTROLLERS, Totals, legacy_plan
 
@@ -259,10 +259,9 @@ class Cgroup1Backend:
                 listed = []
             self.delegate_files = tuple(listed) or _DELEGATE_FILES
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inotify: _Inotify | None = None
-        # path -> (inotify watch descriptor, or None for pidfd/poll watching; callback)
-        self._watches: dict[str, tuple[int | None, EmptyCallback]] = {}
-        self._by_wd: dict[int, str] = {}
+        self._events = EventsWatch(self._fire)
+        # path -> (watched through cgroup.events, else pidfds and the poll; callback)
+        self._watches: dict[str, tuple[bool, EmptyCallback]] = {}
         self._pidfds: dict[int, tuple[int, str]] = {}  # pid -> (pidfd, cgroup seen in)
         self._timer: asyncio.TimerHandle | None = None
 
@@ -649,25 +648,14 @@ class Cgroup1Backend:
         loop = self._loop = self._loop or asyncio.get_running_loop()
         self.unwatch(path)
         if self._uses_inotify(path):
-            if self._inotify is None:
-                self._inotify = _Inotify()
-                loop.add_reader(self._inotify.fd, self._on_events)
-            wd = self._inotify.add(str(self.tracking.at(path) / "cgroup.events"))
-            self._watches[path] = (wd, callback)
-            self._by_wd[wd] = path
+            self._events.add(path, self.tracking.at(path) / "cgroup.events")
+            self._watches[path] = (True, callback)
         else:
-            self._watches[path] = (None, callback)
+            self._watches[path] = (False, callback)
             self._adopt(path)
             self._arm_poll()
         if not self._populated(path):
             loop.call_soon(self._fire, path)
-
-    def _on_events(self) -> None:
-        assert self._inotify is not None
-        for wd in set(self._inotify.read()):
-            path = self._by_wd.get(wd)
-            if path is not None and not self._populated(path):
-                self._fire(path)
 
     def _adopt(self, path: str) -> None:
         """Hold pidfds on up to _ADOPT_PER_WATCH processes of the watched PATH."""
@@ -706,8 +694,8 @@ class Cgroup1Backend:
             self._recheck(lambda w: _within(seen, w))
 
     def _recheck(self, which: Callable[[str], bool]) -> None:
-        for path, (wd, _cb) in list(self._watches.items()):
-            if wd is None and which(path) and path in self._watches:
+        for path, (inotify, _cb) in list(self._watches.items()):
+            if not inotify and which(path) and path in self._watches:
                 if self._populated(path):
                     self._adopt(path)
                 else:
@@ -721,12 +709,12 @@ class Cgroup1Backend:
         left = {seen for pid in pids if (seen := self._drop_pidfd(pid)) is not None}
         if left:
             self._loop.call_soon(self._recheck, lambda w: any(_within(s, w) for s in left))
-        for watched, (wd, _cb) in list(self._watches.items()):
-            if wd is None and _within(path, watched):
+        for watched, (inotify, _cb) in list(self._watches.items()):
+            if not inotify and _within(path, watched):
                 self._adopt(watched)
 
     def _arm_poll(self) -> None:
-        legacy_watches = any(wd is None for wd, _cb in self._watches.values())
+        legacy_watches = any(not inotify for inotify, _cb in self._watches.values())
         if self._timer is None and self._loop is not None and legacy_watches:
             self._timer = self._loop.call_later(self.poll_interval, self._poll)
 
@@ -746,11 +734,9 @@ class Cgroup1Backend:
         entry = self._watches.pop(normalise(path), None)
         if entry is None:
             return
-        if entry[0] is not None:
-            self._by_wd.pop(entry[0], None)
-            if self._inotify is not None:
-                self._inotify.remove(entry[0])
-        legacy = [w for w, (wd, _cb) in self._watches.items() if wd is None]
+        if entry[0]:
+            self._events.remove(normalise(path))
+        legacy = [w for w, (inotify, _cb) in self._watches.items() if not inotify]
         for pid, (_fd, seen) in list(self._pidfds.items()):
             if not any(_within(seen, w) for w in legacy):
                 self._drop_pidfd(pid)
@@ -766,8 +752,4 @@ class Cgroup1Backend:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._inotify is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(self._inotify.fd)
-            self._inotify.close()
-            self._inotify = None
+        self._events.close()

@@ -14,7 +14,7 @@ import errno
 import os
 import signal as _signal
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from backends import bpfdev
@@ -72,6 +72,50 @@ class _Inotify:
         os.close(self.fd)
 
 
+class EventsWatch:
+    """inotify(7) on cgroup.events files: ON_CHANGE(path) runs, from the event loop, when
+    the file of a watched cgroup changes (kernel cgroup-v2.rst: "populated" flips)."""
+
+    def __init__(self, on_change: Callable[[str], None]) -> None:
+        self._on_change = on_change
+        self._inotify: _Inotify | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wd: dict[str, int] = {}
+        self._path: dict[int, str] = {}
+
+    def add(self, path: str, events_file: Path) -> None:
+        if self._inotify is None:
+            self._loop = asyncio.get_running_loop()
+            self._inotify = _Inotify()
+            self._loop.add_reader(self._inotify.fd, self._read)
+        self.remove(path)
+        wd = self._inotify.add(str(events_file))
+        self._wd[path], self._path[wd] = wd, path
+
+    def remove(self, path: str) -> None:
+        wd = self._wd.pop(path, None)
+        if wd is not None:
+            self._path.pop(wd, None)
+            if self._inotify is not None:
+                self._inotify.remove(wd)
+
+    def _read(self) -> None:
+        assert self._inotify is not None
+        for wd in set(self._inotify.read()):
+            path = self._path.get(wd)
+            if path is not None:
+                self._on_change(path)
+
+    def close(self) -> None:
+        for path in list(self._wd):
+            self.remove(path)
+        if self._inotify is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None
+
+
 def _mount_root_of(directory: Path) -> str | None:
     """The cgroup path of DIRECTORY as this process sees cgroups (proc(5) mountinfo)."""
     try:
@@ -126,10 +170,8 @@ class Cgroup2Backend:
         # -- end device filters
         self.capabilities = frozenset(caps)
         self.totals = Totals.of_this_machine()
-        self._inotify: _Inotify | None = None
-        self._watches: dict[str, tuple[int, EmptyCallback]] = {}
-        self._by_wd: dict[int, str] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events = EventsWatch(self._changed)
+        self._watches: dict[str, EmptyCallback] = {}
         try:
             listed = Path("/sys/kernel/cgroup/delegate").read_text().split()
         except OSError:
@@ -360,45 +402,26 @@ class Cgroup2Backend:
 
     def watch_empty(self, path: str, callback: EmptyCallback) -> None:
         path = normalise(path)
-        loop = self._loop = self._loop or asyncio.get_running_loop()
-        if self._inotify is None:
-            self._inotify = _Inotify()
-            loop.add_reader(self._inotify.fd, self._on_events)
         self.unwatch(path)
-        wd = self._inotify.add(str(self._dir(path) / "cgroup.events"))
-        self._watches[path] = (wd, callback)
-        self._by_wd[wd] = path
+        self._events.add(path, self._dir(path) / "cgroup.events")
+        self._watches[path] = callback
         if not self._populated(path):
-            loop.call_soon(self._fire, path)
+            asyncio.get_running_loop().call_soon(self._changed, path)
 
-    def _on_events(self) -> None:
-        assert self._inotify is not None
-        for wd in set(self._inotify.read()):
-            path = self._by_wd.get(wd)
-            if path is not None and not self._populated(path):
-                self._fire(path)
-
-    def _fire(self, path: str) -> None:
-        entry = self._watches.get(path)
-        if entry is None or self._populated(path):
+    def _changed(self, path: str) -> None:
+        callback = self._watches.get(path)
+        if callback is None or self._populated(path):
             return
         self.unwatch(path)
-        entry[1](path)
+        callback(path)
 
     def unwatch(self, path: str) -> None:
-        entry = self._watches.pop(normalise(path), None)
-        if entry is not None:
-            self._by_wd.pop(entry[0], None)
-            if self._inotify is not None:
-                self._inotify.remove(entry[0])
+        path = normalise(path)
+        self._watches.pop(path, None)
+        self._events.remove(path)
 
     def close(self) -> None:
         if self._devices is not None:  # -- device filters: fds closed, programs stay attached
             self._devices.close()
-        for path in list(self._watches):
-            self.unwatch(path)
-        if self._inotify is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(self._inotify.fd)
-            self._inotify.close()
-            self._inotify = None
+        self._watches.clear()
+        self._events.close()

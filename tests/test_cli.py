@@ -197,3 +197,42 @@ def test_exit_on_idle(private_bus, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "idle for 0.5 s: exiting" in proc.stderr
+
+
+def test_ready_fd_says_ready_once_the_name_is_owned(private_bus, tmp_path, busctl):
+    """s6's notification-fd protocol: one newline, then the descriptor is closed; by then the
+    name is owned and the private socket listens."""
+    read_end, write_end = os.pipe()
+    socket_path = tmp_path / "private"
+    args = [sys.executable, "-m", "shim", *serve_args(private_bus.address, tmp_path),
+            "--ready-fd", str(write_end), "--private-socket", str(socket_path)]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.DEVNULL, pass_fds=[write_end])
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as ready:
+            assert ready.read() == b"\n"  # EOF follows the newline: the descriptor was closed
+        assert _owner(private_bus.address)
+        assert socket_path.is_socket()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    assert not socket_path.exists()  # ours, removed at exit
+
+
+def test_a_private_socket_another_process_serves_is_left_alone(private_bus, tmp_path):
+    import socket
+
+    path = tmp_path / "busy"
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(str(path))
+    other.listen()
+    try:
+        args = [sys.executable, "-m", "shim", *serve_args(private_bus.address, tmp_path),
+                "--private-socket", str(path)]  # fmt: skip
+        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1
+        assert "served by another process" in done.stderr and "Traceback" not in done.stderr
+        assert path.is_socket()
+        assert not _owner(private_bus.address)  # gave the name back
+    finally:
+        other.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class Options:
     reload: Callable[[], Reloaded] | None = None
     private_socket: str | None = None  # a path to serve peer-to-peer connections on
     private_uids: frozenset[int] = frozenset({0})  # who may connect there
+    # s6's readiness protocol (s6-supervise(8) notification-fd): a newline on this descriptor
+    # once the name is owned and the private socket listens, then it is closed
+    ready_fd: int | None = None
 
 
 def _machine_id() -> str:
@@ -143,6 +147,8 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     service = await serve(options, backend)
     loop.add_signal_handler(signal.SIGHUP, _reload_config, service, options.reload)
     made_marker = _mark_booted(options.booted_marker)
+    if options.ready_fd is not None:
+        _notify_ready(options.ready_fd)
     disconnected = loop.create_task(service.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
     stopped = loop.create_task(stop.wait())
     waits = {disconnected, stopped}
@@ -199,6 +205,14 @@ async def _idle(manager: Manager, timeout: float) -> None:
         else:
             idle_since = None
         await asyncio.sleep(min(timeout / 4, 5.0))
+
+
+def _notify_ready(fd: int) -> None:
+    try:
+        os.write(fd, b"\n")
+        os.close(fd)
+    except OSError as e:
+        log.warning("cannot tell readiness on descriptor %d: %s", fd, e.strerror)
 
 
 def _mark_booted(marker: str | None) -> Path | None:

@@ -68,10 +68,9 @@ def activated_bus(installed: Installed, top: Path, *extra: str) -> Iterator[Bus]
     services = top / "services"
     services.mkdir()
     text = installed.activation_file.read_text()
-    installed_exec = (
-        f"Exec={PREFIX}/sbin/scopeshim serve --system --config /etc/scopeshim/scopeshim.toml"
-    )
+    installed_exec = f"Exec={PREFIX}/lib/scopeshim/activate"
     assert installed_exec in text
+    # what the helper runs where no init knows scopeshim, with the staged paths
     staged_exec = " ".join(
         [
             f"Exec={installed.scopeshim} serve --system --config {installed.config}",

@@ -17,7 +17,7 @@ from shim.bus.service import BUS_NAME, Service
 from shim.bus.transport import patient
 from shim.core.manager import Manager
 from shim.core.policy import Policy
-from shim.core.state import Persisting, StateStore
+from shim.core.state import StateStore
 
 log = logging.getLogger("scopeshim")
 
@@ -65,8 +65,7 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     store = None if options.state_dir is None else StateStore(options.state_dir)
 
     def manager(svc: Service) -> Manager:
-        listener = svc.signals if store is None else Persisting(svc.signals, store)
-        return Manager(backend, listener, loop, options.policy)
+        return Manager(backend, svc.signals, loop, options.policy, store)
 
     service = Service(bus, manager, version=options.version, machine_id=_machine_id())
     saved = None if store is None else store.load()

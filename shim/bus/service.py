@@ -236,6 +236,23 @@ class Service:
         return creds
 
     def _reply(self, msg: Message, creds: Credentials | None) -> Message | bool:
+        # durability hook (issue 15): the answer leaves only once what the call changed is
+        # on disk (Manager.after_commit); a failed write turns it into the errno error
+        mark = self.manager.commit_mark()
+        reply = self._answer(msg, creds)
+        if not self.manager.commit_pending():
+            return reply
+
+        def send(failure: errors.SystemdError | None) -> None:
+            if failure is not None and isinstance(reply, Message) and not reply.error_name:
+                self.bus.send(Message.new_error(msg, failure.error_name, failure.message))
+            elif isinstance(reply, Message):
+                self.bus.send(reply)
+
+        self.manager.after_commit(send, since=mark)
+        return True
+
+    def _answer(self, msg: Message, creds: Credentials | None) -> Message | bool:
         no_reply = bool(msg.flags & 0x1)
         try:
             try:

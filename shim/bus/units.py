@@ -381,9 +381,7 @@ class SignalEmitter:
         path = buspath.unit_path(unit.name)
         for iface in reversed(interfaces_for(unit)):
             emitting, invalidated = _signalled(iface)
-            changed = {
-                p.name: Variant(p.sig, get_property(self.svc, unit, p)) for p in emitting
-            }
+            changed = {p.name: Variant(p.sig, get_property(self.svc, unit, p)) for p in emitting}
             if changed or invalidated:
                 self._send(
                     Message.new_signal(

@@ -135,3 +135,96 @@ async def test_kill_9_and_restart_lose_nothing(shim: Daemon, bus_client: Client,
     await c.wait_signal(lambda m: m.member == "UnitRemoved" and m.body[0] == "b.scope")
     assert stubborn.wait(5) == -signal.SIGKILL
     assert sleeper.wait(5) == -signal.SIGTERM
+
+
+# -- durability: an answer means the state is on disk ------------------------------------------
+
+
+def sleep_processes(n: int) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen(["sleep", "300"]) for _ in range(n)]
+
+
+def reap(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
+def stu(name: str, pid: int) -> Message:
+    return Message(
+        destination="org.freedesktop.systemd1",
+        path="/org/freedesktop/systemd1",
+        interface="org.freedesktop.systemd1.Manager",
+        member="StartTransientUnit",
+        signature="ssa(sv)a(sa(sv))",
+        body=[name, "fail", [["PIDs", Variant("au", [pid])]], []],
+    )
+
+
+async def burst_then_kill(
+    c: Client, shim: Daemon, calls: list[Message], kill_after: int
+) -> dict[str, str]:
+    """Send CALLS pipelined, SIGKILL the daemon right after the KILL_AFTER-th reply; the
+    answered calls: unit name -> job path."""
+    tasks = {asyncio.ensure_future(c.bus.call(m)): m.body[0] for m in calls}
+    answered: dict[str, str] = {}
+    pending = set(tasks)
+    while pending and len(answered) < kill_after:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            reply = t.result()
+            if reply is not None and reply.message_type.name == "METHOD_RETURN":
+                answered[tasks[t]] = reply.body[0]
+    shim.kill()  # at once: no loop turn of ours runs between the reply and the kill
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return answered
+
+
+async def unowned_cgroups(c: Client, root: Path) -> list[str]:
+    """Cgroups of the fake tree holding live processes that no loaded unit owns."""
+    owned = set()
+    (units,) = await c.ok("ListUnits")
+    for u in units:
+        owned.add(await c.get(u[6], UNIT.replace("Unit", "Scope"), "ControlGroup")
+                  if u[0].endswith(".scope") else None)  # fmt: skip
+    out = []
+    for procs in root.rglob("cgroup.procs"):
+        pids = [int(w) for w in procs.read_text().split()]
+        if any(Path(f"/proc/{p}").exists() for p in pids):
+            path = "/" + "/".join(procs.parent.relative_to(root).parts)
+            if path not in owned:
+                out.append(path)
+    return sorted(out)
+
+
+async def test_answered_means_on_disk(shim: Daemon, bus_client: Client, tmp_path: Path) -> None:
+    """SIGKILL right after the 30th reply of 60 pipelined StartTransientUnit calls: every
+    answered unit is back after the restart, every answered job ends with JobRemoved, and
+    no process is left in a cgroup no unit owns (issue 15, finding 1)."""
+    c = bus_client
+    shim.start()
+    await wait_owner(c)
+    procs = sleep_processes(60)
+    try:
+        calls = [stu(f"burst-{i}.scope", p.pid) for i, p in enumerate(procs)]
+        answered = await burst_then_kill(c, shim, calls, kill_after=30)
+        assert len(answered) >= 30
+        await wait_owner(c, present=False)
+        finished = {m.body[1] for m in c.signals if m.member == "JobRemoved"}
+        shim.start()
+        await wait_owner(c)
+        lost = []
+        for name in answered:
+            reply = await c.call("GetUnit", "s", [name])
+            if reply.message_type.name != "METHOD_RETURN":
+                lost.append(name)
+        assert lost == [], f"{len(lost)} of {len(answered)} answered units lost: {lost[:5]}"
+        for job in answered.values():
+            if job not in finished:
+                await c.wait_signal(job_removed(job))
+        assert await unowned_cgroups(c, tmp_path / "cgroupfs") == []
+    finally:
+        reap(procs)

@@ -9,7 +9,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbus_fast import BusType, Message, RequestNameReply
+from dbus_fast import BusType, Message, MessageType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from backends.base import CgroupBackend
@@ -85,6 +85,7 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
             ],
         )
     )
+    await _drop_gone_clients(bus, service.manager)  # issue 15: references of a client gone
     reply = await bus.request_name(BUS_NAME)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         bus.disconnect()
@@ -99,6 +100,25 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
         backend.name,
     )
     return service
+
+
+async def _drop_gone_clients(bus: MessageBus, manager: Manager) -> None:
+    """After a restart: clients that left while we were down hold no references any more
+    (systemd tracks references per client and drops those of a client that is gone)."""
+    for name in sorted(manager.referencing_clients()):
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="NameHasOwner",
+                signature="s",
+                body=[name],
+            )
+        )
+        ok = reply is not None and reply.message_type is MessageType.METHOD_RETURN
+        if not (ok and reply is not None and reply.body[0]):
+            manager.bus_name_gone(name)  # gone, or not a bus name (a private connection)
 
 
 async def run(options: Options, backend: CgroupBackend) -> int:

@@ -224,7 +224,10 @@ class StateStore:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.dir = Path(directory)
         self.units_dir = self.dir / "units"
-        self.units_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.units_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # e.g. read-only: serve anyway, refusing changes (save_unit)
+            log.error("cannot create the state directory %s: %s", self.units_dir, e)
         self.corrupt_dir = self.dir / "corrupt"
         self._units_prefix = os.fspath(self.units_dir) + "/"
         self._sync = not _in_memory(self.dir)  # fsync buys nothing on /run's tmpfs
@@ -262,8 +265,12 @@ class StateStore:
 
     def load(self) -> Saved:
         units: dict[str, dict[str, Any]] = {}
-        with os.scandir(self.units_dir) as entries:
-            files = sorted(e.name for e in entries if e.name.endswith(".json"))
+        try:
+            with os.scandir(self.units_dir) as entries:
+                files = sorted(e.name for e in entries if e.name.endswith(".json"))
+        except OSError as e:
+            log.error("cannot read the state directory %s: %s", self.units_dir, e)
+            files = []
         for file_name in files:
             if file_name.startswith("."):
                 with contextlib.suppress(OSError):
@@ -335,7 +342,11 @@ class StateStore:
         text = json.dumps(unit_record(unit), sort_keys=True)
         if self._written.get(unit.name) == text:
             return
-        write_atomic(self._unit_file(unit.name), text, self._sync)
+        try:
+            write_atomic(self._unit_file(unit.name), text, self._sync)
+        except FileNotFoundError:
+            self.units_dir.mkdir(parents=True, exist_ok=True)  # raises what stops us (EROFS)
+            write_atomic(self._unit_file(unit.name), text, self._sync)
         self._written[unit.name] = text
 
     def drop_unit(self, name: str) -> None:

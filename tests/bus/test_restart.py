@@ -30,10 +30,13 @@ class Daemon:
         ]  # fmt: skip
         self.log = tmp / "scopeshim.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.prefix: list[str] = []  # e.g. nsenter into a mount namespace (test_faults.py)
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                [*self.prefix, *self.command], cwd=ROOT, stdout=log, stderr=log
+            )
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         assert self.proc is not None

@@ -75,8 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FD",
         type=int,
         default=None,
-        help="write a newline to descriptor FD and close it once ready (s6's "
-        "notification-fd)",
+        help="write a newline to descriptor FD and close it once ready (s6's notification-fd)",
     )
     s.add_argument(
         "--state-dir",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbus_fast import BusType, Message, RequestNameReply
+from dbus_fast import BusType, Message, MessageType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from backends.base import CgroupBackend
@@ -20,7 +20,7 @@ from shim.bus.service import BUS_NAME, Service
 from shim.bus.transport import patient
 from shim.core.manager import Manager
 from shim.core.policy import Policy
-from shim.core.state import Persisting, StateStore
+from shim.core.state import StateStore
 
 log = logging.getLogger("scopeshim")
 
@@ -88,8 +88,7 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     store = None if options.state_dir is None else StateStore(options.state_dir)
 
     def manager(svc: Service) -> Manager:
-        listener = svc.signals if store is None else Persisting(svc.signals, store)
-        return Manager(backend, listener, loop, options.policy)
+        return Manager(backend, svc.signals, loop, options.policy, store)
 
     service = Service(bus, manager, version=options.version, machine_id=_machine_id())
     saved = None if store is None else store.load()
@@ -109,6 +108,7 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
             ],
         )
     )
+    await _drop_gone_clients(bus, service.manager)  # issue 15: references of a client gone
     reply = await bus.request_name(BUS_NAME)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         bus.disconnect()
@@ -136,6 +136,25 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
         backend.name,
     )
     return service
+
+
+async def _drop_gone_clients(bus: MessageBus, manager: Manager) -> None:
+    """After a restart: clients that left while we were down hold no references any more
+    (systemd tracks references per client and drops those of a client that is gone)."""
+    for name in sorted(manager.referencing_clients()):
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="NameHasOwner",
+                signature="s",
+                body=[name],
+            )
+        )
+        ok = reply is not None and reply.message_type is MessageType.METHOD_RETURN
+        if not (ok and reply is not None and reply.body[0]):
+            manager.bus_name_gone(name)  # gone, or not a bus name (a private connection)
 
 
 async def run(options: Options, backend: CgroupBackend) -> int:

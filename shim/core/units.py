@@ -66,7 +66,8 @@ class Unit:
     job: Job | None = None
     result: str = "success"
     freezer_state: str = "running"
-    refs: list[str] = field(default_factory=list)  # one entry per RefUnit call
+    # RefUnit calls per client (systemd counts them on one bus track per unit)
+    refs: dict[str, int] = field(default_factory=dict)
     timestamps: dict[str, Timestamp] = field(default_factory=dict)
     handler: Handler | None = None  # what stands behind a non-transient unit (policy.py)
     stop_when_unneeded: bool = False  # systemd.unit(5) StopWhenUnneeded=

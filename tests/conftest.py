@@ -152,9 +152,9 @@ class Client:
     """A dbus-fast client with helpers for calls and for the signals it has seen."""
 
     bus: MessageBus
-    signals: list[Message] = field(default_factory=list)
+    signals: list[Message] = field(default_factory=list, repr=False)
     _waiters: list[tuple[Callable[[Message], bool], asyncio.Future[Message]]] = field(
-        default_factory=list
+        default_factory=list, repr=False
     )
 
     async def call(

@@ -116,9 +116,12 @@ def same_value(want: str, got: str) -> bool:
         if hit is None:
             return False
         have.remove(hit)
-    return _pattern(re.sub(r"dbus\.Struct.*signature=None\)", "", want)).fullmatch(
-        re.sub(r"dbus\.Struct.*signature=None\)", "", got)
-    ) is not None
+    return (
+        _pattern(re.sub(r"dbus\.Struct.*signature=None\)", "", want)).fullmatch(
+            re.sub(r"dbus\.Struct.*signature=None\)", "", got)
+        )
+        is not None
+    )
 
 
 class Checker:

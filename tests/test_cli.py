@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -11,6 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from tests.conftest import idle_witness
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -236,3 +241,44 @@ def test_a_private_socket_another_process_serves_is_left_alone(private_bus, tmp_
         assert not _owner(private_bus.address)  # gave the name back
     finally:
         other.close()
+
+
+async def test_a_live_unit_keeps_an_idle_exiting_daemon(private_bus, tmp_path, processes):
+    """A scope with a live process keeps a daemon with --exit-on-idle running past its idle
+    period (a daemon with nothing, the witness, leaves twice meanwhile); once its process
+    exits and the scope is gone, the daemon leaves by itself."""
+    sleeper = processes()
+    err = tmp_path / "stderr"
+    with open(err, "wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shim", "serve", "--address", private_bus.address,
+             "--backend", "fake", "--cgroup-root", str(tmp_path / "cg"),
+             "--state-dir", str(tmp_path / "state"), "--exit-on-idle", "0.5"],
+            cwd=ROOT, stderr=f,
+        )  # fmt: skip
+    bus = await MessageBus(bus_address=private_bus.address).connect()
+    try:
+        body = ["kept.scope", "fail", [["PIDs", Variant("au", [sleeper.pid])]], []]
+        while True:  # until the daemon owns the name
+            reply = await bus.call(
+                Message(destination="org.freedesktop.systemd1", path="/org/freedesktop/systemd1",
+                        interface="org.freedesktop.systemd1.Manager",
+                        member="StartTransientUnit", signature="ssa(sv)a(sa(sv))", body=body)
+            )  # fmt: skip
+            assert reply is not None
+            if reply.error_name != "org.freedesktop.DBus.Error.ServiceUnknown":
+                break
+            await asyncio.sleep(0.05)
+        assert reply.message_type is MessageType.METHOD_RETURN, (reply.error_name, reply.body)
+        await asyncio.to_thread(idle_witness, tmp_path / "witness", "0.5")
+        assert proc.poll() is None, err.read_text()  # still there: it has a live unit
+        sleeper.kill()
+        sleeper.wait()
+        assert await asyncio.to_thread(proc.wait, 30) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        bus.disconnect()
+        await bus.wait_for_disconnect()
+    assert "idle for 0.5 s: exiting" in err.read_text()

@@ -19,7 +19,7 @@ from compat.enums import (
     SliceState,
     TargetState,
 )
-from compat.unitname import UnitType
+from compat.unitname import UnitType, slice_description
 from shim.core.policy import Handler
 
 # systemd.unit(5) / org.freedesktop.systemd1(5): the dual timestamps every unit carries
@@ -88,7 +88,10 @@ class Unit:
     @property
     def description(self) -> str:
         value = self.settings.get("Description")
-        return value if isinstance(value, str) and value else self.name
+        if isinstance(value, str) and value:
+            return value
+        # a slice without one, transient too: "Slice /a/b" (observed, fixtures/oracle ListUnits-o)
+        return slice_description(self.name) if self.type is UnitType.SLICE else self.name
 
     def setting(self, name: str, default: object = None) -> object:
         return self.settings.get(name, default)

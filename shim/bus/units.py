@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dbus_fast import Message, Variant
+from dbus_fast import Message, MessageType, Variant
 
 from compat import buspath, readable
 from compat.enums import LoadState
@@ -293,7 +293,8 @@ def _signalled(iface: Interface) -> tuple[tuple[Prop, ...], list[str]]:
 
 
 class SignalEmitter:
-    """Turns core events into signals, always broadcast from the name owner's connection.
+    """Turns core events into signals, broadcast from the name owner's connection (but
+    RequestStop, which goes to one scope's controller alone).
 
     PropertiesChanged is coalesced per unit within one loop iteration, and flushed before
     the JobRemoved or UnitRemoved that follows it, the order systemd uses.
@@ -353,6 +354,20 @@ class SignalEmitter:
 
     def reloading(self, active: bool) -> None:
         self._manager_signal("Reloading", "b", [active])
+
+    def request_stop(self, unit: Unit, controller: str) -> None:
+        # org.freedesktop.systemd1(5) Scope.RequestStop: a signal addressed to the
+        # Controller alone, from the unit's path (systemd 252 sends it with destination set,
+        # on the bus only); not broadcast, so not through _send
+        self.svc.bus.send(
+            Message(
+                message_type=MessageType.SIGNAL,
+                destination=controller,
+                path=buspath.unit_path(unit.name),
+                interface=SCOPE,
+                member="RequestStop",
+            )
+        )
 
     def flush(self) -> None:
         self._scheduled = False

@@ -345,6 +345,7 @@ class Manager(Restore):
                 unit.refs[:] = [r for r in unit.refs if r != bus_name]
                 self.listener.unit_refs_changed(unit)
                 self._queue_gc(unit)
+        self.controller_gone(bus_name)
 
     def reload(self) -> None:
         """Reload(): nothing is read from disk; clients still see Reloading true/false."""

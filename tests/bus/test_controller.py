@@ -76,8 +76,12 @@ async def test_stop_asks_the_controller_and_ends_when_it_empties_the_scope(
 
     # no signal to the processes: the scope waits in stop-sigterm with its job running
     await client.wait_signal(
-        lambda m: m.path == path and m.body[0] == UNIT and "SubState" in m.body[1]
-        and m.body[1]["SubState"].value == "stop-sigterm"
+        lambda m: (
+            m.path == path
+            and m.body[0] == UNIT
+            and "SubState" in m.body[1]
+            and m.body[1]["SubState"].value == "stop-sigterm"
+        )
     )
     assert await client.get(path, UNIT, "ActiveState") == "deactivating"
     assert await client.get(job, JOB, "State") == "running"
@@ -123,15 +127,17 @@ async def test_a_controller_that_left_the_bus_is_forgotten(
 ) -> None:
     proc = processes()
     name = controller.bus.unique_name
-    await start_scope(
-        client, "machine-c.scope", [proc.pid], ["Controller", Variant("s", name)]
-    )
+    await start_scope(client, "machine-c.scope", [proc.pid], ["Controller", Variant("s", name)])
     path = unit_path("machine-c.scope")
     controller.bus.disconnect()
     await controller.bus.wait_for_disconnect()
     changed = await client.wait_signal(
-        lambda m: m.path == path and m.body[0] == SCOPE and "Controller" in m.body[1]
-        and m.body[1]["Controller"].value == ""
+        lambda m: (
+            m.path == path
+            and m.body[0] == SCOPE
+            and "Controller" in m.body[1]
+            and m.body[1]["Controller"].value == ""
+        )
     )
     assert changed.member == "PropertiesChanged"
     assert await client.get(path, SCOPE, "Controller") == ""

@@ -162,8 +162,7 @@ class Service:
                 and msg.member == "NameOwnerChanged"
                 and msg.sender == "org.freedesktop.DBus"
                 and msg.body
-                and msg.body[0].startswith(":")
-                and not msg.body[2]
+                and not msg.body[2]  # unique names leave; well-known ones lose their owner
             ):
                 self._creds.pop(msg.body[0], None)
                 self.manager.bus_name_gone(msg.body[0])

@@ -167,8 +167,9 @@ class Scopes(Engine):
         return True
 
     def controller_gone(self, bus_name: str) -> None:
-        """The controller left the bus: the scope forgets it (observed on systemd 252, which
-        then stops the scope with SIGTERM as if it never had one)."""
+        """The controller left the bus (a unique name) or lost its owner (a well-known one):
+        the scope forgets it (observed on systemd 252, which then stops the scope with
+        SIGTERM as if it never had one); a name that never had an owner is kept."""
         for unit in self.units.values():
             if unit.type is UnitType.SCOPE and unit.settings.get("Controller") == bus_name:
                 unit.settings["Controller"] = ""

@@ -184,3 +184,73 @@ async def test_a_controller_name_without_owner_gets_nothing_and_sigkill_follows(
     await client.wait_signal(job_removed_for(job))
     assert proc.wait(timeout=5) == -signal.SIGKILL
     assert await client.ok("GetUnit", "s", ["machine-e.scope"])
+
+
+async def test_a_well_known_controller_name_that_loses_its_owner_is_forgotten(
+    daemon: Daemon, client: Client, controller: Client, processes
+) -> None:
+    """systemd 252 (lab): Controller=org.example.Ctl gets RequestStop while owned; once the
+    name is released Controller reads "" and a stop sends SIGTERM."""
+    await controller.bus.request_name("org.example.Ctl")
+    proc = processes()
+    await start_scope(
+        client,
+        "machine-f.scope",
+        [proc.pid],
+        ["Controller", Variant("s", "org.example.Ctl")],
+        ["TimeoutStopUSec", Variant("t", 60_000_000)],
+    )
+    path = unit_path("machine-f.scope")
+    assert await client.get(path, SCOPE, "Controller") == "org.example.Ctl"
+    await controller.bus.release_name("org.example.Ctl")
+    await client.wait_signal(
+        lambda m: (
+            m.path == path
+            and m.body[0] == SCOPE
+            and m.body[1].get("Controller", Variant("s", "?")).value == ""
+        )
+    )
+    (job,) = await client.ok("StopUnit", "ss", ["machine-f.scope", "replace"])
+    await client.wait_signal(job_removed_for(job))
+    assert proc.wait(timeout=5) == -signal.SIGTERM
+    assert not [m for m in controller.signals if m.member == "RequestStop"]
+
+
+async def test_a_well_known_controller_name_gets_request_stop(
+    daemon: Daemon, client: Client, controller: Client, processes
+) -> None:
+    """The signal's destination is the name as set (systemd 252: destination=org.example.Ctl);
+    the bus delivers it to the owner."""
+    await controller.bus.request_name("org.example.Ctl")
+    proc = processes()
+    await start_scope(
+        client,
+        "machine-g.scope",
+        [proc.pid],
+        ["Controller", Variant("s", "org.example.Ctl")],
+        ["TimeoutStopUSec", Variant("t", 60_000_000)],
+    )
+    (job,) = await client.ok("StopUnit", "ss", ["machine-g.scope", "replace"])
+    msg = await controller.wait_signal(request_stop)
+    assert msg.destination == "org.example.Ctl"
+    assert proc.poll() is None
+    proc.kill()
+    await client.wait_signal(job_removed_for(job))
+
+
+async def test_controller_cannot_be_set_at_runtime(
+    daemon: Daemon, client: Client, processes
+) -> None:
+    """systemd 252 (lab): SetUnitProperties(Controller=) is PropertyReadOnly."""
+    proc = processes()
+    await start_scope(client, "machine-h.scope", [proc.pid])
+    name, message = await client.error(
+        "SetUnitProperties",
+        "sba(sv)",
+        ["machine-h.scope", True, [["Controller", Variant("s", ":1.5")]]],
+    )
+    assert (name, message) == (
+        "org.freedesktop.DBus.Error.PropertyReadOnly",
+        "Cannot set property Controller, or unknown property.",
+    )
+    assert await client.get(unit_path("machine-h.scope"), SCOPE, "Controller") == ""

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, MessageFlag, MessageType, Variant
 
 from compat import buspath, readable
 from compat.enums import LoadState
@@ -358,10 +358,11 @@ class SignalEmitter:
     def request_stop(self, unit: Unit, controller: str) -> None:
         # org.freedesktop.systemd1(5) Scope.RequestStop: a signal addressed to the
         # Controller alone, from the unit's path (systemd 252 sends it with destination set,
-        # on the bus only); not broadcast, so not through _send
+        # flag NO_REPLY_EXPECTED, on the bus only); not broadcast, so not through _send
         self.svc.bus.send(
             Message(
                 message_type=MessageType.SIGNAL,
+                flags=MessageFlag.NO_REPLY_EXPECTED,
                 destination=controller,
                 path=buspath.unit_path(unit.name),
                 interface=SCOPE,

@@ -15,7 +15,7 @@ import signal
 from collections.abc import AsyncIterator
 
 import pytest
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from tests.bus.test_lifecycle import is_signal, job_removed_for, start_scope
@@ -73,6 +73,7 @@ async def test_stop_asks_the_controller_and_ends_when_it_empties_the_scope(
     assert msg.sender == daemon.service.bus.unique_name
     assert msg.destination == name
     assert (msg.path, msg.interface, msg.signature, msg.body) == (path, SCOPE, "", [])
+    assert msg.flags == MessageFlag.NO_REPLY_EXPECTED  # as sd-bus marks its signals (pcap)
 
     # no signal to the processes: the scope waits in stop-sigterm with its job running
     await client.wait_signal(

@@ -130,7 +130,6 @@ class Machined:
         f["tools"] = {t: shutil.which(t) for t in ("systemd-nspawn", "machinectl")}
         f["machined_binary"] = os.path.exists("/lib/systemd/systemd-machined")
         make_root(self.tree)
-        Path("/var/lib/machines").mkdir(parents=True, exist_ok=True)
         Path("/run/systemd/machines").mkdir(parents=True, exist_ok=True)
         log = open(self.s.run_dir / "machined.log", "wb")  # noqa: SIM115 (machined writes it)
         self.machined = subprocess.Popen(

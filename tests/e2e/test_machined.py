@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from typing import Any
 
 import pytest
 
@@ -94,8 +95,9 @@ def ended_cleanly(f: dict[str, object]) -> None:
     assert f["list_after"] == {**f["list_after"], "rc": 0, "out": ""}, explain(f)
 
 
-def test_terminate_asks_nspawn_and_leaves_nothing(steps: Steps) -> None:
+def test_terminate_asks_nspawn_and_leaves_nothing(steps: Steps, record_property: Any) -> None:
     f = steps["terminate"]
+    record_property("seconds", f.get("seconds", {}).get("machine_gone"))  # shown, not asserted
     assert f["command"]["rc"] == 0, explain(f["command"])
     ended_cleanly(f)
     # the one RequestStop, to nspawn alone, from the scope's object
@@ -115,8 +117,9 @@ def test_the_same_name_again_at_once(steps: Steps) -> None:
     assert f["list"]["out"].startswith("ctl1 "), explain(f)
 
 
-def test_poweroff_leaves_nothing(steps: Steps) -> None:
+def test_poweroff_leaves_nothing(steps: Steps, record_property: Any) -> None:
     f = steps["poweroff"]
+    record_property("seconds", f.get("seconds", {}).get("machine_gone"))  # shown, not asserted
     assert f["command"]["rc"] == 0, explain(f["command"])
     ended_cleanly(f)
     # SIGRTMIN+4 reached the container's PID 1, which ended it; no stop job was involved

@@ -11,6 +11,7 @@ NameOwnerChanged -> PropertiesChanged Controller="" and a later stop sends SIGTE
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator
 
@@ -19,7 +20,9 @@ from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from tests.bus.test_lifecycle import is_signal, job_removed_for, start_scope
-from tests.conftest import Client, Daemon
+from tests.bus.test_restart import Daemon as ShimProcess
+from tests.bus.test_restart import bus_client, shim, wait_owner
+from tests.conftest import Client, Daemon, PrivateBus
 
 UNIT = "org.freedesktop.systemd1.Unit"
 SCOPE = "org.freedesktop.systemd1.Scope"
@@ -40,6 +43,20 @@ async def controller(daemon: Daemon) -> AsyncIterator[Client]:
     if bus.connected:
         bus.disconnect()
         await bus.wait_for_disconnect()
+
+
+@pytest.fixture
+async def controller_on_bus(private_bus: PrivateBus) -> AsyncIterator[Client]:
+    """A controller connection for the tests that run scopeshim as a process."""
+    bus = await MessageBus(bus_address=private_bus.address).connect()
+    c = Client(bus)
+    bus.add_message_handler(c._on_message)
+    yield c
+    bus.disconnect()
+    await bus.wait_for_disconnect()
+
+
+__all__ = ["bus_client", "shim"]  # test_restart.py's fixtures, used by the crash test
 
 
 def request_stop(m: Message) -> bool:
@@ -255,3 +272,38 @@ async def test_controller_cannot_be_set_at_runtime(
         "Cannot set property Controller, or unknown property.",
     )
     assert await client.get(unit_path("machine-h.scope"), SCOPE, "Controller") == ""
+
+
+async def test_a_stop_in_flight_at_a_crash_asks_the_controller_again(
+    shim: ShimProcess, bus_client: Client, controller_on_bus: Client, processes
+) -> None:
+    """kill -9 while the controller has been asked: after the restart the scope is still in
+    stop-sigterm, the controller is asked again (not SIGTERM), and its processes ending
+    finish the scope."""
+    c = bus_client
+    shim.start()
+    await wait_owner(c)
+    proc = processes()
+    props = [
+        ["PIDs", Variant("au", [proc.pid])],
+        ["Controller", Variant("s", controller_on_bus.bus.unique_name)],
+        ["TimeoutStopUSec", Variant("t", 600 * 10**6)],
+    ]
+    (job,) = await c.ok("StartTransientUnit", "ssa(sv)a(sa(sv))", ["m.scope", "fail", props, []])
+    await c.wait_signal(job_removed_for(job))
+    await c.ok("StopUnit", "ss", ["m.scope", "replace"])
+    await controller_on_bus.wait_signal(request_stop)
+    await asyncio.sleep(0.3)  # let the state reach the disk (written once per iteration)
+
+    shim.kill()
+    await wait_owner(c, present=False)
+    controller_on_bus.signals.clear()
+    shim.start()
+    await wait_owner(c)
+
+    again = await controller_on_bus.wait_signal(request_stop)
+    assert again.path == unit_path("m.scope")
+    assert await c.get(unit_path("m.scope"), UNIT, "SubState") == "stop-sigterm"
+    assert proc.poll() is None
+    proc.kill()
+    await c.wait_signal(is_signal("UnitRemoved", "m.scope"))

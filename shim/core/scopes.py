@@ -157,6 +157,20 @@ class Scopes(Engine):
         assert isinstance(timeout, int)
         self._arm_timer(unit, timeout, self._stop_timeout)
 
+    def _resume_stop(self, unit: Unit) -> None:
+        """A stop under way when the daemon went down: a scope whose controller was asked
+        waits on (systemd 252 sends no second RequestStop after a re-exec: observed), the
+        others get their signal again."""
+        controller = unit.setting("Controller", "")
+        path = unit.control_group
+        if unit.sub_state == ScopeState.STOP_SIGTERM and unit.type is UnitType.SCOPE and controller:
+            if path is None or not self.backend.pids(path):
+                self._scope_dead(unit, unit.result)
+                return
+            self._arm_stop_timer(unit)
+            return
+        self._scope_signal(unit, ScopeState.STOP_SIGTERM)
+
     def _request_stop(self, unit: Unit) -> bool:
         """systemd.scope(5)/org.freedesktop.systemd1(5): a scope with a Controller= is
         stopped by sending that bus name RequestStop; True when one was sent."""

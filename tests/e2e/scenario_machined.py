@@ -10,7 +10,9 @@ only `unified/`) it wants the v1 name=systemd hierarchy too, which the sandbox h
 to chown() cgroup /sys/fs/cgroup/systemd/machine.slice/...: No such file or directory"). So
 nspawn runs in a mount namespace of its own where /sys/fs/cgroup is the sandbox's cgroup2 tree
 (the unified view, the tree the daemon manages), as scenario_clients_runc.py does for runc.
-Under --oracle (the real systemd 252 in the lab, unified already) it runs as it is.
+The hybrid-* steps run it in the hybrid view itself with SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
+(nspawn then gives the container cgroup2 and needs no v1 mirror). Under --oracle (the real
+systemd 252 in the lab, unified already) it runs as it is.
 
 The container is Debian's static busybox (an os-release, nothing else); its PID 1 is a shell
 that ends on SIGRTMIN+4 (38 with glibc), the signal `machinectl poweroff` sends.
@@ -139,14 +141,20 @@ class Machined:
         f["machined_on_bus"] = wait_for(lambda: name_has_owner("org.freedesktop.machine1"), 15)
         f["version"] = run(["systemd-nspawn", "--version"])["out"].splitlines()[:1]
 
-    def start_container(self, f: dict[str, Any]) -> None:
+    def start_container(self, f: dict[str, Any], hybrid: bool = False) -> None:
+        """nspawn in the unified view; HYBRID: in the sandbox's own hybrid view instead, told
+        to give the container the unified hierarchy (SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1,
+        systemd-nspawn(1)), so that it needs no name=systemd v1 mirror."""
         self.nspawn_log.write_text("")
         log = open(self.nspawn_log, "ab")  # noqa: SIM115 (nspawn writes it)
+        prefix = [] if hybrid else self.prefix
+        env = {**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"} if hybrid else None
+        f["view"] = "hybrid" if hybrid and self.prefix else "unified"
         self.nspawn = subprocess.Popen(
-            [*self.prefix, "systemd-nspawn", "--quiet", "--register=yes",
+            [*prefix, "systemd-nspawn", "--quiet", "--register=yes",
              "--directory", str(self.tree), "--machine", MACHINE,
              "/bin/sh", "-c", PAYLOAD],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
         )  # fmt: skip
         t0 = time.monotonic()
         f["registered"] = wait_for(
@@ -236,6 +244,14 @@ class Machined:
     def poweroff(self, f: dict[str, Any]) -> None:
         self.stop_by(f, ["machinectl", "poweroff", MACHINE])
 
+    def hybrid_register(self, f: dict[str, Any]) -> None:
+        self.start_container(f, hybrid=True)
+        f["list"] = run(["machinectl", "list", "--no-legend", "--no-pager"])
+        f["scope"] = show(SCOPE, *SCOPE_PROPS)
+
+    def hybrid_terminate(self, f: dict[str, Any]) -> None:
+        self.stop_by(f, ["machinectl", "terminate", MACHINE])
+
     def cleanup(self) -> dict[str, Any]:
         facts: dict[str, Any] = {}
         if self.nspawn is not None and self.nspawn.poll() is None:
@@ -251,7 +267,15 @@ class Machined:
         return facts
 
 
-STEPS = ("setup", "register", "terminate", "again", "poweroff")
+STEPS = (
+    "setup",
+    "register",
+    "terminate",
+    "again",
+    "poweroff",
+    "hybrid_register",
+    "hybrid_terminate",
+)
 
 
 def main() -> None:
@@ -264,7 +288,7 @@ def main() -> None:
     scenario = Machined(session)
     try:
         for name in STEPS:
-            with session.step(name) as facts:
+            with session.step(name.replace("_", "-")) as facts:
                 getattr(scenario, name)(facts)
     finally:
         report(step="cleanup", **scenario.cleanup())

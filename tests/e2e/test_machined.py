@@ -128,6 +128,20 @@ def test_poweroff_leaves_nothing(steps: Steps, record_property: Any) -> None:
     no_unknown_members(f)
 
 
+def test_hybrid_view_with_a_unified_container(steps: Steps) -> None:
+    """On the hybrid layout nspawn 252 wants the name=systemd v1 mirror that systemd keeps
+    there ("Failed to chown() cgroup /sys/fs/cgroup/systemd/machine.slice/..."), unless the
+    container gets the unified hierarchy: then register and terminate work the same."""
+    f = steps["hybrid-register"]
+    assert f["registered"] and f["nspawn_running"], explain(f)
+    assert f["list"]["out"].startswith("ctl1 "), explain(f)
+    assert f["scope"]["Controller"].startswith(":"), explain(f)
+    t = steps["hybrid-terminate"]
+    ended_cleanly(t)
+    assert len(t["request_stop"]) == 1, explain(t)
+    assert "Container termination requested. Exiting." in t["nspawn_log"], explain(t)
+
+
 def test_everything_stopped(steps: Steps) -> None:
     assert "nspawn_killed" not in steps["cleanup"], explain(steps["cleanup"])
     assert steps["cleanup"]["machined_exit"] == 0, explain(steps["cleanup"])

@@ -159,17 +159,18 @@ class Scopes(Engine):
 
     def _resume_stop(self, unit: Unit) -> None:
         """A stop under way when the daemon went down: a scope whose controller was asked
-        waits on (systemd 252 sends no second RequestStop after a re-exec: observed), the
-        others get their signal again."""
+        waits on (systemd 252 sends no second RequestStop after a re-exec: observed) or, past
+        that, gets its SIGKILL again; the others get their signal again."""
         controller = unit.setting("Controller", "")
         path = unit.control_group
-        if unit.sub_state == ScopeState.STOP_SIGTERM and unit.type is UnitType.SCOPE and controller:
-            if path is None or not self.backend.pids(path):
-                self._scope_dead(unit, unit.result)
-                return
+        if unit.type is not UnitType.SCOPE or not controller:
+            self._scope_signal(unit, ScopeState.STOP_SIGTERM)
+        elif unit.sub_state == ScopeState.STOP_SIGKILL:
+            self._scope_signal(unit, ScopeState.STOP_SIGKILL)
+        elif path is None or not self.backend.pids(path):
+            self._scope_dead(unit, unit.result)
+        else:
             self._arm_stop_timer(unit)
-            return
-        self._scope_signal(unit, ScopeState.STOP_SIGTERM)
 
     def _request_stop(self, unit: Unit) -> bool:
         """systemd.scope(5)/org.freedesktop.systemd1(5): a scope with a Controller= is

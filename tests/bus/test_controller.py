@@ -310,3 +310,31 @@ async def test_a_stop_in_flight_at_a_crash_waits_for_the_controller(
     assert not [m for m in controller_on_bus.signals if m.member == "RequestStop"]
     proc.kill()
     await c.wait_signal(is_signal("UnitRemoved", "m.scope"))
+
+
+async def test_a_resumed_stop_past_the_timeout_goes_on_with_sigkill(
+    daemon: Daemon, client: Client, controller: Client, processes
+) -> None:
+    """The restore path (shim/core/restore.py) for a controller's scope that was already in
+    stop-sigkill: SIGKILL again, no RequestStop; in stop-sigterm: wait, no signal at all."""
+    waiting, killed = processes(), processes()
+    name = controller.bus.unique_name
+    for unit, proc in (("machine-r1.scope", waiting), ("machine-r2.scope", killed)):
+        await start_scope(
+            client,
+            unit,
+            [proc.pid],
+            ["Controller", Variant("s", name)],
+            ["TimeoutStopUSec", Variant("t", 60_000_000)],
+        )
+    m = daemon.manager
+    r1, r2 = m.units["machine-r1.scope"], m.units["machine-r2.scope"]
+    m._set_state(r1, "stop-sigterm")  # as a restored unit reads
+    m._set_state(r2, "stop-sigkill")
+    m._resume_stop(r1)
+    m._resume_stop(r2)
+    assert killed.wait(timeout=5) == -signal.SIGKILL
+    await client.wait_signal(is_signal("UnitRemoved", "machine-r2.scope"))
+    assert kills(daemon) == [signal.SIGKILL]
+    assert waiting.poll() is None and r1.sub_state == "stop-sigterm"
+    assert not [msg for msg in controller.signals if msg.member == "RequestStop"]

@@ -69,7 +69,7 @@ class Service:
         self.version = version
         self.machine_id = machine_id
         self.peer_servers: list[PeerServer] = []
-        self.signals = SignalEmitter(self.emit)
+        self.signals = SignalEmitter(self.emit, bus.send)
         self.manager = manager_factory(self)
         self.signals.manager = self.manager
         self._xml = XmlCache()
@@ -147,8 +147,7 @@ class Service:
                 and msg.member == "NameOwnerChanged"
                 and msg.sender == "org.freedesktop.DBus"
                 and msg.body
-                and msg.body[0].startswith(":")
-                and not msg.body[2]
+                and not msg.body[2]  # unique names leave; well-known ones lose their owner
             ):
                 self._creds.pop(msg.body[0], None)
                 self.manager.bus_name_gone(msg.body[0])

@@ -348,13 +348,15 @@ class Manager(Restore):
         self.subscribers.discard(bus_name)
 
     def bus_name_gone(self, bus_name: str) -> None:
-        """A client left the bus: drop its subscription and unit references."""
+        """A client left the bus or a well-known name lost its owner: drop its
+        subscription, unit references and the scopes' Controller= naming it."""
         self.subscribers.discard(bus_name)
         for unit in self.units.values():
             if bus_name in unit.refs:
                 del unit.refs[bus_name]
                 self.listener.unit_refs_changed(unit)
                 self._queue_gc(unit)
+        self.controller_gone(bus_name)
 
     def reload(self) -> None:
         """Reload(): nothing is read from disk; clients still see Reloading true/false."""

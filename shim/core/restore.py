@@ -126,7 +126,7 @@ class Restore(Handled):
         if unit.type is UnitType.SCOPE or (handler is not None and handler.kind is Kind.SIMPLE):
             self.backend.watch_empty(path, self._cgroup_empty)
             if unit.sub_state in (ScopeState.STOP_SIGTERM, ScopeState.STOP_SIGKILL):
-                self._scope_signal(unit, ScopeState.STOP_SIGTERM)  # finish the stop
+                self._resume_stop(unit)  # finish the stop
         elif unit.active_state in (ActiveState.ACTIVATING, ActiveState.DEACTIVATING):
             # a handled unit's command was running at the crash: its outcome is unknown
             unit.result = "resources"

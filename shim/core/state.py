@@ -512,3 +512,6 @@ class Persisting:
 
     def reloading(self, active: bool) -> None:
         self.inner.reloading(active)
+
+    def request_stop(self, unit: Unit, controller: str) -> None:
+        self.inner.request_stop(unit, controller)

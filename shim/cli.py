@@ -53,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
         help="exit after SEC seconds without units or jobs (for bus activation)",
     )
     s.add_argument(
+        "--unit-root",
+        metavar="DIR",
+        default=None,
+        help="root of the unit search path: drop-ins and slice units are read from, and "
+        "set-property drop-ins written to, DIR/etc/systemd/system... (default: /; with the "
+        "fake backend STATE_DIR/unit-root)",
+    )
+    s.add_argument(
         "--mark-booted",
         action="store_true",
         default=None,
@@ -114,6 +122,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "version": "252",
         "mark_booted": False,
         "exit_on_idle": None,
+        "unit_root": None,
         "log_target": "stderr",
         "policy": None,
     }
@@ -131,6 +140,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "version": args.api_version,
         "mark_booted": args.mark_booted,
         "exit_on_idle": args.exit_on_idle,
+        "unit_root": args.unit_root,
         "log_target": args.log_target,
     }
     settings.update({k: v for k, v in given.items() if v is not None})
@@ -171,6 +181,14 @@ def _state_dir(wanted: object) -> Path:
     return path
 
 
+def _unit_root(wanted: object, backend: str, state_dir: Path) -> str:
+    """The unit search path's root: the fake backend changes nothing on the host, so its
+    default is a directory of its own; the real backends read and write /etc and /run."""
+    if wanted:
+        return str(wanted)
+    return str(state_dir / "unit-root") if backend == "fake" else "/"
+
+
 def serve(args: argparse.Namespace) -> int:
     if getattr(args, "cassette", None):
         from shim.bus import cassette
@@ -209,6 +227,7 @@ def serve(args: argparse.Namespace) -> int:
         state_dir=str(state_dir),
         booted_marker=BOOTED_MARKER if settings["mark_booted"] else None,
         exit_on_idle=_seconds(settings["exit_on_idle"]),
+        unit_root=_unit_root(settings["unit_root"], backend.name, state_dir),
         config=args.config,
     )
     try:

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 MANAGE_UNITS = "org.freedesktop.systemd1.manage-units"
 RELOAD_DAEMON = "org.freedesktop.systemd1.reload-daemon"
+MANAGE_UNIT_FILES = "org.freedesktop.systemd1.manage-unit-files"
 _MANAGER = "org.freedesktop.systemd1.Manager"
 _UNIT = "org.freedesktop.systemd1.Unit"
 _SCOPE = "org.freedesktop.systemd1.Scope"
@@ -37,6 +38,7 @@ ACTIONS: dict[tuple[str, str], str] = {
     },
     (_MANAGER, "Reload"): RELOAD_DAEMON,
     (_MANAGER, "Reexecute"): RELOAD_DAEMON,
+    (_MANAGER, "RevertUnitFiles"): MANAGE_UNIT_FILES,
     **{
         (_UNIT, m): MANAGE_UNITS
         for m in (

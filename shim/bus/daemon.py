@@ -18,6 +18,7 @@ from shim.bus.transport import patient
 from shim.core.manager import Manager
 from shim.core.policy import Policy
 from shim.core.state import Persisting, StateStore
+from shim.core.unitfiles import UnitFiles
 
 log = logging.getLogger("scopeshim")
 
@@ -36,6 +37,8 @@ class Options:
     booted_marker: str | None = None  # e.g. /run/systemd/system; None: leave it alone
     exit_on_idle: float | None = None  # seconds without units or jobs before exiting
     config: str | None = None  # the configuration file SIGHUP reads again
+    # the root of the unit search path (shim/core/unitfiles.py); None: no unit files (tests)
+    unit_root: str | None = None
 
 
 def _machine_id() -> str:
@@ -66,7 +69,10 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
 
     def manager(svc: Service) -> Manager:
         listener = svc.signals if store is None else Persisting(svc.signals, store)
-        return Manager(backend, listener, loop, options.policy)
+        made = Manager(backend, listener, loop, options.policy)
+        if options.unit_root is not None:
+            made.unit_files = UnitFiles(options.unit_root)
+        return made
 
     service = Service(bus, manager, version=options.version, machine_id=_machine_id())
     saved = None if store is None else store.load()

@@ -186,6 +186,8 @@ def _counter(field: str) -> Getter:
 def _load_error(u: Unit) -> tuple[str, str]:
     if u.load_state is LoadState.NOT_FOUND:
         return ("org.freedesktop.systemd1.NoSuchUnit", f"Unit {u.name} not found.")
+    if u.load_state is LoadState.MASKED and u.fragment_path:
+        return ("org.freedesktop.systemd1.UnitMasked", f"Unit {u.name} is masked.")
     return ("", "")
 
 
@@ -231,8 +233,12 @@ _GETTERS: dict[str, Getter] = {
     "GID": lambda m, u: 2**32 - 1,
     "ReloadResult": lambda m, u: "success",
     "CleanResult": lambda m, u: "success",
-    # transient units are "bad" with preset "enabled" (observed); units without any file ""
-    "UnitFileState": lambda m, u: "bad" if u.transient else "",
+    # transient units are "bad" with preset "enabled" (observed); units without any file "",
+    # a slice from a file without [Install] "static" (systemd 252 in the lab)
+    "UnitFileState": lambda m, u: "bad" if u.transient else "static" if u.fragment_path else "",
+    "FragmentPath": lambda m, u: u.fragment_path,
+    "DropInPaths": lambda m, u: list(u.dropin_paths),
+    "NeedDaemonReload": lambda m, u: m.need_daemon_reload(u),
     "UnitFilePreset": lambda m, u: "enabled" if u.transient else "",
 }
 
@@ -260,6 +266,10 @@ def get_property(svc: Service, unit: Unit, prop: Prop) -> object:
         return getter(svc.manager, unit)
     if prop.sig == "as":
         return _deps(svc.manager, unit, prop.name)
+    if prop.sig == "t" and f"{prop.name}Scale" in unit.settings:
+        scaled = svc.manager.scaled_setting(unit, prop.name)
+        if scaled is not None:
+            return scaled
     value = unit.settings.get(prop.name, readable.DEFAULTS.get(prop.name))
     return _zero(prop.sig) if value is None else value
 
@@ -381,9 +391,7 @@ class SignalEmitter:
         path = buspath.unit_path(unit.name)
         for iface in reversed(interfaces_for(unit)):
             emitting, invalidated = _signalled(iface)
-            changed = {
-                p.name: Variant(p.sig, get_property(self.svc, unit, p)) for p in emitting
-            }
+            changed = {p.name: Variant(p.sig, get_property(self.svc, unit, p)) for p in emitting}
             if changed or invalidated:
                 self._send(
                     Message.new_signal(

@@ -1,0 +1,343 @@
+"""Drop-ins, slice unit files, persistent SetUnitProperties, RevertUnitFiles and Reload over
+the bus, each against what the real systemd 252 did with the same files in the lab
+(fixtures/oracle/dropins/real-systemd-252.out). The search path's root is a tmp dir."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from dbus_fast import Variant
+
+from backends.fake import FakeBackend
+from compat import buspath
+from compat.unitvalues import HEADER
+from shim.bus.daemon import Options, serve
+from shim.core.policy import Policy
+from tests.conftest import Client, Daemon, PrivateBus
+
+UNIT = "org.freedesktop.systemd1.Unit"
+SLICE = "org.freedesktop.systemd1.Slice"
+SCOPE = "org.freedesktop.systemd1.Scope"
+MANAGER = "org.freedesktop.systemd1.Manager"
+USER = buspath.unit_path("user-1000.slice")
+GIB = 1024**3
+INFINITY = 2**64 - 1
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    r.mkdir()
+    return r
+
+
+@pytest.fixture
+async def daemon(
+    private_bus: PrivateBus, tmp_path: Path, policy: Policy, root: Path
+) -> AsyncIterator[Daemon]:
+    backend = FakeBackend(tmp_path / "cgroupfs")
+    options = Options(address=private_bus.address, policy=policy, unit_root=str(root))
+    service = await serve(options, backend)
+    yield Daemon(service, backend, private_bus.address)
+    service.close()
+    service.manager.close()
+    service.bus.disconnect()
+    await service.bus.wait_for_disconnect()
+    backend.close()
+
+
+def put(root: Path, path: str, text: str) -> Path:
+    p = root / path.lstrip("/")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+# Debian 12's /usr/lib/systemd/system/user-.slice.d/10-defaults.conf, as the lab read it
+DEFAULTS = (
+    "[Unit]\nDescription=User Slice of UID %j\nDocumentation=man:user@.service(5)\n"
+    "StopWhenUnneeded=yes\n\n[Slice]\nTasksMax=33%\n"
+)
+
+
+async def start_scope(client: Client, name: str, pid: int, slice_name: str) -> None:
+    props = [["PIDs", Variant("au", [pid])], ["Slice", Variant("s", slice_name)]]
+    (job,) = await client.ok("StartTransientUnit", "ssa(sv)a(sa(sv))", [name, "fail", props, []])
+    await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+
+
+async def show(client: Client, unit: str, iface: str, *names: str) -> dict[str, object]:
+    path = buspath.unit_path(unit)
+    return {n: await client.get(path, iface, n) for n in names}
+
+
+async def test_user_slice_drop_in_applies_before_the_first_scope(
+    daemon: Daemon, client: Client, root: Path, processes
+) -> None:
+    put(root, "/usr/lib/systemd/system/user-.slice.d/10-defaults.conf", DEFAULTS)
+    memory = put(
+        root, "/etc/systemd/system/user-.slice.d/50-memory.conf", "[Slice]\nMemoryMax=2G\n"
+    )
+    for uid in (1000, 1001):
+        await start_scope(client, f"session-{uid}.scope", processes().pid, f"user-{uid}.slice")
+        got = await show(client, f"user-{uid}.slice", SLICE, "MemoryMax", "TasksMax")
+        assert got["MemoryMax"] == 2 * GIB
+        assert await client.get(buspath.unit_path(f"user-{uid}.slice"), UNIT, "DropInPaths") == [
+            str(root / "usr/lib/systemd/system/user-.slice.d/10-defaults.conf"),
+            str(memory),
+        ]
+        # systemd 252: "User Slice of UID 1000" (%j, the last dash component)
+        assert (
+            await client.get(buspath.unit_path(f"user-{uid}.slice"), UNIT, "Description")
+            == f"User Slice of UID {uid}"
+        )
+        cg = f"/user.slice/user-{uid}.slice"
+        assert daemon.backend.get_attribute(cg, "memory.max") == str(2 * GIB)
+        # the limit was written before the session's process moved in
+        ops = [(o.op, o.path, o.args) for o in daemon.backend.operations]
+        limit = ops.index(("set", cg, ("memory.max", str(2 * GIB))))
+        attach = next(
+            i for i, o in enumerate(ops) if o[0] == "attach" and o[1] == f"{cg}/session-{uid}.scope"
+        )
+        assert limit < attach
+    assert await client.get(USER, UNIT, "FragmentPath") == ""
+
+
+async def test_search_path_order_and_precedence(daemon: Daemon, client: Client, root: Path) -> None:
+    """Lexical order by file name across all directories; the same name in a higher
+    directory, or for a more specific name, wins; a /dev/null symlink masks (and is listed);
+    slice.d/ applies to every slice (as systemd 252 listed them in the lab)."""
+    put(root, "/run/systemd/system/slice.d/10-all.conf", "[Slice]\nIOWeight=123\n")
+    put(root, "/run/systemd/system/a-.slice.d/20.conf", "[Slice]\nCPUWeight=11\n")
+    put(root, "/etc/systemd/system/a-b-.slice.d/20.conf", "[Slice]\nCPUWeight=12\n")
+    put(root, "/usr/lib/systemd/system/a-b-c.slice.d/30.conf", "[Slice]\nTasksMax=13\n")
+    put(root, "/usr/lib/systemd/system/a-b-c.slice.d/40.conf", "[Slice]\nTasksMax=14\n")
+    put(root, "/etc/systemd/system/a-b-c.slice.d/40.conf", "[Slice]\nTasksMax=15\n")
+    put(root, "/usr/lib/systemd/system/a-.slice.d/50.conf", "[Slice]\nMemoryMax=1G\n")
+    (root / "etc/systemd/system/a-b-c.slice.d/50.conf").symlink_to("/dev/null")
+    await client.ok("StartUnit", "ss", ["a-b-c.slice", "fail"])
+    path = buspath.unit_path("a-b-c.slice")
+    assert await client.get(path, UNIT, "DropInPaths") == [
+        str(root / "run/systemd/system/slice.d/10-all.conf"),
+        str(root / "etc/systemd/system/a-b-.slice.d/20.conf"),
+        str(root / "usr/lib/systemd/system/a-b-c.slice.d/30.conf"),
+        str(root / "etc/systemd/system/a-b-c.slice.d/40.conf"),
+        str(root / "etc/systemd/system/a-b-c.slice.d/50.conf"),
+    ]
+    got = await show(client, "a-b-c.slice", SLICE, "IOWeight", "CPUWeight", "TasksMax", "MemoryMax")
+    assert got == {"IOWeight": 123, "CPUWeight": 12, "TasksMax": 15, "MemoryMax": INFINITY}
+    unit_path = await client.get("/org/freedesktop/systemd1", MANAGER, "UnitPath")
+    assert unit_path[:3] == [str(root / "etc/systemd/system.control"),
+                             str(root / "run/systemd/system.control"),
+                             str(root / "run/systemd/transient")]  # fmt: skip
+
+
+async def test_bad_lines_are_logged_with_file_and_line_and_skipped(
+    daemon: Daemon, client: Client, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the file the lab's systemd 252 read (fixtures/oracle/dropins/pid1-config-errors.log)
+    bad = put(
+        root,
+        "/run/systemd/system/user-1000.slice.d/60-bad.conf",
+        "# comment\n; other\n[Unit]\nDescription=Hello %n %N %p %j %i\n[Slice]\nTasksMax=4\\\n2\n"
+        "FooBar=1\nMemoryHigh=notanumber\nMemoryLow=5%\n[Bogus]\nX=1\n",
+    )
+    put(root, "/etc/systemd/system/user-1000.slice.d/70-unreadable.conf", "")
+    os.chmod(root / "etc/systemd/system/user-1000.slice.d", 0o755)
+    with caplog.at_level(logging.WARNING):
+        await client.ok("StartUnit", "ss", ["user-1000.slice", "fail"])
+    lines = {r.getMessage() for r in caplog.records}
+    assert {
+        f"{bad}:11: Unknown section 'Bogus'. Ignoring.",
+        f"{bad}:7: Invalid maximum tasks value '4 2', ignoring: Invalid argument",
+        f"{bad}:8: Unknown key 'FooBar' in section [Slice], ignoring.",
+        f"{bad}:9: Invalid memory limit 'notanumber', ignoring: Invalid argument",
+    } <= lines
+    assert (
+        await client.get(USER, UNIT, "Description")
+        == "Hello user-1000.slice user-1000 user-1000 1000 "
+    )
+    total = daemon.backend.totals.memory
+    assert await client.get(USER, SLICE, "MemoryLow") == total * (
+        (500 * (2**32 - 1) + 5000) // 10000
+    ) // (2**32 - 1)
+    assert await client.get(USER, UNIT, "ActiveState") == "active"
+
+
+async def test_persistent_set_property_outlives_the_slice(
+    daemon: Daemon, client: Client, root: Path, processes
+) -> None:
+    proc = processes()
+    await start_scope(client, "session-1.scope", proc.pid, "user-1000.slice")
+    await client.ok(
+        "SetUnitProperties",
+        "sba(sv)",
+        ["user-1000.slice", False, [["MemoryMax", Variant("t", 3 * GIB)]]],
+    )
+    written = root / "etc/systemd/system.control/user-1000.slice.d/50-MemoryMax.conf"
+    # systemd 252's file, byte for byte (real-systemd-252.out)
+    assert written.read_text() == HEADER + "[Slice]\nMemoryMax=3221225472\n"
+    assert await client.get(USER, UNIT, "DropInPaths") == [str(written)]
+    assert daemon.backend.get_attribute("/user.slice/user-1000.slice", "memory.max") == str(3 * GIB)
+    # logout: the scope and then its slice go; the next login makes the slice again
+    proc.kill()
+    proc.wait()
+    await client.wait_signal(lambda m: m.member == "UnitRemoved" and m.body[0] == "user-1000.slice")
+    await start_scope(client, "session-2.scope", processes().pid, "user-1000.slice")
+    assert await client.get(USER, SLICE, "MemoryMax") == 3 * GIB
+    assert daemon.backend.get_attribute("/user.slice/user-1000.slice", "memory.max") == str(3 * GIB)
+
+
+async def test_runtime_and_transient_set_property_files(
+    daemon: Daemon, client: Client, root: Path, processes
+) -> None:
+    await start_scope(client, "lab-x.scope", processes().pid, "user-1000.slice")
+    await client.ok(
+        "SetUnitProperties",
+        "sba(sv)",
+        ["user-1000.slice", True, [["CPUQuotaPerSecUSec", Variant("t", 200_000)]]],
+    )
+    runtime = root / "run/systemd/system.control/user-1000.slice.d/50-CPUQuota.conf"
+    assert runtime.read_text() == HEADER + "[Slice]\nCPUQuota=20%\n"
+    # a transient unit's drop-ins go to its own directory, runtime or not (as in 252)
+    await client.ok(
+        "SetUnitProperties",
+        "sba(sv)",
+        ["lab-x.scope", False, [["MemoryMax", Variant("t", 400 * 1024**2)]]],
+    )
+    transient = root / "run/systemd/transient/lab-x.scope.d/50-MemoryMax.conf"
+    assert transient.read_text() == HEADER + "[Scope]\nMemoryMax=419430400\n"
+    assert await client.get(buspath.unit_path("lab-x.scope"), UNIT, "DropInPaths") == [
+        str(transient)
+    ]
+    # a list is written whole, starting with an empty assignment (as 252 wrote it)
+    for dev in ("/dev/null", "/dev/zero"):
+        await client.ok(
+            "SetUnitProperties",
+            "sba(sv)",
+            [
+                "user-1000.slice",
+                False,
+                [["IOReadBandwidthMax", Variant("a(st)", [[dev, 1_000_000]])]],
+            ],
+        )
+    lst = root / "etc/systemd/system.control/user-1000.slice.d/50-IOReadBandwidthMax.conf"
+    assert lst.read_text() == HEADER + (
+        "[Slice]\nIOReadBandwidthMax=\nIOReadBandwidthMax=/dev/null 1000000\n"
+        "IOReadBandwidthMax=/dev/zero 1000000\n\n"
+    )
+
+
+async def test_revert_and_reload(daemon: Daemon, client: Client, root: Path, processes) -> None:
+    put(root, "/etc/systemd/system/user-.slice.d/50-memory.conf", "[Slice]\nMemoryMax=2G\n")
+    await start_scope(client, "session-1.scope", processes().pid, "user-1000.slice")
+    await client.ok(
+        "SetUnitProperties",
+        "sba(sv)",
+        ["user-1000.slice", False, [["MemoryMax", Variant("t", GIB)]]],
+    )
+    await client.ok(
+        "SetUnitProperties", "sba(sv)", ["user-1000.slice", True, [["TasksMax", Variant("t", 77)]]]
+    )
+    (changes,) = await client.ok("RevertUnitFiles", "as", [["user-1000.slice"]])
+    control = root / "etc/systemd/system.control/user-1000.slice.d"
+    run = root / "run/systemd/system.control/user-1000.slice.d"
+    assert [list(c) for c in changes] == [
+        ["unlink", str(control / "50-MemoryMax.conf"), ""],
+        ["unlink", str(control), ""],
+        ["unlink", str(run / "50-TasksMax.conf"), ""],
+        ["unlink", str(run), ""],
+    ]
+    assert not control.exists() and not run.exists()
+    # what systemctl revert does next: Reload; the drop-in's 2G is back, TasksMax default
+    assert await client.get(USER, UNIT, "NeedDaemonReload") is True
+    await client.ok("Reload")
+    assert await client.get(USER, UNIT, "NeedDaemonReload") is False
+    assert await client.get(USER, SLICE, "MemoryMax") == 2 * GIB
+    assert await client.get(USER, SLICE, "TasksMax") == INFINITY
+    cg = "/user.slice/user-1000.slice"
+    assert daemon.backend.get_attribute(cg, "memory.max") == str(2 * GIB)
+    assert daemon.backend.get_attribute(cg, "pids.max") == "max"
+    # an edited drop-in reaches the running slice at the next Reload
+    put(
+        root,
+        "/etc/systemd/system/user-.slice.d/50-memory.conf",
+        "[Slice]\nMemoryMax=1G\nCPUQuota=50%\n",
+    )
+    await client.ok("Reload")
+    assert daemon.backend.get_attribute(cg, "memory.max") == str(GIB)
+    assert daemon.backend.get_attribute(cg, "cpu.max") == "50000 100000"
+    assert await client.ok("RevertUnitFiles", "as", [["nothing.slice"]]) == [[]]
+
+
+async def test_slice_unit_from_a_file(
+    daemon: Daemon, client: Client, root: Path, processes
+) -> None:
+    frag = put(root, "/etc/systemd/system/lab.slice",
+               "[Unit]\nDescription=Lab slice\n[Slice]\nMemoryMax=1G\nCPUQuota=50%\n")  # fmt: skip
+    put(root, "/etc/systemd/system/lab.slice.d/override.conf", "[Slice]\nMemoryHigh=500M\n")
+    await start_scope(client, "in-lab.scope", processes().pid, "lab.slice")
+    lab = buspath.unit_path("lab.slice")
+    # systemd 252: FragmentPath, UnitFileState static, settings from both files
+    assert await client.get(lab, UNIT, "FragmentPath") == str(frag)
+    assert await client.get(lab, UNIT, "UnitFileState") == "static"
+    assert await client.get(lab, UNIT, "Description") == "Lab slice"
+    got = await show(client, "lab.slice", SLICE, "MemoryMax", "MemoryHigh", "CPUQuotaPerSecUSec")
+    assert got == {"MemoryMax": GIB, "MemoryHigh": 500 * 1024**2, "CPUQuotaPerSecUSec": 500_000}
+    assert daemon.backend.get_attribute("/lab.slice", "memory.max") == str(GIB)
+    # a changed fragment: NeedDaemonReload, then Reload applies it (CPUQuota= gone: reset)
+    frag.write_text("[Unit]\nDescription=Lab slice\n[Slice]\nMemoryMax=2G\n")
+    os.utime(frag, ns=(1, 1))
+    assert await client.get(lab, UNIT, "NeedDaemonReload") is True
+    await client.ok("Reload")
+    got = await show(client, "lab.slice", SLICE, "MemoryMax", "CPUQuotaPerSecUSec")
+    assert got == {"MemoryMax": 2 * GIB, "CPUQuotaPerSecUSec": INFINITY}
+    assert daemon.backend.get_attribute("/lab.slice", "cpu.max") == "max 100000"
+
+
+async def test_masked_slice(daemon: Daemon, client: Client, root: Path) -> None:
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/systemd/system/masked1.slice").symlink_to("/dev/null")
+    # systemd 252: "Unit masked1.slice is masked.", LoadState masked, FragmentPath the link
+    name, message = await client.error("StartUnit", "ss", ["masked1.slice", "fail"])
+    assert (name, message) == (
+        "org.freedesktop.systemd1.UnitMasked",
+        "Unit masked1.slice is masked.",
+    )
+    path = buspath.unit_path("masked1.slice")
+    assert await client.get(path, UNIT, "LoadState") == "masked"
+    assert await client.get(path, UNIT, "FragmentPath") == str(
+        root / "etc/systemd/system/masked1.slice"
+    )
+
+
+async def test_transient_slice_drop_in_wins(daemon: Daemon, client: Client, root: Path) -> None:
+    # systemd 252: a tr-.slice.d/ MemoryMax=700M won over StartTransientUnit's MemoryMax
+    put(root, "/etc/systemd/system/tr-.slice.d/10.conf", "[Slice]\nMemoryMax=700M\n")
+    props = [["MemoryMax", Variant("t", 1_000_000)]]
+    (job,) = await client.ok(
+        "StartTransientUnit", "ssa(sv)a(sa(sv))", ["tr-a.slice", "fail", props, []]
+    )
+    await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+    assert await client.get(buspath.unit_path("tr-a.slice"), SLICE, "MemoryMax") == 700 * 1024**2
+
+
+async def test_set_property_unwritable_root_is_an_error_not_a_crash(
+    daemon: Daemon, client: Client, root: Path
+) -> None:
+    (root / "etc/systemd").mkdir(parents=True)
+    (root / "etc/systemd/system.control").write_text("not a directory")
+    await client.ok("StartUnit", "ss", ["user-1000.slice", "fail"])
+    name, message = await client.error(
+        "SetUnitProperties",
+        "sba(sv)",
+        ["user-1000.slice", False, [["MemoryMax", Variant("t", GIB)]]],
+    )
+    assert name == "org.freedesktop.DBus.Error.Failed" or name.startswith("System.Error.")
+    assert "50-MemoryMax.conf" in message
+    # nothing applied
+    assert await client.get(USER, SLICE, "MemoryMax") == INFINITY

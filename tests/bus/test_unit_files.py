@@ -4,10 +4,13 @@ the bus, each against what the real systemd 252 did with the same files in the l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dbus_fast import Variant
@@ -17,7 +20,11 @@ from compat import buspath
 from compat.unitvalues import HEADER
 from shim.bus.daemon import Options, serve
 from shim.core.policy import Policy
+from tests.bus.test_restart import Daemon as Process
+from tests.bus.test_restart import bus_client, wait_owner
 from tests.conftest import Client, Daemon, PrivateBus
+
+__all__ = ["bus_client"]  # a fixture of test_restart.py, used here too
 
 UNIT = "org.freedesktop.systemd1.Unit"
 SLICE = "org.freedesktop.systemd1.Slice"
@@ -76,7 +83,7 @@ async def show(client: Client, unit: str, iface: str, *names: str) -> dict[str, 
 
 
 async def test_user_slice_drop_in_applies_before_the_first_scope(
-    daemon: Daemon, client: Client, root: Path, processes
+    daemon: Daemon, client: Client, root: Path, processes: Any
 ) -> None:
     put(root, "/usr/lib/systemd/system/user-.slice.d/10-defaults.conf", DEFAULTS)
     memory = put(
@@ -169,7 +176,7 @@ async def test_bad_lines_are_logged_with_file_and_line_and_skipped(
 
 
 async def test_persistent_set_property_outlives_the_slice(
-    daemon: Daemon, client: Client, root: Path, processes
+    daemon: Daemon, client: Client, root: Path, processes: Any
 ) -> None:
     proc = processes()
     await start_scope(client, "session-1.scope", proc.pid, "user-1000.slice")
@@ -193,7 +200,7 @@ async def test_persistent_set_property_outlives_the_slice(
 
 
 async def test_runtime_and_transient_set_property_files(
-    daemon: Daemon, client: Client, root: Path, processes
+    daemon: Daemon, client: Client, root: Path, processes: Any
 ) -> None:
     await start_scope(client, "lab-x.scope", processes().pid, "user-1000.slice")
     await client.ok(
@@ -232,7 +239,9 @@ async def test_runtime_and_transient_set_property_files(
     )
 
 
-async def test_revert_and_reload(daemon: Daemon, client: Client, root: Path, processes) -> None:
+async def test_revert_and_reload(
+    daemon: Daemon, client: Client, root: Path, processes: Any
+) -> None:
     put(root, "/etc/systemd/system/user-.slice.d/50-memory.conf", "[Slice]\nMemoryMax=2G\n")
     await start_scope(client, "session-1.scope", processes().pid, "user-1000.slice")
     await client.ok(
@@ -275,7 +284,7 @@ async def test_revert_and_reload(daemon: Daemon, client: Client, root: Path, pro
 
 
 async def test_slice_unit_from_a_file(
-    daemon: Daemon, client: Client, root: Path, processes
+    daemon: Daemon, client: Client, root: Path, processes: Any
 ) -> None:
     frag = put(root, "/etc/systemd/system/lab.slice",
                "[Unit]\nDescription=Lab slice\n[Slice]\nMemoryMax=1G\nCPUQuota=50%\n")  # fmt: skip
@@ -341,3 +350,40 @@ async def test_set_property_unwritable_root_is_an_error_not_a_crash(
     assert "50-MemoryMax.conf" in message
     # nothing applied
     assert await client.get(USER, SLICE, "MemoryMax") == INFINITY
+
+
+async def test_set_property_survives_a_restart(
+    private_bus: PrivateBus, tmp_path: Path, root: Path, bus_client: Client, processes: Any
+) -> None:
+    """kill -9 and a restart: the persistent value is read back from its drop-in, and a
+    drop-in written while the daemon was down applies to the running slice."""
+    c = bus_client
+    shim = Process(private_bus.address, tmp_path)
+    shim.command += ["--unit-root", str(root)]
+    shim.start()
+    try:
+        await wait_owner(c)
+        await start_scope(c, "session-1.scope", processes().pid, "user-1000.slice")
+        await c.ok(
+            "SetUnitProperties",
+            "sba(sv)",
+            ["user-1000.slice", False, [["MemoryMax", Variant("t", GIB)]]],
+        )
+        await asyncio.sleep(0.3)  # the state reaches the disk once per loop iteration
+        shim.kill()
+        await wait_owner(c, present=False)
+        put(root, "/etc/systemd/system/user-.slice.d/40-cpu.conf", "[Slice]\nCPUWeight=77\n")
+        shim.start()
+        await wait_owner(c)
+        assert await c.get(USER, SLICE, "MemoryMax") == GIB
+        assert await c.get(USER, SLICE, "CPUWeight") == 77
+        assert await c.get(USER, UNIT, "DropInPaths") == [
+            str(root / "etc/systemd/system/user-.slice.d/40-cpu.conf"),
+            str(root / "etc/systemd/system.control/user-1000.slice.d/50-MemoryMax.conf"),
+        ]
+        cg = tmp_path / "cgroupfs/user.slice/user-1000.slice"
+        assert (cg / "cpu.weight").read_text() == "77\n"
+        assert (cg / "memory.max").read_text() == f"{GIB}\n"
+    finally:
+        if shim.proc is not None and shim.proc.poll() is None:
+            shim.kill(signal.SIGTERM)

@@ -222,8 +222,11 @@ _GETTERS: dict[str, Getter] = {
     "IOWriteOperations": _counter("io_write_ops"),
     # systemd-system.conf(5) DefaultTasksMax= is for the units with processes; slices
     # read infinity unless set (observed on systemd 252)
-    "TasksMax": lambda m, u: u.settings.get(
-        "TasksMax", UINT64_MAX if u.type is UnitType.SLICE else default_tasks_max()
+    "TasksMax": lambda m, u: (
+        m.scaled_setting(u, "TasksMax")
+        or u.settings.get(
+            "TasksMax", UINT64_MAX if u.type is UnitType.SLICE else default_tasks_max()
+        )
     ),
     # systemd.service(5): the Type= a handled service imitates (shim/core/policy.py)
     "Type": lambda m, u: "oneshot" if _remains(u) else "simple",

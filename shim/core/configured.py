@@ -94,22 +94,27 @@ class Configured(Restore):
             out.append(Assignment(name, value, PROPERTIES[name].merge))
         return out
 
-    def _persist(self, unit: Unit, runtime: bool, assignments: Sequence[Assignment]) -> None:
+    def _persist(self, unit: Unit, runtime: bool, assignments: Sequence[Assignment]) -> bool:
         """SetUnitProperties writes what it sets as systemd does (50-NAME.conf in the unit's
         transient directory, or system.control in /run or /etc), before anything applies,
         so that the settings outlive the unit (a user slice made again at the next login
-        gets them); what no file holds is kept with the unit's own settings."""
+        gets them); then the unit's files are read again, so that the new file takes its
+        place in the order: systemd 252 did the same (fixtures/oracle/dropins/: after
+        `set-property MemoryMax=1G`, a user-.slice.d/50-memory.conf MemoryMax=2G, later in
+        the order, still won). What no file holds is kept with the unit's own settings.
+        False when the unit has no files to write (the caller applies in memory)."""
         if not self._configurable(unit) or unit.base_settings is None:
-            return
+            return False
         assert self.unit_files is not None
         preview = dict(unit.settings)
         merge_into(preview, assignments)
         directory = self.unit_files.control_dir(unit.name, transient=unit.transient,
                                                 runtime=runtime)  # fmt: skip
+        kept = {}
         for name in dict.fromkeys(a.name for a in assignments):
             written = unitvalues.drop_in(unit.type, name, preview.get(name))
             if written is None:
-                unit.base_settings[name] = preview.get(name)
+                kept[name] = preview.get(name)
                 continue
             try:
                 self.unit_files.write(directory, *written)
@@ -117,8 +122,9 @@ class Configured(Restore):
                 raise errors.from_errno(
                     e.errno, f"Failed to write drop-in {written[0]}: {e.strerror}"
                 ) from None
-        unit.dropin_paths = self.unit_files.dropins(unit.name)
-        unit.config_stamp = self.unit_files.stamp(unit.name, unit.type)
+        merge_into(unit.base_settings, [a for a in assignments if a.name in kept])
+        self._configure(unit)
+        return True
 
     def _reload_files(self) -> None:
         """Reload(): every unit's files are read again; changed settings are applied to the

@@ -93,6 +93,9 @@ async def test_user_slice_drop_in_applies_before_the_first_scope(
         await start_scope(client, f"session-{uid}.scope", processes().pid, f"user-{uid}.slice")
         got = await show(client, f"user-{uid}.slice", SLICE, "MemoryMax", "TasksMax")
         assert got["MemoryMax"] == 2 * GIB
+        # TasksMax=33% of the kernel's limit, read back in tasks as systemd 252 showed it
+        scale = (3300 * (2**32 - 1) + 5000) // 10000
+        assert got["TasksMax"] == daemon.backend.totals.tasks * scale // (2**32 - 1)
         assert await client.get(buspath.unit_path(f"user-{uid}.slice"), UNIT, "DropInPaths") == [
             str(root / "usr/lib/systemd/system/user-.slice.d/10-defaults.conf"),
             str(memory),
@@ -249,9 +252,13 @@ async def test_revert_and_reload(
         "sba(sv)",
         ["user-1000.slice", False, [["MemoryMax", Variant("t", GIB)]]],
     )
+    # systemd 252 (oracle2.sh in fixtures/oracle/dropins/): the unit's files are read again,
+    # and 50-memory.conf comes after 50-MemoryMax.conf: the drop-in's 2G still wins
+    assert await client.get(USER, SLICE, "MemoryMax") == 2 * GIB
     await client.ok(
         "SetUnitProperties", "sba(sv)", ["user-1000.slice", True, [["TasksMax", Variant("t", 77)]]]
     )
+    assert await client.get(USER, SLICE, "TasksMax") == 77
     (changes,) = await client.ok("RevertUnitFiles", "as", [["user-1000.slice"]])
     control = root / "etc/systemd/system.control/user-1000.slice.d"
     run = root / "run/systemd/system.control/user-1000.slice.d"

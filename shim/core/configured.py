@@ -94,37 +94,36 @@ class Configured(Restore):
             out.append(Assignment(name, value, PROPERTIES[name].merge))
         return out
 
-    def _persist(self, unit: Unit, runtime: bool, assignments: Sequence[Assignment]) -> bool:
+    def _persist(self, unit: Unit, runtime: bool, assignments: Sequence[Assignment]) -> None:
         """SetUnitProperties writes what it sets as systemd does (50-NAME.conf in the unit's
         transient directory, or system.control in /run or /etc), before anything applies,
         so that the settings outlive the unit (a user slice made again at the next login
-        gets them); then the unit's files are read again, so that the new file takes its
-        place in the order: systemd 252 did the same (fixtures/oracle/dropins/: after
-        `set-property MemoryMax=1G`, a user-.slice.d/50-memory.conf MemoryMax=2G, later in
-        the order, still won). What no file holds is kept with the unit's own settings.
-        False when the unit has no files to write (the caller applies in memory)."""
+        gets them). The values apply at once; a new file is added at the end of
+        DropInPaths, and only a later load puts it in its place in the order (systemd 252
+        in the lab: fixtures/oracle/dropins/real-systemd-252-e2e.out)."""
         if not self._configurable(unit) or unit.base_settings is None:
-            return False
+            return
         assert self.unit_files is not None
         preview = dict(unit.settings)
         merge_into(preview, assignments)
         directory = self.unit_files.control_dir(unit.name, transient=unit.transient,
                                                 runtime=runtime)  # fmt: skip
-        kept = {}
+        kept = []
         for name in dict.fromkeys(a.name for a in assignments):
             written = unitvalues.drop_in(unit.type, name, preview.get(name))
             if written is None:
-                kept[name] = preview.get(name)
+                kept.append(name)
                 continue
             try:
-                self.unit_files.write(directory, *written)
+                path = self.unit_files.write(directory, *written)
             except OSError as e:
                 raise errors.from_errno(
                     e.errno, f"Failed to write drop-in {written[0]}: {e.strerror}"
                 ) from None
+            if path not in unit.dropin_paths:
+                unit.dropin_paths.append(path)
         merge_into(unit.base_settings, [a for a in assignments if a.name in kept])
-        self._configure(unit)
-        return True
+        unit.config_stamp = self.unit_files.stamp(unit.name, unit.type)
 
     def _reload_files(self) -> None:
         """Reload(): every unit's files are read again; changed settings are applied to the

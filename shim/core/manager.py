@@ -282,8 +282,8 @@ class Manager(Configured):
         """Runtime changes, validated completely before any is applied."""
         assignments = parse_assignments(unit.type, properties, transient=False)
         self._check_backend_support(assignments)
-        if not self._persist(unit, runtime, assignments):
-            merge_into(unit.settings, assignments)
+        self._persist(unit, runtime, assignments)
+        merge_into(unit.settings, assignments)
         self._apply_resources(unit)
         self.listener.unit_changed(unit)
 

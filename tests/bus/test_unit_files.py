@@ -252,13 +252,24 @@ async def test_revert_and_reload(
         "sba(sv)",
         ["user-1000.slice", False, [["MemoryMax", Variant("t", GIB)]]],
     )
-    # systemd 252 (oracle2.sh in fixtures/oracle/dropins/): the unit's files are read again,
-    # and 50-memory.conf comes after 50-MemoryMax.conf: the drop-in's 2G still wins
-    assert await client.get(USER, SLICE, "MemoryMax") == 2 * GIB
+    # systemd 252 (real-systemd-252-e2e.out): the value applies at once and the new file
+    # is added at the end of DropInPaths; a later load sorts it before 50-memory.conf
+    assert await client.get(USER, SLICE, "MemoryMax") == GIB
+    control_file = root / "etc/systemd/system.control/user-1000.slice.d/50-MemoryMax.conf"
+    assert await client.get(USER, UNIT, "DropInPaths") == [
+        str(root / "etc/systemd/system/user-.slice.d/50-memory.conf"),
+        str(control_file),
+    ]
+    assert await client.get(USER, UNIT, "NeedDaemonReload") is False
     await client.ok(
         "SetUnitProperties", "sba(sv)", ["user-1000.slice", True, [["TasksMax", Variant("t", 77)]]]
     )
     assert await client.get(USER, SLICE, "TasksMax") == 77
+    # a load from the files (Reload here; the next login in the e2e): 50-memory.conf sorts
+    # after 50-MemoryMax.conf and wins, as on systemd 252
+    await client.ok("Reload")
+    assert await client.get(USER, SLICE, "MemoryMax") == 2 * GIB
+    assert (await client.get(USER, UNIT, "DropInPaths"))[0] == str(control_file)
     (changes,) = await client.ok("RevertUnitFiles", "as", [["user-1000.slice"]])
     control = root / "etc/systemd/system.control/user-1000.slice.d"
     run = root / "run/systemd/system.control/user-1000.slice.d"

@@ -224,6 +224,9 @@ async def test_runtime_and_transient_set_property_files(
     assert await client.get(buspath.unit_path("lab-x.scope"), UNIT, "DropInPaths") == [
         str(transient)
     ]
+    # documented difference (README): no transient file of its own, so FragmentPath is ""
+    # (systemd 252: /run/systemd/transient/lab-x.scope)
+    assert await client.get(buspath.unit_path("lab-x.scope"), UNIT, "FragmentPath") == ""
     # a list is written whole, starting with an empty assignment (as 252 wrote it)
     for dev in ("/dev/null", "/dev/zero"):
         await client.ok(

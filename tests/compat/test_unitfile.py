@@ -270,3 +270,14 @@ def test_set_property_files_read_back() -> None:
 
 def test_no_file_for_runtime_only_properties() -> None:
     assert unitvalues.drop_in(SCOPE, "Markers", ["needs-restart"]) is None
+
+
+def test_tasks_max_percentage_is_written_as_given() -> None:
+    """Documented difference (README): systemd 252 wrote "TasksMax=2.0%" for TasksMax=20%
+    (fixtures/oracle/dropins/real-systemd-252.out) and read it back as 2%; scopeshim writes
+    the percentage given, in the same shape."""
+    written = unitvalues.drop_in(SLICE, "TasksMaxScale", (2000 * UINT32_MAX + 5000) // 10000)
+    assert written == ("50-TasksMaxScale.conf", H + "[Slice]\nTasksMax=20.0%\n")
+    entries, _ = unitfile.parse(written[1])
+    (prop,) = unitvalues.to_properties(SLICE, "Slice", entries[0].key, entries[0].value)
+    assert prop == ("TasksMaxScale", "u", (2000 * UINT32_MAX + 5000) // 10000)

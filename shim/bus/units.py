@@ -238,7 +238,15 @@ _GETTERS: dict[str, Getter] = {
     "CleanResult": lambda m, u: "success",
     # transient units are "bad" with preset "enabled" (observed); units without any file "",
     # a slice from a file without [Install] "static" (systemd 252 in the lab)
-    "UnitFileState": lambda m, u: "bad" if u.transient else "static" if u.fragment_path else "",
+    "UnitFileState": lambda m, u: (
+        "bad"
+        if u.transient
+        else "masked"
+        if u.load_state is LoadState.MASKED and u.fragment_path
+        else "static"
+        if u.fragment_path
+        else ""
+    ),
     "FragmentPath": lambda m, u: u.fragment_path,
     "DropInPaths": lambda m, u: list(u.dropin_paths),
     "NeedDaemonReload": lambda m, u: m.need_daemon_reload(u),

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from backends.base import Capability
 from backends.resources import Totals, scaled
-from compat import errors, readable, unitvalues
+from compat import errors, readable, unitname, unitvalues
 from compat.enums import LoadState
 from compat.properties import PROPERTIES, SCALE_TARGETS, Assignment, merge_into
 from compat.unitname import UnitType
@@ -145,7 +145,9 @@ class Configured(Restore):
         """RevertUnitFiles: the changes as (type, path, destination), "unlink" each."""
         out: list[tuple[str, str, str]] = []
         for name in names:
-            self.check_name(name)
+            if not unitname.is_valid(name):
+                # systemd 252 answers an invalid name so (fixtures/oracle/dropins/, oracle3)
+                raise errors.InvalidArgs("Invalid argument")
             if self.unit_files is None:
                 continue
             try:

@@ -167,7 +167,8 @@ class UnitFiles:
 
     def revert(self, name: str) -> list[str]:
         """systemctl revert: remove the unit's own drop-in directories in /etc and /run and
-        the control and transient ones; the removed paths, files before their directory."""
+        both system.control ones, whatever files they hold (systemd 252 removed a README
+        too); the removed paths, files before their directory."""
         removed: list[str] = []
         for base in REVERTIBLE:
             d = self.real(os.path.join(base, f"{name}.d"))
@@ -177,7 +178,7 @@ class UnitFiles:
                 continue
             for entry in entries:
                 path = os.path.join(d, entry)
-                if entry.endswith(".conf") and not os.path.isdir(path):
+                if not os.path.isdir(path) or os.path.islink(path):
                     os.unlink(path)
                     removed.append(path)
             try:

@@ -408,3 +408,43 @@ async def test_set_property_survives_a_restart(
     finally:
         if shim.proc is not None and shim.proc.poll() is None:
             shim.kill(signal.SIGTERM)
+
+
+async def test_revert_edge_cases(daemon: Daemon, client: Client, root: Path) -> None:
+    """As systemd 252 answered them (fixtures/oracle/dropins/real-systemd-252-oracle3.out)."""
+    for bad in ("foo", "foo bar.slice", "../x.slice"):
+        assert await client.error("RevertUnitFiles", "as", [[bad]]) == (
+            "org.freedesktop.DBus.Error.InvalidArgs",
+            "Invalid argument",
+        )
+    assert await client.ok("RevertUnitFiles", "as", [["a@.service"]]) == [[]]
+    assert await client.ok("RevertUnitFiles", "as", [[]]) == [[]]
+    # a prefix directory is not the unit's own: kept
+    put(root, "/etc/systemd/system/x-.slice.d/a.conf", "[Slice]\nMemoryMax=1G\n")
+    assert await client.ok("RevertUnitFiles", "as", [["x-1.slice"]]) == [[]]
+    # every file of the unit's own directory goes, not only *.conf
+    d = root / "etc/systemd/system/x-2.slice.d"
+    put(root, "/etc/systemd/system/x-2.slice.d/b.conf", "[Slice]\nMemoryMax=1G\n")
+    put(root, "/etc/systemd/system/x-2.slice.d/README", "hi\n")
+    (changes,) = await client.ok("RevertUnitFiles", "as", [["x-2.slice"]])
+    assert sorted(tuple(c) for c in changes) == sorted(
+        [
+            ("unlink", str(d / "b.conf"), ""),
+            ("unlink", str(d / "README"), ""),
+            ("unlink", str(d), ""),
+        ]
+    )
+    assert not d.exists()
+
+
+async def test_masked_slice_file_state(daemon: Daemon, client: Client, root: Path) -> None:
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/systemd/system/m.slice").symlink_to("/dev/null")
+    await client.error("StartUnit", "ss", ["m.slice", "fail"])
+    path = buspath.unit_path("m.slice")
+    # systemd 252: UnitFileState masked, LoadError UnitMasked (status: "masked (Reason: ...)")
+    assert await client.get(path, UNIT, "UnitFileState") == "masked"
+    assert list(await client.get(path, UNIT, "LoadError")) == [
+        "org.freedesktop.systemd1.UnitMasked",
+        "Unit m.slice is masked.",
+    ]

@@ -45,6 +45,11 @@ class Configured(Restore):
             self._configure(unit)
         return unit
 
+    def _unregister(self, unit: Unit) -> None:
+        super()._unregister(unit)
+        if unit.transient and self.unit_files is not None:
+            self.unit_files.remove_transient(unit.name)
+
     def _configure_transient(self, unit: Unit) -> None:
         """A new transient unit: drop-ins apply after its own settings (systemd 252 in the
         lab: a tr-.slice.d/ MemoryMax= won over the one StartTransientUnit gave)."""

@@ -187,3 +187,22 @@ class UnitFiles:
             except OSError:
                 pass  # something else lives there: leave it
         return removed
+
+    def remove_transient(self, name: str) -> None:
+        """A transient unit's own drop-ins go with it (systemd removes the files in the
+        transient directory when it frees a transient unit), so that a later unit of the
+        same name (session-c1.scope after a restart) starts clean."""
+        d = self.real(os.path.join(TRANSIENT, f"{name}.d"))
+        try:
+            entries = os.listdir(d)
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                os.unlink(os.path.join(d, entry))
+            except OSError as e:
+                log.warning("%s: not removed: %s", os.path.join(d, entry), e.strerror)
+        try:
+            os.rmdir(d)
+        except OSError as e:
+            log.warning("%s: not removed: %s", d, e.strerror)

@@ -448,3 +448,25 @@ async def test_masked_slice_file_state(daemon: Daemon, client: Client, root: Pat
         "org.freedesktop.systemd1.UnitMasked",
         "Unit m.slice is masked.",
     ]
+
+
+async def test_transient_drop_ins_go_with_the_unit(
+    daemon: Daemon, client: Client, root: Path, processes: Any
+) -> None:
+    """systemd frees a transient unit's drop-ins in /run/systemd/transient with it: the next
+    scope of that name starts without them."""
+    proc = processes()
+    await start_scope(client, "again.scope", proc.pid, "user-1000.slice")
+    await client.ok(
+        "SetUnitProperties", "sba(sv)", ["again.scope", False, [["MemoryMax", Variant("t", GIB)]]]
+    )
+    d = root / "run/systemd/transient/again.scope.d"
+    assert (d / "50-MemoryMax.conf").exists()
+    proc.kill()
+    proc.wait()
+    await client.wait_signal(lambda m: m.member == "UnitRemoved" and m.body[0] == "again.scope")
+    assert not d.exists()
+    await start_scope(client, "again.scope", processes().pid, "user-1000.slice")
+    path = buspath.unit_path("again.scope")
+    assert await client.get(path, SCOPE, "MemoryMax") == INFINITY
+    assert await client.get(path, UNIT, "DropInPaths") == []

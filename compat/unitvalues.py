@@ -22,7 +22,13 @@ class BadValueError(ValueError):
 
 
 # systemd.unit(5): the sections each unit type reads
-SECTIONS = {UnitType.SLICE: ("Unit", "Slice"), UnitType.SCOPE: ("Unit", "Scope")}
+SECTIONS = {
+    UnitType.SLICE: ("Unit", "Slice"),
+    UnitType.SCOPE: ("Unit", "Scope"),
+    UnitType.SERVICE: ("Unit", "Service"),
+}
+# systemd.resource-control(5): the settings every unit with a cgroup takes (services too)
+_CGROUP_TYPES = frozenset({UnitType.SLICE, UnitType.SCOPE})
 # systemd.syntax(7) booleans
 _TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
 _FALSE = frozenset({"0", "no", "n", "false", "f", "off"})
@@ -335,8 +341,21 @@ def to_properties(unit_type: UnitType, section: str, key: str, value: str) -> li
         raise BadValueError(f"Unknown section '{section}'. Ignoring.")
     parse = _parser(key)
     spec = PROPERTIES.get(_BUS_NAMES.get(key, key))
+    types = spec.types if spec is not None else frozenset(UnitType)
+    if types == _CGROUP_TYPES:
+        types = types | {UnitType.SERVICE}
     wanted = "Unit" if section_of(key) == "Unit" else section
-    if parse is None or (spec is not None and unit_type not in spec.types) or wanted != section:
+    if (
+        unit_type is UnitType.SERVICE
+        and section == "Service"
+        and (parse is None or unit_type not in types)
+    ):
+        # systemd.service(5) settings (ExecStart=, Type=, ...): scopeshim runs no services
+        # from files; what stands behind a handled service is its configuration
+        raise BadValueError(
+            f"Setting '{key}' in section [Service] is not used by scopeshim, ignoring."
+        )
+    if parse is None or unit_type not in types or wanted != section:
         raise BadValueError(f"Unknown key '{key}' in section [{section}], ignoring.")
     return parse(key, value)
 

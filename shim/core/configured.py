@@ -30,12 +30,13 @@ class Configured(Restore):
     unit_files: UnitFiles | None = None  # None: no unit files are read or written (tests)
 
     def _configurable(self, unit: Unit) -> bool:
-        return (
-            self.unit_files is not None
-            and unit.type in _CONFIGURABLE
-            and not unit.perpetual
-            and unit.load_state is not LoadState.NOT_FOUND
-        )
+        """Slices and scopes, and the services scopeshim handles (policy.py) unless masked:
+        they read drop-ins ([Unit] and resource control)."""
+        if self.unit_files is None or unit.perpetual:
+            return False
+        if unit.type is UnitType.SERVICE:
+            return unit.handler is not None and unit.load_state is LoadState.LOADED
+        return unit.type in _CONFIGURABLE and unit.load_state is not LoadState.NOT_FOUND
 
     def load_unit(self, name: str) -> Unit:
         fresh = name not in self.units

@@ -49,9 +49,15 @@ class Loaded:
 
 def name_variants(name: str) -> list[str]:
     """The names whose NAME.d/ directories apply to NAME (systemd.unit(5)): the name, its
-    dash prefixes longest first ("user-.slice" for "user-1000.slice"), the type ("slice")."""
+    template, its dash prefixes longest first ("user-.slice" for "user-1000.slice"), the
+    type ("slice")."""
     stem, _, suffix = name.rpartition(".")
     out = [name]
+    prefix, at, _instance = stem.partition("@")
+    if at:
+        # an instance reads its template's drop-ins too (user@.service.d for user@1000)
+        out.append(f"{prefix}@.{suffix}")
+        stem = prefix
     if not stem.startswith("-"):
         parts = stem.split("-")
         for n in range(len(parts) - 1, 0, -1):

@@ -470,3 +470,32 @@ async def test_transient_drop_ins_go_with_the_unit(
     path = buspath.unit_path("again.scope")
     assert await client.get(path, SCOPE, "MemoryMax") == INFINITY
     assert await client.get(path, UNIT, "DropInPaths") == []
+
+
+async def test_handled_service_drop_ins(
+    daemon: Daemon, client: Client, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The services scopeshim handles read their drop-ins, the template's too ([Unit] and
+    resource control; systemd.service(5) settings are logged as unused)."""
+    barrier = put(
+        root,
+        "/usr/lib/systemd/system/user-runtime-dir@.service.d/10-x.conf",
+        "[Unit]\nAfter=systemd-user-sessions.service\n",
+    )
+    limit = put(
+        root,
+        "/etc/systemd/system/user-runtime-dir@1000.service.d/50-limit.conf",
+        "[Unit]\nDescription=Runtime of %i\n[Service]\nMemoryMax=100M\nExecStart=/bin/false\n",
+    )
+    with caplog.at_level(logging.WARNING):
+        (path,) = await client.ok("LoadUnit", "s", ["user-runtime-dir@1000.service"])
+    assert await client.get(path, UNIT, "DropInPaths") == [str(barrier), str(limit)]
+    assert await client.get(path, UNIT, "Description") == "Runtime of 1000"
+    assert await client.get(path, "org.freedesktop.systemd1.Service", "MemoryMax") == 100 * 1024**2
+    assert (
+        f"{limit}:5: Setting 'ExecStart' in section [Service] is not used by scopeshim, ignoring."
+        in {r.getMessage() for r in caplog.records}
+    )
+    # a masked unit reads nothing (user@UID.service is masked by default)
+    (masked,) = await client.ok("LoadUnit", "s", ["user@1000.service"])
+    assert await client.get(masked, UNIT, "DropInPaths") == []

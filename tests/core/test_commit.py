@@ -8,7 +8,7 @@ import asyncio
 import errno
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from shim.core.events import NullListener
 from shim.core.manager import Manager
 from shim.core.policy import Policy
 from shim.core.state import StateStore, unit_file_name
-from shim.core.units import Unit
+from shim.core.units import Job, Unit
 
 
 class FailingStore(StateStore):
@@ -27,10 +27,13 @@ class FailingStore(StateStore):
 
     refuse: set[str]
 
-    def save_unit(self, unit: Unit) -> None:
-        if unit.name in self.refuse:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        super().save_unit(unit)
+    def save_units(
+        self, units: Iterable[Unit], jobs: list[Job] | None = None
+    ) -> dict[str, OSError]:
+        units = list(units)
+        failed = super().save_units([u for u in units if u.name not in self.refuse], jobs)
+        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return failed | {u.name: full for u in units if u.name in self.refuse}
 
 
 @pytest.fixture

@@ -112,6 +112,9 @@ class Engine:
         self._unneeded_queue: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._lost_jobs: list[Job] = []  # jobs a crash interrupted (restore.py)
+        self._orphan_jobs: list[dict[str, object]] = []  # ... whose unit is gone
+        # jobs that ended while restoring, before anyone could hear their JobRemoved
+        self._unannounced: list[tuple[Job, JobResult]] | None = None
         root = Unit(
             ROOT_SLICE,
             UnitType.SLICE,
@@ -586,6 +589,8 @@ class Engine:
         if result is not JobResult.DONE and result is not JobResult.SKIPPED:
             self.n_failed_jobs += 1
         self.listener.job_removed(job, result)
+        if self._unannounced is not None:
+            self._unannounced.append((job, result))  # before the bus name is ours (restore.py)
         if job.unit.job is job:
             job.unit.job = None
             self.listener.unit_changed(job.unit)

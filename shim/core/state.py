@@ -19,14 +19,15 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compat import errors, unitname
-from compat.enums import JobType, LoadState, parse_enum
+from compat.enums import JobResult, JobType, LoadState, parse_enum
 from shim.core.events import Listener
 from shim.core.units import Job, Timestamp, Unit
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 FORMAT = 2  # 2: refs counted per client ({name: count}); 1: one list entry per reference
 FORMATS = (1, 2)
 JOB_ID_BLOCK = 1024  # job ids reserved per write of manager.json
+ENDED_KEPT = 256  # ended jobs announced again after a crash (their JobRemoved may be lost)
 UINT32_MAX = 2**32 - 1  # org.freedesktop.systemd1(5): job ids are uint32, 0 is never used
 
 CommitCallback = Callable[[errors.SystemdError | None], None]
@@ -284,16 +286,20 @@ def check_job_record(record: object) -> dict[str, Any]:
     )
     _want(isinstance(record.get("unit"), str), "bad unit")
     _want(parse_enum(JobType, str(record.get("type"))) is not None, "bad job type")
+    if "result" in record:  # a job that ended (kept so that a restart announces it again)
+        _want(parse_enum(JobResult, str(record["result"])) is not None, "bad job result")
     return record
 
 
 @dataclass(slots=True)
 class Saved:
-    """What a previous run left: unit records, jobs in flight, the next job id."""
+    """What a previous run left: unit records, jobs in flight, the next job id, and the jobs
+    that ended last (their JobRemoved may have died with the daemon's unsent output)."""
 
     units: list[dict[str, Any]]
     jobs: list[dict[str, Any]]
     next_job_id: int
+    ended: list[dict[str, Any]] = field(default_factory=list)
 
 
 class StateStore:
@@ -369,10 +375,12 @@ class StateStore:
                 os.replace(path, self._unit_file(name))
             units[name] = record
             self._written[name] = json.dumps(record, sort_keys=True)
-        jobs = self._load_jobs()
-        next_id = self._load_next_job_id(jobs)
+        records = self._load_jobs()
+        next_id = self._load_next_job_id(records)
         self._reserved_job_id = next_id
-        return Saved(list(units.values()), jobs, next_id)
+        jobs = [r for r in records if "result" not in r]
+        ended = [r for r in records if "result" in r]
+        return Saved(list(units.values()), jobs, next_id, ended)
 
     def _load_jobs(self) -> list[dict[str, Any]]:
         path = self.dir / "jobs.json"
@@ -417,10 +425,10 @@ class StateStore:
         return name in self._written
 
     def save_units(
-        self, units: Iterable[Unit], jobs: list[Job] | None = None
+        self, units: Iterable[Unit], jobs: list[dict[str, Any]] | None = None
     ) -> dict[str, OSError]:
-        """Write UNITS (and the JOBS in flight, when given) in one group; the names that could
-        not be written ("" for the jobs file)."""
+        """Write UNITS (and the JOBS file's records, when given) in one group; the names that
+        could not be written ("" for the jobs file)."""
         files, names, texts = [], {}, {}
         for unit in units:
             text = json.dumps(unit_record(unit), sort_keys=True)
@@ -430,9 +438,8 @@ class StateStore:
             files.append((path, text))
             names[path], texts[unit.name] = unit.name, text
         if jobs is not None:
-            records = [{"id": j.id, "unit": j.unit.name, "type": str(j.type)} for j in jobs]
             path = os.fspath(self.dir / "jobs.json")
-            files.append((path, json.dumps(records)))
+            files.append((path, json.dumps(jobs)))
             names[path] = ""
         if files and not self.units_dir.is_dir():
             try:
@@ -484,6 +491,7 @@ class Persisting:
         self._created: set[str] = set()  # names first registered in this batch
         self._job_units: set[str] = set()  # names whose job came or went in this batch
         self._jobs: dict[int, Job] = {}
+        self._ended: deque[dict[str, Any]] = deque(maxlen=ENDED_KEPT)
         self._jobs_dirty = False
         self._waiters: list[tuple[set[str], CommitCallback]] = []
         self._reserve_failed: dict[str, OSError] = {}  # manager.json not written for a job
@@ -536,7 +544,11 @@ class Persisting:
                     failed[name] = e
             else:
                 saving.append(unit)
-        jobs = list(self._jobs.values()) if self._jobs_dirty else None
+        jobs = None
+        if self._jobs_dirty:
+            jobs = [{"id": j.id, "unit": j.unit.name, "type": str(j.type)}
+                    for j in self._jobs.values()]  # fmt: skip
+            jobs += self._ended
         self._jobs_dirty = False
         for name, problem in self.store.save_units(saving, jobs).items():
             if name:
@@ -601,6 +613,9 @@ class Persisting:
 
     def job_removed(self, job: Job, result: str) -> None:
         self._jobs.pop(job.id, None)
+        self._ended.append(
+            {"id": job.id, "unit": job.unit.name, "type": str(job.type), "result": str(result)}
+        )
         self._job_dirty(job)
         self.inner.job_removed(job, result)
 

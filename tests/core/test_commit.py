@@ -10,6 +10,7 @@ import os
 import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from shim.core.events import NullListener
 from shim.core.manager import Manager
 from shim.core.policy import Policy
 from shim.core.state import StateStore, unit_file_name
-from shim.core.units import Job, Unit
+from shim.core.units import Unit
 
 
 class FailingStore(StateStore):
@@ -28,7 +29,7 @@ class FailingStore(StateStore):
     refuse: set[str]
 
     def save_units(
-        self, units: Iterable[Unit], jobs: list[Job] | None = None
+        self, units: Iterable[Unit], jobs: list[dict[str, Any]] | None = None
     ) -> dict[str, OSError]:
         units = list(units)
         failed = super().save_units([u for u in units if u.name not in self.refuse], jobs)

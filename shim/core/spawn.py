@@ -165,7 +165,12 @@ async def wait(proc: asyncio.subprocess.Process) -> int:
         fd = -1  # reaped already: the watcher is about to report it
     if fd >= 0:
         ended: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
+
+        def readable() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(fd, readable)
         try:
             await ended
         finally:

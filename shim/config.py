@@ -53,7 +53,7 @@ def load(path: str) -> dict[str, Any]:
         exit_on_idle: float | None = Field(None, gt=0)
 
     class Units(Strict):
-        user_manager: UserManager = UserManager.MASKED
+        user_manager: UserManager = UserManager.SCOPESHIM
         user_manager_command: list[str] = Field(default_factory=list)
         runtime_dir_helper: str = Policy().runtime_dir_helper
         autovt_command: list[str] = Field(default_factory=list)

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 MANAGE_UNITS = "org.freedesktop.systemd1.manage-units"
 RELOAD_DAEMON = "org.freedesktop.systemd1.reload-daemon"
+SET_ENVIRONMENT = "org.freedesktop.systemd1.set-environment"
 _MANAGER = "org.freedesktop.systemd1.Manager"
 _UNIT = "org.freedesktop.systemd1.Unit"
 _SCOPE = "org.freedesktop.systemd1.Scope"
@@ -36,6 +37,10 @@ ACTIONS: dict[tuple[str, str], str] = {
         )
     },
     (_MANAGER, "Reload"): RELOAD_DAEMON,
+    **{
+        (_MANAGER, m): SET_ENVIRONMENT
+        for m in ("SetEnvironment", "UnsetEnvironment", "UnsetAndSetEnvironment")
+    },
     (_MANAGER, "Reexecute"): RELOAD_DAEMON,
     **{
         (_UNIT, m): MANAGE_UNITS

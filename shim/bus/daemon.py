@@ -15,6 +15,7 @@ from dbus_fast.aio import MessageBus
 from backends.base import CgroupBackend
 from shim.bus.service import BUS_NAME, Service
 from shim.bus.transport import patient
+from shim.core.instance import Instance
 from shim.core.manager import Manager
 from shim.core.policy import Policy
 from shim.core.state import Persisting, StateStore
@@ -36,6 +37,8 @@ class Options:
     booted_marker: str | None = None  # e.g. /run/systemd/system; None: leave it alone
     exit_on_idle: float | None = None  # seconds without units or jobs before exiting
     config: str | None = None  # the configuration file SIGHUP reads again
+    # None: the system instance; else a user manager (shim/core/instance.py)
+    instance: Instance | None = None
 
 
 def _machine_id() -> str:
@@ -66,9 +69,16 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
 
     def manager(svc: Service) -> Manager:
         listener = svc.signals if store is None else Persisting(svc.signals, store)
-        return Manager(backend, listener, loop, options.policy)
+        return Manager(backend, listener, loop, options.policy, options.instance)
 
-    service = Service(bus, manager, version=options.version, machine_id=_machine_id())
+    user = options.instance is not None and options.instance.user
+    service = Service(
+        bus,
+        manager,
+        version=options.version,
+        machine_id=_machine_id(),
+        polkit=not user,  # a user manager trusts its user and root, nobody else
+    )
     saved = None if store is None else store.load()
     if saved is not None:
         service.manager.restore(saved)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from compat import buspath, errors, unitname
@@ -172,7 +172,7 @@ class Service:
         creds = self._creds.get(sender)
         action = auth.action_for(msg.interface, msg.member or "")
         if (creds is None and (action is not None or self._needs_pid(msg))) or (
-            creds is not None and action is not None and creds.uid != 0
+            creds is not None and action is not None and not self._trusted(creds.uid)
         ):
             task = asyncio.get_running_loop().create_task(self._dispatch_later(msg, action))
             self._pending.add(task)
@@ -194,7 +194,7 @@ class Service:
         creds = await self.credentials(sender)
         reply: Message | bool
         try:
-            if action is not None and creds.uid != 0:
+            if action is not None and not self._trusted(creds.uid):
                 if not self.polkit:
                     raise errors.AccessDenied("Permission denied")
                 # ALLOW_INTERACTIVE_AUTHORIZATION (0x4) lets polkit ask the user
@@ -209,6 +209,28 @@ class Service:
             reply = self._reply(msg, creds)
         if isinstance(reply, Message):
             self.bus.send(reply)
+
+    def _trusted(self, uid: int | None) -> bool:
+        """Root, and on a user manager its user, change things without asking polkit."""
+        return self.manager.instance.trusted(uid)
+
+    def activation_environment(self, assignments: list[str]) -> None:
+        """A user manager keeps the session bus's activation environment in step with its
+        own (dbus-daemon(1) UpdateActivationEnvironment; variables cannot be unset there)."""
+        if not self.manager.instance.user or not assignments:
+            return
+        env = dict(a.split("=", 1) for a in assignments)
+        self.bus.send(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="UpdateActivationEnvironment",
+                signature="a{ss}",
+                body=[env],
+                flags=MessageFlag.NO_REPLY_EXPECTED,
+            )
+        )
 
     async def credentials(self, sender: str) -> Credentials:
         """The caller's uid and PID from the bus driver, cached per unique name."""

@@ -209,7 +209,7 @@ _GETTERS: dict[str, Getter] = {
     "LoadError": lambda m, u: _load_error(u),
     "Result": lambda m, u: u.result,
     "Slice": lambda m, u: u.slice or "",
-    "ControlGroup": lambda m, u: u.control_group or "",
+    "ControlGroup": lambda m, u: m.shown_cgroup(u),
     "ControlGroupId": lambda m, u: m.usage(u).cgroup_id or 0,
     "TasksCurrent": _counter("tasks"),
     "MemoryCurrent": _counter("memory_bytes"),
@@ -381,9 +381,7 @@ class SignalEmitter:
         path = buspath.unit_path(unit.name)
         for iface in reversed(interfaces_for(unit)):
             emitting, invalidated = _signalled(iface)
-            changed = {
-                p.name: Variant(p.sig, get_property(self.svc, unit, p)) for p in emitting
-            }
+            changed = {p.name: Variant(p.sig, get_property(self.svc, unit, p)) for p in emitting}
             if changed or invalidated:
                 self._send(
                     Message.new_signal(

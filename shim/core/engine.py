@@ -27,11 +27,13 @@ from compat.enums import (
     JobState,
     JobType,
     LoadState,
+    ScopeState,
     SliceState,
     parse_enum,
 )
 from compat.unitname import ROOT_SLICE, UnitType
 from shim.core.events import Listener
+from shim.core.instance import INIT_SCOPE, Instance
 from shim.core.policy import Kind, Policy
 from shim.core.units import Job, Timestamp, Unit
 
@@ -39,16 +41,10 @@ log = logging.getLogger(__name__)
 
 # systemd-system.conf(5): DefaultTimeoutStopSec= defaults to 90s
 DEFAULT_TIMEOUT_STOP_USEC = 90_000_000
-# systemd.special(7): units without Slice= go to system.slice on the system manager
-DEFAULT_SLICE = "system.slice"
 SIGNAL_MAX = 64
 UINT32_MAX = 2**32 - 1
 
 Property = tuple[str, str, object]  # (name, D-Bus signature, plain value)
-
-
-# systemd.special(7): slices that exist on every systemd machine, needed or not
-STANDARD_SLICES = frozenset({ROOT_SLICE, "system.slice", "user.slice", "machine.slice"})
 
 
 def _pins(unit: Unit) -> list[str]:
@@ -84,9 +80,11 @@ class Engine:
         listener: Listener,
         loop: asyncio.AbstractEventLoop,
         policy: Policy | None = None,
+        instance: Instance | None = None,
     ) -> None:
         self.backend = backend
         self.policy = policy or Policy()
+        self.instance = instance or Instance()
         self.listener = listener
         self.loop = loop
         self.units: dict[str, Unit] = {}
@@ -116,6 +114,25 @@ class Engine:
         self._register(root)
         self._realise(root)
         self._set_state(root, SliceState.ACTIVE)
+        if self.instance.user:
+            self._init_scope()
+
+    def _init_scope(self) -> None:
+        """systemd.special(7) init.scope: the user manager's own processes, perpetual."""
+        unit = Unit(
+            INIT_SCOPE,
+            UnitType.SCOPE,
+            LoadState.LOADED,
+            perpetual=True,
+            slice=ROOT_SLICE,
+            settings={"Description": "System and Service Manager"},
+        )
+        self._register(unit)
+        try:
+            self._realise(unit)
+        except BackendError as e:
+            log.warning("%s: cannot create its control group: %s", INIT_SCOPE, e)
+        self._set_state(unit, ScopeState.RUNNING)
 
     def _register(self, unit: Unit) -> None:
         self.units[unit.name] = unit
@@ -174,7 +191,7 @@ class Engine:
                 LoadState.LOADED,
                 slice=unitname.slice_parent(name),
                 settings={"Description": unitname.slice_description(name)},
-                stop_when_unneeded=name not in STANDARD_SLICES,
+                stop_when_unneeded=name not in self.instance.standard_slices,
             )
         elif handler is not None:
             state = LoadState.MASKED if handler.kind is Kind.MASKED else LoadState.LOADED

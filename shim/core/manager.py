@@ -21,7 +21,7 @@ from compat.enums import (
 from compat.properties import Assignment, merge_into, parse_assignments
 from compat.unitname import UnitType
 from shim.core import procs
-from shim.core.engine import DEFAULT_SLICE, Property, _pins
+from shim.core.engine import Property, _pins
 from shim.core.policy import Kind
 from shim.core.restore import Restore
 from shim.core.units import Job, Unit
@@ -108,9 +108,8 @@ class Manager(Restore):
             and unit.active_state is ActiveState.INACTIVE
         )
 
-    @staticmethod
-    def _default_slice(name: str) -> str:
-        return DEFAULT_SLICE
+    def _default_slice(self, name: str) -> str:
+        return self.instance.default_slice
 
     def _parse(
         self, unit_type: UnitType, properties: Sequence[Property], *, transient: bool
@@ -310,10 +309,29 @@ class Manager(Restore):
     def processes(self, unit: Unit) -> list[tuple[str, int, str]]:
         if unit.control_group is None:
             return []
+        shown = self.instance.shown
         return [
-            (self.backend.cgroup_of(pid) or unit.control_group, pid, procs.cmdline(pid))
+            (shown(self.backend.cgroup_of(pid) or unit.control_group), pid, procs.cmdline(pid))
             for pid in self.backend.pids(unit.control_group)
         ]
+
+    def shown_cgroup(self, unit: Unit) -> str:
+        """ControlGroup: the unit's cgroup as a path in the whole hierarchy ("" if none)."""
+        return "" if unit.control_group is None else self.instance.shown(unit.control_group)
+
+    def unit_by_shown_cgroup(self, path: str) -> Unit:
+        """GetUnitByControlGroup: a user manager knows its own tree only."""
+        inner = path if path == "" else self.instance.inner(path)
+        if inner is not None:
+            if inner == "/" and self.instance.user:
+                return self.units[unitname.ROOT_SLICE]  # the user manager's own cgroup
+            try:
+                return self.unit_by_cgroup(inner)
+            except errors.NoSuchUnit:
+                pass
+        raise errors.NoSuchUnit(
+            f"Control group '{path}' is not valid or not managed by this instance"
+        )
 
     def ref(self, unit: Unit, bus_name: str) -> None:
         self._require_found(unit)
@@ -345,6 +363,11 @@ class Manager(Restore):
                 unit.refs[:] = [r for r in unit.refs if r != bus_name]
                 self.listener.unit_refs_changed(unit)
                 self._queue_gc(unit)
+
+    def set_environment(self, unset: Sequence[str], assignments: Sequence[str]) -> None:
+        """org.freedesktop.systemd1(5) SetEnvironment/UnsetEnvironment/UnsetAndSetEnvironment:
+        the block passed to spawned processes; the set list overrides the unset list."""
+        self.instance.update_environment(unset, assignments)
 
     def reload(self) -> None:
         """Reload(): nothing is read from disk; clients still see Reloading true/false."""

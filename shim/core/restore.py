@@ -19,6 +19,7 @@ from compat.enums import (
 from compat.unitname import ROOT_SLICE, UnitType
 from shim.core import state
 from shim.core.handled import Handled
+from shim.core.instance import INIT_SCOPE
 from shim.core.policy import Kind
 from shim.core.state import Saved
 from shim.core.units import Job, Unit
@@ -34,7 +35,7 @@ class Restore(Handled):
         self._next_job_id = max(self._next_job_id, saved.next_job_id)
         depth = {"slice": 0}
         records = sorted(
-            (r for r in saved.units if r["name"] != ROOT_SLICE),
+            (r for r in saved.units if r["name"] not in (ROOT_SLICE, INIT_SCOPE)),
             key=lambda r: (depth.get(r["type"], 1), r["name"].count("-"), r["name"]),
         )
         for record in records:

@@ -49,9 +49,11 @@ class Scopes(Engine):
             if procs.is_kernel_thread(pid):
                 # systemd's unit_pid_attachable(): kernel threads cannot join a cgroup
                 raise errors.InvalidArgs(f"Process {pid} is a kernel thread, refusing.")
-            if caller_uid != 0 and procs.owner(pid) != caller_uid:
+            owner = procs.owner(pid)
+            if caller_uid != 0 and owner != caller_uid:
                 # systemd's AttachProcessesToUnit() text for the same rule
                 raise errors.AccessDenied(f"Process {pid} not owned by client's UID. Refusing.")
+            self.instance.check_process_owner(pid, owner, caller_uid)
             if pid not in out:
                 out.append(pid)
         return out

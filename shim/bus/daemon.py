@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,12 @@ from dbus_fast import BusType, Message, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from backends.base import CgroupBackend
+from shim.bus import session
 from shim.bus.service import BUS_NAME, Service
 from shim.bus.transport import patient
 from shim.core.instance import Instance
 from shim.core.manager import Manager
-from shim.core.policy import Policy
+from shim.core.policy import READY, Policy
 from shim.core.state import Persisting, StateStore
 
 log = logging.getLogger("scopeshim")
@@ -39,6 +41,9 @@ class Options:
     config: str | None = None  # the configuration file SIGHUP reads again
     # None: the system instance; else a user manager (shim/core/instance.py)
     instance: Instance | None = None
+    # print READY=1 on standard output once serving (how the system instance's user@UID
+    # .service start job learns that the user manager is ready, as Type=notify would)
+    notify_ready: bool = False
 
 
 def _machine_id() -> str:
@@ -118,7 +123,23 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if options.instance is not None and options.instance.runtime_dir:
+        # systemd --user's runtime directory; clients look for it to tell that a user
+        # manager runs (dbus-update-activation-environment --systemd tests that it exists)
+        os.makedirs(os.path.join(options.instance.runtime_dir, "systemd"), exist_ok=True)
+    started = None
+    follower: asyncio.Task[None] | None = None
+    if options.instance is not None and options.instance.user and options.address:
+        # a user manager serves on the user's session bus, starting it when nobody does
+        started = await session.ensure(options.address, backend, options.instance.environment)
     service = await serve(options, backend)
+    if started is not None:
+        service.manager.adopt_service(
+            session.UNIT, session.SLICE, session.DESCRIPTION, started.cgroup
+        )
+        follower = loop.create_task(session.follow(started))
+    if options.notify_ready:
+        print(READY, flush=True)
     loop.add_signal_handler(signal.SIGHUP, _reload_config, service, options.config)
     made_marker = _mark_booted(options.booted_marker)
     disconnected = loop.create_task(service.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
@@ -129,6 +150,8 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
+    if follower is not None:
+        follower.cancel()
     code = 0
     if disconnected in done:
         log.error("lost the bus connection; exiting so that the supervisor restarts us")

@@ -190,7 +190,7 @@ class Engine:
                 unit_type,
                 LoadState.LOADED,
                 slice=unitname.slice_parent(name),
-                settings={"Description": unitname.slice_description(name)},
+                settings={"Description": self.instance.slice_description(name)},
                 stop_when_unneeded=name not in self.instance.standard_slices,
             )
         elif handler is not None:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from compat import errors
+from compat import errors, unitname
 from compat.unitname import ROOT_SLICE
 
 # systemd.special(7): units without Slice= go to system.slice on the system manager and to
@@ -21,6 +21,12 @@ USER_DEFAULT_SLICE = "app.slice"
 SYSTEM_SLICES = frozenset({ROOT_SLICE, "system.slice", "user.slice", "machine.slice"})
 # systemd.special(7), "Special User Units": app.slice, background.slice, session.slice
 USER_SLICES = frozenset({ROOT_SLICE, "app.slice", "background.slice", "session.slice"})
+# the Description= of systemd 252's units/user/*.slice
+USER_SLICE_DESCRIPTIONS = {
+    "app.slice": "User Application Slice",
+    "background.slice": "User Background Tasks Slice",
+    "session.slice": "User Core Session Slice",
+}
 # systemd.special(7): init.scope holds the manager itself (PID 1, or systemd --user)
 INIT_SCOPE = "init.scope"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -79,6 +85,19 @@ class Instance:
     def standard_slices(self) -> frozenset[str]:
         return USER_SLICES if self.user else SYSTEM_SLICES
 
+    def slice_description(self, name: str) -> str:
+        if self.user and name in USER_SLICE_DESCRIPTIONS:
+            return USER_SLICE_DESCRIPTIONS[name]
+        return unitname.slice_description(name)
+
+    @property
+    def runtime_dir(self) -> str | None:
+        """A user manager's XDG_RUNTIME_DIR (from its environment block)."""
+        for entry in self.environment:
+            if entry.startswith("XDG_RUNTIME_DIR="):
+                return entry.partition("=")[2]
+        return None
+
     def trusted(self, uid: int | None) -> bool:
         """May this caller change units? Root always; on a user manager also its user
         (systemd --user trusts its own uid; the kernel keeps it inside the subtree)."""
@@ -135,15 +154,16 @@ class Instance:
         return changed
 
 
-def user_environment(uid: int) -> list[str]:
+def user_environment(uid: int, runtime_dir: str | None = None) -> list[str]:
     """What a user manager starts with, as user@.service sets it up for systemd --user:
     HOME, USER, LOGNAME, SHELL from the password database, PATH, XDG_RUNTIME_DIR and the
     session bus (pam_systemd(8), systemd.exec(5) "Environment variables in spawned
     processes")."""
+    runtime = runtime_dir or f"/run/user/{uid}"
     env = {
         "PATH": os.environ.get("PATH", DEFAULT_PATH),
-        "XDG_RUNTIME_DIR": f"/run/user/{uid}",
-        "DBUS_SESSION_BUS_ADDRESS": f"unix:path=/run/user/{uid}/bus",
+        "XDG_RUNTIME_DIR": runtime,
+        "DBUS_SESSION_BUS_ADDRESS": f"unix:path={runtime}/bus",
     }
     try:
         entry = pwd.getpwuid(uid)

@@ -22,7 +22,7 @@ from compat.properties import Assignment, merge_into, parse_assignments
 from compat.unitname import UnitType
 from shim.core import procs
 from shim.core.engine import Property, _pins
-from shim.core.policy import Kind
+from shim.core.policy import LONG_RUNNING, Kind
 from shim.core.restore import Restore
 from shim.core.units import Job, Unit
 
@@ -251,7 +251,7 @@ class Manager(Restore):
             self._maybe_finish_slice_stop(unit)
             return
         if unit.type is UnitType.SCOPE or (
-            unit.handler is not None and unit.handler.kind is Kind.SIMPLE
+            unit.handler is not None and unit.handler.kind in LONG_RUNNING
         ):
             if unit.sub_state in (ScopeState.STOP_SIGTERM, ScopeState.STOP_SIGKILL):
                 return  # already stopping: the job finishes when the cgroup empties

@@ -69,6 +69,13 @@ class Kind(enum.StrEnum):
     NOTIFY = "notify"
 
 
+# the kinds with a main process whose cgroup decides when the unit is dead
+LONG_RUNNING = (Kind.SIMPLE, Kind.NOTIFY)
+READY = "READY=1"  # sd_notify(3)'s word, printed on its own line by a NOTIFY unit when ready
+# systemd-system.conf(5) DefaultTimeoutStartSec=90s
+START_TIMEOUT = 90.0
+
+
 class UserManager(enum.StrEnum):
     """The user@UID.service policy."""
 

@@ -20,7 +20,7 @@ from compat.unitname import ROOT_SLICE, UnitType
 from shim.core import state
 from shim.core.handled import Handled
 from shim.core.instance import INIT_SCOPE
-from shim.core.policy import Kind
+from shim.core.policy import LONG_RUNNING
 from shim.core.state import Saved
 from shim.core.units import Job, Unit
 
@@ -87,9 +87,10 @@ class Restore(Handled):
         if unit.invocation_id:
             self._by_invocation[unit.invocation_id] = unit
         path = record["control_group"]
+        long_running = handler is not None and handler.kind in LONG_RUNNING
         if path is None or not self.backend.exists(path):
             if unit.active_state not in (ActiveState.INACTIVE, ActiveState.FAILED) and (
-                unit.type is UnitType.SCOPE or (handler is not None and handler.kind is Kind.SIMPLE)
+                unit.type is UnitType.SCOPE or long_running
             ):
                 self._set_state(unit, ScopeState.DEAD)  # its cgroup went with the processes
             elif unit.type is UnitType.SLICE and unit.active_state is ActiveState.ACTIVE:
@@ -97,7 +98,7 @@ class Restore(Handled):
             return
         unit.control_group = path
         self._by_cgroup[path] = unit
-        if unit.type is UnitType.SCOPE or (handler is not None and handler.kind is Kind.SIMPLE):
+        if unit.type is UnitType.SCOPE or long_running:
             self.backend.watch_empty(path, self._cgroup_empty)
             if unit.sub_state in (ScopeState.STOP_SIGTERM, ScopeState.STOP_SIGKILL):
                 self._scope_signal(unit, ScopeState.STOP_SIGTERM)  # finish the stop

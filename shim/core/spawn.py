@@ -36,7 +36,18 @@ def _credentials(user: str | None) -> dict[str, object]:
     }
 
 
+def ids_of(user: str) -> tuple[int, int]:
+    """(uid, primary gid) of a user name or number."""
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, ValueError):
+        raise SpawnError(f"user {user} does not exist") from None
+    return entry.pw_uid, entry.pw_gid
+
+
 def _environment(user: str | None) -> dict[str, str]:
+    """A clean environment: PATH and LANG, the system bus if it is not the default, and for a
+    user what systemd.exec(5) User= sets (HOME, USER, LOGNAME, SHELL) and XDG_RUNTIME_DIR."""
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
     for name in ("DBUS_SYSTEM_BUS_ADDRESS",):
         if name in os.environ:
@@ -47,6 +58,7 @@ def _environment(user: str | None) -> dict[str, str]:
             HOME=entry.pw_dir,
             USER=entry.pw_name,
             LOGNAME=entry.pw_name,
+            SHELL=entry.pw_shell or "/bin/sh",
             XDG_RUNTIME_DIR=f"/run/user/{entry.pw_uid}",
         )
     return env
@@ -59,8 +71,10 @@ async def start(
     *,
     user: str | None = None,
     capture: bool = True,
+    env: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
-    """Start ARGV in CGROUP; with capture, stdout and stderr come back through a pipe."""
+    """Start ARGV in CGROUP; with capture, stdout and stderr come back through a pipe. ENV
+    replaces the clean environment made for USER."""
     if not argv:
         raise SpawnError("no command configured")
     if shutil.which(argv[0]) is None:
@@ -71,7 +85,7 @@ async def start(
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", _GATE, "scopeshim-exec", *argv,
             stdin=asyncio.subprocess.PIPE, stdout=output, stderr=asyncio.subprocess.STDOUT,
-            env=_environment(user), start_new_session=True, **credentials,  # type: ignore[arg-type]
+            env=_environment(user) if env is None else env, start_new_session=True, **credentials,  # type: ignore[arg-type]
         )  # fmt: skip
     except OSError as e:
         raise SpawnError(f"cannot run {argv[0]}: {e.strerror}") from None

@@ -1,0 +1,150 @@
+"""The system instance starts and stops user managers for user@UID.service (user_manager =
+"scopeshim"): Delegate=yes, the manager in user@UID.service/init.scope, the start job done
+once it says READY=1 and failed with its reason otherwise, nothing left after a stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from dbus_fast.aio import MessageBus
+
+from backends.fake import FakeBackend
+from compat.buspath import unit_path
+from shim.bus.daemon import Options, serve
+from shim.core.policy import POWER_TARGETS, RECORD, Policy, UserManager
+from tests.bus.test_user_instance import stop_daemon
+from tests.conftest import BUS_CONFIG, Client, Daemon, PrivateBus
+
+UID = os.getuid()
+USER = f"user@{UID}.service"
+SERVICE = f"/user.slice/user-{UID}.slice/user@{UID}.service"
+
+
+def policy_with(command: list[str]) -> Policy:
+    return Policy(
+        user_manager=UserManager.SCOPESHIM,
+        user_manager_command=tuple(command),
+        runtime_dir_helper="",
+        power_actions=dict.fromkeys(POWER_TARGETS, RECORD),
+    )
+
+
+@pytest.fixture
+async def user_bus(tmp_path: Path) -> AsyncIterator[str]:
+    """A second private bus standing in for the user's session bus."""
+    conf = tmp_path / "user-bus.conf"
+    conf.write_text(BUS_CONFIG.format(socket=tmp_path / "user-bus.sock"))
+    proc = await asyncio.create_subprocess_exec(
+        "dbus-daemon", f"--config-file={conf}", "--nofork", "--nopidfile", "--print-address=1",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    address = (await proc.stdout.readline()).decode().strip()
+    yield address
+    proc.terminate()
+    await proc.wait()
+
+
+async def system_daemon(address: str, root: Path, policy: Policy) -> Daemon:
+    backend = FakeBackend(root)
+    service = await serve(Options(address=address, policy=policy), backend)
+    return Daemon(service, backend, address)
+
+
+async def connect(address: str) -> Client:
+    bus = await MessageBus(bus_address=address).connect()
+    client = Client(bus)
+    bus.add_message_handler(client._on_message)
+    await client.ok(
+        "AddMatch",
+        "s",
+        ["type='signal',sender='org.freedesktop.systemd1'"],
+        path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus",
+        destination="org.freedesktop.DBus",
+    )
+    return client
+
+
+async def run_job(client: Client, member: str, name: str) -> str:
+    (job,) = await client.ok(member, "ss", [name, "replace"])
+    done = await client.wait_signal(
+        lambda m: m.member == "JobRemoved" and m.body[1] == job, timeout=60
+    )
+    return str(done.body[3])
+
+
+async def test_user_manager_started_and_stopped(
+    private_bus: PrivateBus, user_bus: str, tmp_path: Path
+) -> None:
+    command = [sys.executable, "-m", "shim", "serve", "--user", "--backend", "fake",
+               "--cgroup-root", str(tmp_path / "user-cgroupfs"), "--state-dir",
+               str(tmp_path / "user-state"), "--address", user_bus, "--notify-ready"]  # fmt: skip
+    d = await system_daemon(private_bus.address, tmp_path / "cg", policy_with(command))
+    client = await connect(private_bus.address)
+    user_client = await connect(user_bus)
+    try:
+        assert await run_job(client, "StartUnit", USER) == "done"
+        # ready means served: the user manager answers on its bus at once
+        root = "/org/freedesktop/systemd1"
+        manager = "org.freedesktop.systemd1.Manager"
+        assert await user_client.get(root, manager, "ControlGroup") == SERVICE
+        # Delegate=yes: the unit's cgroup and init.scope belong to the user
+        assert d.backend.delegated[SERVICE] == (UID, os.getgid())
+        assert d.backend.delegated[SERVICE + "/init.scope"] == (UID, os.getgid())
+        pids = d.backend.pids(SERVICE)
+        assert len(pids) == 1 and d.backend.cgroup_of(pids[0]) == SERVICE + "/init.scope"
+        path = unit_path(USER)
+        unit = "org.freedesktop.systemd1.Unit"
+        assert await client.get(path, unit, "SubState") == "running"
+        assert await run_job(client, "StopUnit", USER) == "done"
+        assert not d.backend.exists(SERVICE)
+        assert d.backend.pids("/") == []
+        assert not os.path.exists(f"/proc/{pids[0]}") or _zombie(pids[0])
+    finally:
+        user_client.bus.disconnect()
+        client.bus.disconnect()
+        await stop_daemon(d)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ("echo cannot reach the bus >&2; exit 1", "cannot reach the bus"),
+        ("echo starting; exec sleep 0", "starting"),
+    ],
+)
+async def test_user_manager_that_fails_fails_the_job(
+    private_bus: PrivateBus,
+    tmp_path: Path,
+    script: str,
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    d = await system_daemon(
+        private_bus.address, tmp_path / "cg", policy_with(["/bin/sh", "-c", script])
+    )
+    client = await connect(private_bus.address)
+    try:
+        assert await run_job(client, "StartUnit", USER) == "failed"
+        assert reason in caplog.text
+        assert not d.backend.exists(SERVICE)
+        assert d.backend.pids("/") == []
+        unit = d.manager.units[USER]
+        assert (unit.active_state, unit.result) == ("failed", "exit-code")
+    finally:
+        client.bus.disconnect()
+        await stop_daemon(d)

@@ -15,6 +15,7 @@ from dbus_fast.aio import MessageBus
 
 from backends.base import CgroupBackend
 from shim.bus import session
+from shim.bus.escalate import SystemAttach
 from shim.bus.service import BUS_NAME, Service
 from shim.bus.transport import patient
 from shim.core.instance import Instance
@@ -44,6 +45,7 @@ class Options:
     # print READY=1 on standard output once serving (how the system instance's user@UID
     # .service start job learns that the user manager is ready, as Type=notify would)
     notify_ready: bool = False
+    system_address: str | None = None  # a user manager's system bus (None: the default)
 
 
 def _machine_id() -> str:
@@ -133,6 +135,10 @@ async def run(options: Options, backend: CgroupBackend) -> int:
         # a user manager serves on the user's session bus, starting it when nobody does
         started = await session.ensure(options.address, backend, options.instance.environment)
     service = await serve(options, backend)
+    escalate = None
+    if options.instance is not None and options.instance.uid not in (None, 0):
+        escalate = SystemAttach(options.instance.uid, options.system_address)
+        service.manager.escalate_attach = escalate
     if started is not None:
         service.manager.adopt_service(
             session.UNIT, session.SLICE, session.DESCRIPTION, started.cgroup
@@ -152,6 +158,8 @@ async def run(options: Options, backend: CgroupBackend) -> int:
         task.cancel()
     if follower is not None:
         follower.cancel()
+    if escalate is not None:
+        escalate.close()
     code = 0
     if disconnected in done:
         log.error("lost the bus connection; exiting so that the supervisor restarts us")

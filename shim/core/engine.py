@@ -15,7 +15,7 @@ import asyncio
 import fnmatch
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from backends.base import BackendError, CgroupBackend
 from compat import errors, unitname
@@ -104,6 +104,8 @@ class Engine:
         self._waiting: list[Job] = []  # start jobs ordered After= a unit with a start job
         self._unneeded_queue: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # a user manager's way to move processes from outside its tree (bus layer sets it)
+        self.escalate_attach: Callable[[str, list[int]], Awaitable[None]] | None = None
         root = Unit(
             ROOT_SLICE,
             UnitType.SLICE,

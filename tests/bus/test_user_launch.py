@@ -5,18 +5,26 @@ once it says READY=1 and failed with its reason otherwise, nothing left after a 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import signal
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
+from backends.base import BackendError
 from backends.fake import FakeBackend
 from compat.buspath import unit_path
 from shim.bus.daemon import Options, serve
+from shim.bus.escalate import SystemAttach
+from shim.core.instance import Instance
 from shim.core.policy import POWER_TARGETS, RECORD, Policy, UserManager
+from tests.bus.test_auth import NOBODY, bus_address, gdbus, open_dir  # noqa: F401 (fixtures)
 from tests.bus.test_user_instance import stop_daemon
 from tests.conftest import BUS_CONFIG, Client, Daemon, PrivateBus
 
@@ -148,3 +156,126 @@ async def test_user_manager_that_fails_fails_the_job(
     finally:
         client.bus.disconnect()
         await stop_daemon(d)
+
+
+async def stop_everything(d: Daemon) -> None:
+    """Kill what the test's user managers left running, then stop the daemon."""
+    d.backend.kill("/", signal.SIGKILL)
+    for _ in range(100):
+        if not d.backend.pids("/"):
+            break
+        await asyncio.sleep(0.05)
+    await stop_daemon(d)
+
+
+class RefusingOutsiders(FakeBackend):
+    """A fake tree that, like the kernel for a user manager, refuses to move processes that
+    sit outside it (EACCES: no write access to the common ancestor's cgroup.procs)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.outsiders: set[int] = set()
+
+    def attach(self, path: str, pids: Iterable[int]) -> None:
+        pids = list(pids)
+        if set(pids) & self.outsiders:
+            raise BackendError("permission denied", errno.EACCES)
+        super().attach(path, pids)
+
+
+READY_THEN_SLEEP = ["/bin/sh", "-c", "echo READY=1; exec sleep 300"]
+
+
+async def test_user_manager_moves_outsiders_through_the_system_instance(
+    private_bus: PrivateBus,
+    user_bus: str,
+    tmp_path: Path,
+    processes: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    system = await system_daemon(
+        private_bus.address, tmp_path / "cg", policy_with(READY_THEN_SLEEP)
+    )
+    client = await connect(private_bus.address)
+    user = None
+    try:
+        assert await run_job(client, "StartUnit", USER) == "done"
+        # the user manager's tree is the system's user@UID.service directory
+        backend = RefusingOutsiders(tmp_path / "cg" / SERVICE.lstrip("/"))
+        p = processes()
+        backend.outsiders = {p.pid}
+        options = Options(
+            address=user_bus, policy=Policy.for_user_instance(), instance=Instance.for_user(UID)
+        )
+        service = await serve(options, backend)
+        user = Daemon(service, backend, user_bus)
+        escalate = SystemAttach(UID, private_bus.address)
+        service.manager.escalate_attach = escalate
+        user_client = await connect(user_bus)
+        (job,) = await user_client.ok(
+            "StartTransientUnit",
+            "ssa(sv)a(sa(sv))",
+            ["run-x.scope", "fail", [["PIDs", Variant("au", [p.pid])]], []],
+        )
+        done = await user_client.wait_signal(
+            lambda m: m.member == "JobRemoved" and m.body[1] == job
+        )
+        assert done.body[3] == "done"
+        # the system instance moved it into user@UID.service/app.slice/run-x.scope
+        assert system.backend.cgroup_of(p.pid) == SERVICE + "/app.slice/run-x.scope"
+        user_client.bus.disconnect()
+        escalate.close()
+    finally:
+        client.bus.disconnect()
+        if user is not None:
+            await stop_daemon(user)
+        await stop_everything(system)
+
+
+@pytest.fixture
+def nobody_sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    if os.geteuid() != 0:
+        pytest.skip("starting processes as another user needs root")
+    proc = subprocess.Popen(["sleep", "300"], user=NOBODY, group=NOBODY, extra_groups=[])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+async def test_a_user_attaches_only_own_processes_to_own_user_unit(
+    bus_address: str,  # noqa: F811 (fixtures from test_auth)
+    open_dir: Path,  # noqa: F811
+    nobody_sleeper: subprocess.Popen[bytes],
+    processes: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    """systemd's AttachProcessesToUnit needs no polkit: uid nobody may move its own
+    processes into user@65534.service (delegated to it), nothing else."""
+    policy = policy_with(READY_THEN_SLEEP)
+    system = await system_daemon(bus_address, open_dir / "cg", policy)
+    client = await connect(bus_address)
+    nobody_unit = f"user@{NOBODY}.service"
+    nobody_cgroup = f"/user.slice/user-{NOBODY}.slice/{nobody_unit}"
+    try:
+        assert await run_job(client, "StartUnit", nobody_unit) == "done"
+        # the user manager of uid nobody runs as nobody, in init.scope
+        (pid,) = system.backend.pids(nobody_cgroup)
+        assert os.stat(f"/proc/{pid}").st_uid == NOBODY
+        system.backend.create(nobody_cgroup + "/app.slice")
+        method = "org.freedesktop.systemd1.Manager.AttachProcessesToUnit"
+        me = nobody_sleeper.pid
+        status, out = await gdbus(bus_address, method, nobody_unit, "/app.slice", f"[{me}]")
+        assert status == 0, out
+        assert system.backend.cgroup_of(me) == nobody_cgroup + "/app.slice"
+        root_process = processes()
+        status, out = await gdbus(
+            bus_address, method, nobody_unit, "/app.slice", f"[{root_process.pid}]"
+        )
+        assert "AccessDenied" in out
+        assert f"Process {root_process.pid} not owned by client's UID. Refusing." in out
+        # another user's unit: refused although the process is the caller's
+        assert await run_job(client, "StartUnit", USER) == "done"
+        status, out = await gdbus(bus_address, method, USER, "/", f"[{me}]")
+        assert f"Process {me} not owned by target unit's UID. Refusing." in out
+        assert system.backend.cgroup_of(me) == nobody_cgroup + "/app.slice"
+    finally:
+        client.bus.disconnect()
+        await stop_everything(system)

@@ -199,11 +199,16 @@ def _user_settings(args: argparse.Namespace, settings: dict[str, object]) -> str
     settings["policy"] = Policy.for_user_instance()
     prefix = None
     if settings["backend"] != "fake" and settings["cgroup_root"] is None:
-        from backends.detect import detect
+        from backends.detect import Mode, detect
 
         found, _root = detect()
+        if found.mode not in (Mode.UNIFIED, Mode.HYBRID):
+            # the delegated tree is a cgroup2 one (cgroup-v2.rst "Delegation"); on a hybrid
+            # host its v1 controllers stay the system's, as for systemd --user
+            return f"--user needs a cgroup2 hierarchy: {found.reason}"
+        settings["backend"] = "cgroup2"
         mine = _own_cgroup()
-        if not found.tracking or mine is None or not mine.endswith("/init.scope"):
+        if mine is None or not mine.endswith("/init.scope"):
             return (
                 f"--user: this process is in cgroup {mine}, not in a user@{uid}.service/"
                 "init.scope (where the system instance starts user managers); "

@@ -162,7 +162,9 @@ async def run(options: Options, backend: CgroupBackend) -> int:
         escalate.close()
     code = 0
     if disconnected in done:
-        log.error("lost the bus connection; exiting so that the supervisor restarts us")
+        reason = disconnected.exception()  # EOFError when the bus went away; retrieved here
+        log.error("lost the bus connection (%r); exiting so that the supervisor restarts us",
+                  reason)  # fmt: skip
         code = 1
     elif stopped in done:
         log.info("stopping on signal")

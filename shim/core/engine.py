@@ -201,6 +201,9 @@ class Engine:
             if handler.requires:
                 settings["Requires"] = list(handler.requires)
                 settings["After"] = list(handler.requires)
+            if handler.delegate:
+                # user@.service: Delegate=yes (the backend enables the controllers for it)
+                settings["Delegate"] = True
             unit = Unit(
                 name,
                 unit_type,
@@ -511,7 +514,16 @@ class Engine:
         self._run_queue.append(job)
 
     def _blocked(self, job: Job) -> bool:
-        """systemd.unit(5) After=: a start job waits for the start jobs of what it is after."""
+        """systemd.unit(5) After=: a start job waits for the start jobs of what it is after;
+        stopping goes the other way: a stop job waits for the handled units after it."""
+        if job.type is JobType.STOP:
+            return any(
+                u.handler is not None
+                and u.job is not None
+                and u.job.type is JobType.STOP
+                and _lists(u.settings.get("After"), job.unit.name)
+                for u in self._needed_by.get(job.unit.name, ())
+            )
         if job.type is not JobType.START:
             return False
         after = job.unit.setting("After", [])

@@ -21,7 +21,7 @@ from compat.enums import (
 from compat.properties import Assignment, merge_into, parse_assignments
 from compat.unitname import UnitType
 from shim.core import procs
-from shim.core.engine import Property, _pins
+from shim.core.engine import Property, _lists, _pins
 from shim.core.policy import LONG_RUNNING, Kind
 from shim.core.restore import Restore
 from shim.core.units import Job, Unit
@@ -237,7 +237,27 @@ class Manager(Restore):
                 f"Job type stop is not applicable for unit {unit.name}."
             )
         unit.pinned = False
-        return self._enqueue(unit, JobType.STOP)
+        job = self._enqueue(unit, JobType.STOP)
+        self._propagate_stop(unit)
+        return job
+
+    def _propagate_stop(self, unit: Unit) -> None:
+        """systemd.unit(5) Requires=/BindsTo=: "if one of the other units is explicitly
+        stopped", the units requiring it are stopped too (logind 256+ stops only
+        user-runtime-dir@UID.service, and user@UID.service goes with it)."""
+        for other in sorted(self._needed_by.get(unit.name, ()), key=lambda u: u.name):
+            requires = any(
+                _lists(other.settings.get(k), unit.name) for k in ("Requires", "BindsTo")
+            )
+            if (
+                requires
+                and other.active_state in (ActiveState.ACTIVE, ActiveState.ACTIVATING)
+                and (other.job is None or other.job.type is not JobType.STOP)
+                and not other.perpetual
+            ):
+                other.pinned = False
+                self._enqueue(other, JobType.STOP)
+                self._propagate_stop(other)
 
     def _stop(self, job: Job) -> None:
         unit = job.unit

@@ -279,3 +279,38 @@ async def test_a_user_attaches_only_own_processes_to_own_user_unit(
     finally:
         client.bus.disconnect()
         await stop_everything(system)
+
+
+async def test_stopping_the_runtime_dir_stops_the_user_manager(
+    private_bus: PrivateBus, tmp_path: Path
+) -> None:
+    """logind 256+ stops only user-runtime-dir@UID.service at logout; user@UID.service
+    Requires= it, so it stops too (systemd.unit(5) Requires=), and first (After=)."""
+    system = await system_daemon(
+        private_bus.address, tmp_path / "cg", policy_with(READY_THEN_SLEEP)
+    )
+    client = await connect(private_bus.address)
+    try:
+        assert await run_job(client, "StartUnit", USER) == "done"
+        assert system.backend.pids(SERVICE)
+        runtime = f"user-runtime-dir@{UID}.service"
+        assert await run_job(client, "StopUnit", runtime) == "done"
+        await client.wait_signal(lambda m: m.member == "UnitRemoved" and m.body[0] == USER)
+        slice_jobs = 0
+        while slice_jobs < 2:  # its start job, then its stop job once it is not needed
+            await asyncio.sleep(0.05)
+            slice_jobs = sum(
+                m.member == "JobRemoved" and m.body[2] == f"user-{UID}.slice"
+                for m in client.signals
+            )
+        removed = [m.body[2] for m in client.signals if m.member == "JobRemoved"]
+        # user@ stopped before what it is after, then the user's slice, no longer needed
+        assert removed[-3:] == [USER, runtime, f"user-{UID}.slice"]
+        assert system.manager.units.get(USER) is None or (
+            system.manager.units[USER].active_state == "inactive"
+        )
+        assert not system.backend.exists(SERVICE)
+        assert system.backend.pids("/") == []
+    finally:
+        client.bus.disconnect()
+        await stop_everything(system)

@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="answer from a recorded trace instead of the engine (see `scopeshim replay`)",
     )
+    z = sub.add_parser(
+        "zygote", help="fork user managers from one pre-imported parent (docs/user-manager.md)"
+    )
+    z.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     _replay_parser(sub)
     return p
 
@@ -298,6 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "zygote":
+        from shim.zygote import serve_forever
+
+        return serve_forever()
     if args.command == "replay":
         from shim.replay.command import run
 

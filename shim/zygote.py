@@ -1,0 +1,101 @@
+"""A pre-imported parent that forks user managers: everything `serve --user` needs is
+imported once, gc.freeze() keeps the collector off those pages, and each user manager is a
+fork that drops to its user before it reads anything of that user (docs/user-manager.md).
+
+Protocol (`scopeshim zygote`): READY=1 on standard output once imported; then one JSON
+request per line on standard input, {"argv": [...], "env": {...}, "uid": N, "gid": N,
+"groups": [...], "cwd": DIR}, answered by one JSON line {"pid": N, "ready": bool,
+"output": "..."} once the child said READY=1 (or exited). End of input ends the zygote; its
+children live on.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import select
+import signal
+import sys
+from typing import Any
+
+READY_TIMEOUT = 90.0
+
+
+def preload() -> None:
+    """Import what a user manager imports, so that forks share it."""
+    import asyncio  # noqa: F401
+
+    import backends.cgroup2  # noqa: F401
+    import backends.detect  # noqa: F401
+    import backends.fake  # noqa: F401
+    import shim.bus.daemon  # noqa: F401
+    import shim.bus.escalate  # noqa: F401
+    import shim.bus.session  # noqa: F401
+    import shim.core.instance  # noqa: F401
+
+
+def _child(request: dict[str, Any], out_w: int) -> None:
+    """In the fork: become the user, then run `scopeshim ARGV` with the given environment."""
+    from shim import cli
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    os.dup2(out_w, 1)
+    os.close(out_w)
+    uid, gid = request.get("uid"), request.get("gid")
+    if uid is not None and os.getuid() == 0 and uid != 0:
+        # drop privileges completely before anything of the user is read: supplementary
+        # groups, then the group, then the user (setuid last, as credentials(7) requires)
+        os.setgroups(list(request.get("groups", [])))
+        os.setgid(int(gid if gid is not None else uid))
+        os.setuid(int(uid))
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in request.get("env", {}).items()})
+    os.chdir(str(request.get("cwd", "/")))
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (fd 1 stays)
+    code = 1
+    try:
+        code = cli.main([str(a) for a in request["argv"]])
+    finally:
+        sys.stdout.flush()
+        os._exit(code)
+
+
+def _wait_ready(pid: int, out_r: int) -> dict[str, Any]:
+    output = b""
+    ready = False
+    while not ready:
+        readable, _, _ = select.select([out_r], [], [], READY_TIMEOUT)
+        if not readable:
+            break
+        chunk = os.read(out_r, 4096)
+        if not chunk:
+            break
+        output += chunk
+        ready = b"READY=1\n" in output
+    os.close(out_r)
+    text = output.decode(errors="replace").replace("READY=1\n", "")
+    return {"pid": pid, "ready": ready, "output": text}
+
+
+def serve_forever() -> int:
+    preload()
+    gc.collect()
+    gc.freeze()  # what is imported now stays where it is: no collector writes to its pages
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    print("READY=1", flush=True)
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            print(json.dumps({"error": "bad request"}), flush=True)
+            continue
+        out_r, out_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(out_r)
+            _child(request, out_w)
+        os.close(out_w)
+        print(json.dumps(_wait_ready(pid, out_r)), flush=True)
+    return 0

@@ -14,6 +14,7 @@ PSS. Nothing here is asserted: the figures go to docs/user-manager.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -143,13 +144,9 @@ def run(users: int, mode: str) -> dict[str, object]:
         return {"users": users, "mode": mode, "kinds": figures,
                 "total_rss_mib": total_rss, "total_pss_mib": total_pss}  # fmt: skip
     finally:
-        for pid in buses:
-            os.kill(pid, signal.SIGTERM)
-        for pid in manager_pids:
-            try:
+        for pid in manager_pids + buses:  # managers first: they must not lose their bus
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for proc in managers:
             proc.wait(30)
             if proc.stdout is not None:

@@ -9,10 +9,14 @@ import logging.handlers
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backends import BACKENDS
+
+if TYPE_CHECKING:
+    from shim.bus.daemon import Reloaded
 
 DEFAULT_STATE_DIR = "/run/scopeshim"
 BOOTED_MARKER = "/run/systemd/system"
@@ -52,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--config", metavar="FILE", help="TOML configuration file")
     s.add_argument(
+        "--private-socket",
+        metavar="PATH",
+        default=None,
+        help="serve peer-to-peer connections of root on PATH (default /run/systemd/private "
+        'on the system bus, none with --address; "" for none)',
+    )
+    s.add_argument(
         "--log-target",
         choices=["stderr", "syslog"],
         default=None,
@@ -70,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="create /run/systemd/system while serving, so that systemctl, systemd-run and "
         "loginctl run (sd_booted(3); see the README for what else changes)",
+    )
+    s.add_argument(
+        "--ready-fd",
+        metavar="FD",
+        type=int,
+        default=None,
+        help="write a newline to descriptor FD and close it once ready (s6's notification-fd)",
     )
     s.add_argument(
         "--state-dir",
@@ -131,6 +149,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "mark_booted": False,
         "exit_on_idle": None,
         "log_target": "stderr",
+        "private_socket": None,
         "policy": None,
     }
     if args.config:
@@ -148,6 +167,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "mark_booted": args.mark_booted,
         "exit_on_idle": args.exit_on_idle,
         "log_target": args.log_target,
+        "private_socket": args.private_socket,
     }
     settings.update({k: v for k, v in given.items() if v is not None})
     if args.system:
@@ -196,6 +216,9 @@ def _user_settings(args: argparse.Namespace, settings: dict[str, object]) -> str
         settings["address"] = os.environ.get("DBUS_SESSION_BUS_ADDRESS", f"unix:path={runtime}/bus")
     if args.state_dir is None:
         settings["state_dir"] = os.path.join(runtime, "scopeshim")
+    if settings.get("private_socket") is None:
+        # systemd --user's private socket, which flatpak and systemctl --user try first
+        settings["private_socket"] = os.path.join(runtime, "systemd", "private")
     settings["mark_booted"] = False
     from shim.core.instance import Instance, user_cgroup, user_environment
     from shim.core.policy import Policy
@@ -244,7 +267,8 @@ def serve(args: argparse.Namespace) -> int:
         return cassette.serve(args.cassette, args.address, args.log_level)
     from backends import make_backend
     from backends.base import BackendError
-    from shim.bus.daemon import NameTakenError, Options, run
+    from shim.bus.daemon import SYSTEM_PRIVATE_SOCKET, NameTakenError, Options, run
+    from shim.bus.peer import PrivateSocketBusyError
     from shim.bus.session import SessionBusError
 
     try:
@@ -277,6 +301,9 @@ def serve(args: argparse.Namespace) -> int:
     if not isinstance(policy, Policy):
         # the fake backend changes nothing on the host: no mounts, no power actions
         policy = Policy.harmless(state_dir) if backend.name == "fake" else Policy()
+    private = settings["private_socket"]
+    if private is None and address is None:
+        private = SYSTEM_PRIVATE_SOCKET  # what root's systemctl 257+ connects to
     options = Options(
         address=None if address is None else str(address),
         version=str(settings["version"]),
@@ -284,18 +311,37 @@ def serve(args: argparse.Namespace) -> int:
         state_dir=str(state_dir),
         booted_marker=BOOTED_MARKER if settings["mark_booted"] else None,
         exit_on_idle=_seconds(settings["exit_on_idle"]),
-        config=args.config,
+        reload=None if args.config is None else _reloader(args.config),
+        private_socket=str(private) if private else None,
+        # a user manager's private socket admits its user only (systemd --user's does too)
+        private_uids=frozenset({os.getuid()}) if args.user else frozenset({0}),
+        ready_fd=args.ready_fd,
         instance=settings.get("instance"),  # type: ignore[arg-type]
         notify_ready=args.notify_ready,
     )
     try:
         return asyncio.run(run(options, backend))
-    except (NameTakenError, SessionBusError) as e:
+    except (NameTakenError, PrivateSocketBusyError, SessionBusError) as e:
         print(f"scopeshim: {e}", file=sys.stderr)
         return 1
     except (OSError, ConnectionError) as e:
         print(f"scopeshim: cannot connect to the bus: {e}", file=sys.stderr)
         return 1
+
+
+def _reloader(path: str) -> Callable[[], Reloaded]:
+    """SIGHUP's loader of PATH: the policy and log level, or ReloadError naming the key."""
+    from shim.bus.daemon import Reloaded, ReloadError
+    from shim.config import ConfigError, load
+
+    def reload() -> Reloaded:
+        try:
+            settings = load(path)
+        except ConfigError as e:
+            raise ReloadError(str(e)) from None
+        return Reloaded(settings["policy"], str(settings["log_level"]))
+
+    return reload
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,9 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_forever()
     if args.command == "replay":
+        from shim.bus.replay import drive
         from shim.replay.command import run
 
-        return run(args)
+        return run(args, drive)
     return 2
 
 

@@ -26,12 +26,12 @@ def preload() -> None:
     """Import what a user manager imports, so that forks share it."""
     import asyncio  # noqa: F401
 
-    import backends.cgroup2  # noqa: F401
-    import backends.detect  # noqa: F401
+    import backends.cgroup2
+    import backends.detect
     import backends.fake  # noqa: F401
-    import shim.bus.daemon  # noqa: F401
-    import shim.bus.escalate  # noqa: F401
-    import shim.bus.session  # noqa: F401
+    import shim.bus.daemon
+    import shim.bus.escalate
+    import shim.bus.session
     import shim.core.instance  # noqa: F401
 
 

@@ -7,25 +7,41 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbus_fast import BusType, Message, RequestNameReply
+from dbus_fast import BusType, Message, MessageType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from backends.base import CgroupBackend
 from shim.bus import session
 from shim.bus.escalate import SystemAttach
+from shim.bus.peer import PeerServer, PrivateSocketBusyError
 from shim.bus.service import BUS_NAME, Service
 from shim.bus.transport import patient
 from shim.core.instance import Instance
 from shim.core.manager import Manager
 from shim.core.policy import READY, Policy
-from shim.core.state import Persisting, StateStore
+from shim.core.state import StateStore
 
 log = logging.getLogger("scopeshim")
 
 DEFAULT_VERSION = "252"
+# org.freedesktop.systemd1(5) / systemctl(1): root's tools talk to the system manager here
+SYSTEM_PRIVATE_SOCKET = "/run/systemd/private"
+
+
+class ReloadError(Exception):
+    """A configuration that cannot be used on SIGHUP (the running one stays)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What SIGHUP applies: the handled units' policy and the log level."""
+
+    policy: Policy
+    log_level: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +55,13 @@ class Options:
     # sd_booted(3): programs test this directory to decide whether systemd is PID 1
     booted_marker: str | None = None  # e.g. /run/systemd/system; None: leave it alone
     exit_on_idle: float | None = None  # seconds without units or jobs before exiting
-    config: str | None = None  # the configuration file SIGHUP reads again
+    # SIGHUP reads the configuration again through this (the command line's loader)
+    reload: Callable[[], Reloaded] | None = None
+    private_socket: str | None = None  # a path to serve peer-to-peer connections on
+    private_uids: frozenset[int] = frozenset({0})  # who may connect there
+    # s6's readiness protocol (s6-supervise(8) notification-fd): a newline on this descriptor
+    # once the name is owned and the private socket listens, then it is closed
+    ready_fd: int | None = None
     # None: the system instance; else a user manager (shim/core/instance.py)
     instance: Instance | None = None
     # print READY=1 on standard output once serving (how the system instance's user@UID
@@ -75,16 +97,17 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     store = None if options.state_dir is None else StateStore(options.state_dir)
 
     def manager(svc: Service) -> Manager:
-        listener = svc.signals if store is None else Persisting(svc.signals, store)
-        return Manager(backend, listener, loop, options.policy, options.instance)
+        return Manager(backend, svc.signals, loop, options.policy, store, options.instance)
 
-    user = options.instance is not None and options.instance.user
+    uid = options.instance.uid if options.instance is not None else None
+    user = uid is not None
     service = Service(
         bus,
         manager,
         version=options.version,
         machine_id=_machine_id(),
         polkit=not user,  # a user manager trusts its user and root, nobody else
+        privileged=frozenset({0, uid} if uid is not None else {0}),
     )
     saved = None if store is None else store.load()
     if saved is not None:
@@ -103,12 +126,26 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
             ],
         )
     )
+    await _drop_gone_clients(bus, service.manager)  # issue 15: references of a client gone
     reply = await bus.request_name(BUS_NAME)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         bus.disconnect()
         raise NameTakenError(f"{BUS_NAME} is already owned on this bus ({reply.name})")
     if saved is not None:
         service.manager.fail_lost_jobs(saved)
+    if options.private_socket:
+        server = PeerServer(
+            options.private_socket, options.private_uids, service.peer_message,
+            service.peer_closed,
+        )  # fmt: skip
+        try:
+            server.start()
+        except (PrivateSocketBusyError, OSError) as e:
+            bus.disconnect()
+            raise PrivateSocketBusyError(
+                f"cannot listen on {options.private_socket}: {e}"
+            ) from None
+        service.serve_peers(server)
     log.info(
         "serving %s on %s as %s (backend %s)",
         BUS_NAME,
@@ -117,6 +154,25 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
         backend.name,
     )
     return service
+
+
+async def _drop_gone_clients(bus: MessageBus, manager: Manager) -> None:
+    """After a restart: clients that left while we were down hold no references any more
+    (systemd tracks references per client and drops those of a client that is gone)."""
+    for name in sorted(manager.referencing_clients()):
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="NameHasOwner",
+                signature="s",
+                body=[name],
+            )
+        )
+        ok = reply is not None and reply.message_type is MessageType.METHOD_RETURN
+        if not (ok and reply is not None and reply.body[0]):
+            manager.bus_name_gone(name)  # gone, or not a bus name (a private connection)
 
 
 async def run(options: Options, backend: CgroupBackend) -> int:
@@ -139,15 +195,19 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     if options.instance is not None and options.instance.uid not in (None, 0):
         escalate = SystemAttach(options.instance.uid, options.system_address)
         service.manager.escalate_attach = escalate
+    if options.instance is not None and options.instance.user:
+        service.manager.environment_hook = service.activation_environment
     if started is not None:
         service.manager.adopt_service(
             session.UNIT, session.SLICE, session.DESCRIPTION, started.cgroup
         )
         follower = loop.create_task(session.follow(started))
-    if options.notify_ready:
-        print(READY, flush=True)
-    loop.add_signal_handler(signal.SIGHUP, _reload_config, service, options.config)
+    loop.add_signal_handler(signal.SIGHUP, _reload_config, service, options.reload)
     made_marker = _mark_booted(options.booted_marker)
+    if options.ready_fd is not None:
+        _notify_ready(options.ready_fd)
+    if options.notify_ready:
+        print(READY, flush=True)  # after the private socket listens too
     disconnected = loop.create_task(service.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
     stopped = loop.create_task(stop.wait())
     waits = {disconnected, stopped}
@@ -181,23 +241,21 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     return code
 
 
-def _reload_config(service: Service, path: str | None) -> None:
+def _reload_config(service: Service, reload: Callable[[], Reloaded] | None) -> None:
     """SIGHUP: read the configuration file again; a bad one leaves the running one in place.
     [units] and [power] apply to units loaded from now on, log_level at once; the other
     [serve] keys (bus, backend, cgroup root, state directory) need a restart."""
-    if path is None:
+    if reload is None:
         log.info("SIGHUP: no configuration file to reload")
         return
-    from shim.config import ConfigError, load
-
     try:
-        settings = load(path)
-    except ConfigError as e:
+        settings = reload()
+    except ReloadError as e:
         log.error("SIGHUP: keeping the running configuration: %s", e)
         return
-    service.manager.policy = settings["policy"]
-    logging.getLogger().setLevel(str(settings["log_level"]).upper())
-    log.info("SIGHUP: reloaded %s", path)
+    service.manager.policy = settings.policy
+    logging.getLogger().setLevel(settings.log_level.upper())
+    log.info("SIGHUP: reloaded the configuration")
 
 
 async def _idle(manager: Manager, timeout: float) -> None:
@@ -212,6 +270,14 @@ async def _idle(manager: Manager, timeout: float) -> None:
         else:
             idle_since = None
         await asyncio.sleep(min(timeout / 4, 5.0))
+
+
+def _notify_ready(fd: int) -> None:
+    try:
+        os.write(fd, b"\n")
+        os.close(fd)
+    except OSError as e:
+        log.warning("cannot tell readiness on descriptor %d: %s", fd, e.strerror)
 
 
 def _mark_booted(marker: str | None) -> Path | None:

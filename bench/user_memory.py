@@ -117,8 +117,9 @@ def run(users: int, mode: str) -> dict[str, object]:
                 assert zygote.stdin is not None and zygote.stdout is not None
                 argv = ["serve", "--user", "--backend", "fake", "--notify-ready",
                         "--log-level", "warning"]  # fmt: skip
-                request = {"argv": argv, "env": {"XDG_RUNTIME_DIR": str(runtime),
-                                                 "HOME": str(runtime), "PATH": os.environ["PATH"]}}  # fmt: skip
+                env = {"XDG_RUNTIME_DIR": str(runtime), "HOME": str(runtime),
+                       "PATH": os.environ["PATH"]}  # fmt: skip
+                request = {"argv": argv, "env": env}
                 zygote.stdin.write(json.dumps(request) + "\n")
                 zygote.stdin.flush()
                 answer = json.loads(zygote.stdout.readline())

@@ -45,25 +45,20 @@ ACTIONS: dict[tuple[str, str], str | None] = {
             "GetJob GetUnitProcesses Subscribe Unsubscribe RefUnit UnrefUnit"),
     **_each(_MANAGER, MANAGE_UNITS, "StartUnit StartUnitReplace StopUnit ReloadUnit RestartUnit "
             "TryRestartUnit ReloadOrRestartUnit ReloadOrTryRestartUnit KillUnit QueueSignalUnit "
-            "ResetFailedUnit SetUnitProperties StartTransientUnit "
+            "ResetFailedUnit SetUnitProperties StartTransientUnit AttachProcessesToUnit "
             "AbandonScope FreezeUnit ThawUnit CancelJob ClearJobs ResetFailed"),
     **_each(_MANAGER, RELOAD_DAEMON, "Reload Reexecute"),
     **_each(_MANAGER, SET_ENVIRONMENT, "SetEnvironment UnsetEnvironment UnsetAndSetEnvironment"),
-    # AttachProcessesToUnit/AttachProcesses need no polkit action on systemd: a caller other
-    # than root must own the processes and the unit (shim/core/scopes.py), which is how a
-    # user manager moves its user's processes into its own user@UID.service
-    **_each(_MANAGER, _OPEN, "AttachProcessesToUnit"),
     **_each(_UNIT, _OPEN, "Ref Unref"),
     **_each(_UNIT, MANAGE_UNITS, "Start Stop Reload Restart TryRestart ReloadOrRestart "
             "ReloadOrTryRestart Kill QueueSignal ResetFailed SetProperties Freeze Thaw"),
     # systemd's cgroup vtable: on each unit type with a cgroup, not on .Unit
     **_each(_SCOPE, _OPEN, "GetProcesses"),
-    **_each(_SCOPE, _OPEN, "AttachProcesses"),
-    **_each(_SCOPE, MANAGE_UNITS, "Abandon"),
+    **_each(_SCOPE, MANAGE_UNITS, "AttachProcesses Abandon"),
     **_each(_SLICE, _OPEN, "GetProcesses"),
-    **_each(_SLICE, _OPEN, "AttachProcesses"),
+    **_each(_SLICE, MANAGE_UNITS, "AttachProcesses"),
     **_each(_SERVICE, _OPEN, "GetProcesses"),
-    **_each(_SERVICE, _OPEN, "AttachProcesses"),
+    **_each(_SERVICE, MANAGE_UNITS, "AttachProcesses"),
     **_each(_JOB, _OPEN, "GetAfter GetBefore"),
     **_each(_JOB, MANAGE_UNITS, "Cancel"),
 }  # fmt: skip
@@ -81,6 +76,12 @@ def _strictest(actions: set[str | None]) -> str | None:
 _BY_MEMBER: dict[str, str | None] = {}
 for (_iface, _member), _action in ACTIONS.items():
     _BY_MEMBER[_member] = _strictest({_BY_MEMBER.get(_member), _action})
+
+
+# systemd's AttachProcessesToUnit() asks no polkit action: a caller other than root may move
+# its own processes into a unit that runs as it (User=), which is how a user manager moves
+# its user's processes into its own user@UID.service (Service._owner_may_attach)
+ATTACH_MEMBERS = frozenset({"AttachProcessesToUnit", "AttachProcesses"})
 
 
 def action_for(interface: str | None, member: str) -> str | None:

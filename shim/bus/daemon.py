@@ -109,6 +109,8 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
         polkit=not user,  # a user manager trusts its user and root, nobody else
         privileged=frozenset({0, uid} if uid is not None else {0}),
     )
+    if user:
+        service.manager.environment_hook = service.activation_environment
     saved = None if store is None else store.load()
     if saved is not None:
         service.manager.restore(saved)
@@ -195,8 +197,6 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     if options.instance is not None and options.instance.uid not in (None, 0):
         escalate = SystemAttach(options.instance.uid, options.system_address)
         service.manager.escalate_attach = escalate
-    if options.instance is not None and options.instance.user:
-        service.manager.environment_hook = service.activation_environment
     if started is not None:
         service.manager.adopt_service(
             session.UNIT, session.SLICE, session.DESCRIPTION, started.cgroup

@@ -164,7 +164,7 @@ class Scopes(Engine):
         )
 
     @staticmethod
-    def _ref_uid(unit: Unit) -> int | None:
+    def ref_uid(unit: Unit) -> int | None:
         """The uid a unit runs as (User=, or its handler's user), None if none or unknown."""
         user = unit.handler.user if unit.handler is not None else unit.setting("User")
         if not isinstance(user, str) or not user:
@@ -325,7 +325,7 @@ class Scopes(Engine):
         resolved = self._resolve_pids(list(pids), caller_pid, caller_uid)
         if not resolved:
             return
-        if not self.instance.trusted(caller_uid) and self._ref_uid(unit) != caller_uid:
+        if not self.instance.trusted(caller_uid) and self.ref_uid(unit) != caller_uid:
             # org.freedesktop.systemd1(5) AttachProcessesToUnit: no polkit action; a caller
             # other than root must own the processes and the unit (its User=), which is how
             # a user manager moves processes into its own user@UID.service

@@ -274,7 +274,7 @@ async def test_a_user_attaches_only_own_processes_to_own_user_unit(
         # another user's unit: refused although the process is the caller's
         assert await run_job(client, "StartUnit", USER) == "done"
         status, out = await gdbus(bus_address, method, USER, "/", f"[{me}]")
-        assert f"Process {me} not owned by target unit's UID. Refusing." in out
+        assert "org.freedesktop.DBus.Error.AccessDenied: Permission denied" in out
         assert system.backend.cgroup_of(me) == nobody_cgroup + "/app.slice"
     finally:
         client.bus.disconnect()

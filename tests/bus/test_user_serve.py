@@ -6,6 +6,7 @@ dbus-update-activation-environment --systemd work against it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -119,3 +120,35 @@ def test_systemd_run_user_scope(user_manager: UserManager) -> None:
     assert sorted(out.stdout.split()) == sorted(
         ["10", PREFIX + "/app.slice/run-t1.scope", "app.slice"]
     )
+
+
+def test_flatpak_call_sequence_over_the_private_socket(user_manager: UserManager) -> None:
+    """flatpak's exact calls (tests/e2e/flatpak_scope.py, GDBus) on
+    $XDG_RUNTIME_DIR/systemd/private: the scope starts in app.slice and JobRemoved reaches
+    the peer-to-peer connection without Subscribe."""
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import gi"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("python3-gi is not installed (apt-get install python3-gi)")
+    private = user_manager.runtime / "systemd" / "private"
+    assert private.is_socket()
+    out = user_manager.run(
+        "/usr/bin/python3", str(ROOT / "tests/e2e/flatpak_scope.py"), "org.example.App",
+        str(private),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout)
+    assert result["unit"].startswith("app-flatpak-org.example.App-")
+    assert result["removed"] == {"unit": result["unit"], "result": "done"}
+    # another user may not even connect (the socket admits its user only)
+    if os.geteuid() == 0:
+        # the directories open, so that only the socket's own check can refuse
+        user_manager.runtime.chmod(0o755)
+        (user_manager.runtime / "systemd").chmod(0o755)
+        other = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+             str(ROOT / "tests/e2e/flatpak_scope.py"), "org.example.App", str(private)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert other.returncode != 0
+        error = json.loads(other.stdout)["error"]
+        assert "No systemd user session" not in error, error

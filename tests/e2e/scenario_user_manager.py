@@ -74,6 +74,7 @@ def as_user(uid: int, gid: int, home: str, *argv: str, timeout: float = 60) -> d
         "DBUS_SESSION_BUS_ADDRESS": f"unix:path=/run/user/{uid}/bus",
         "SYSTEMD_COLORS": "0",
         "SYSTEMD_PAGER": "",
+        "G_MESSAGES_DEBUG": "GnomeDesktop",
     }
     drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
     proc = subprocess.run(
@@ -187,6 +188,35 @@ async def main() -> None:
             pids_max=_read(CGROOT / tree.lstrip("/") / "app.slice/run-e2e.scope/pids.max"),
         )
 
+        # flatpak's calls over /run/user/UID/systemd/private, then gnome-desktop's
+        # gnome_start_systemd_scope from inside the user's tree (python3-gi, Debian's libraries)
+        here = Path(__file__).resolve().parent
+        report(
+            step="clients",
+            flatpak=as_user(
+                uid,
+                gid,
+                home,
+                "/usr/bin/python3",
+                str(here / "flatpak_scope.py"),
+                "org.example.App",
+            ),
+            gnome=as_user(
+                uid,
+                gid,
+                home,
+                "systemd-run",
+                "--user",
+                "--scope",
+                "--unit",
+                "run-gnome",
+                "/usr/bin/python3",
+                str(here / "gnome_scope.py"),
+                "org.example.Gnome",
+            ),
+            gnome_available=_gnome_desktop(),
+        )
+
         # logout: the session goes, logind stops user@UID.service: everything under it goes
         login.stdin.write("release\nexit\n")
         login.stdin.flush()
@@ -214,6 +244,14 @@ async def main() -> None:
             report(step="logind-exit", exit=stop(logind))
         report(step="stopped", exit=stop(daemon))
         report(step="logs", **Logs(run).excerpt({"logind.log": 0, "scopeshim.log": 0}))
+
+
+def _gnome_desktop() -> bool:
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import gi; gi.require_version('GnomeDesktop', '3.0')"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
 
 
 def _read(path: Path) -> str | None:

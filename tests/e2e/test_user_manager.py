@@ -5,12 +5,20 @@ the user's session bus; the unmodified systemctl --user, dbus-update-activation-
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
+from typing import Any
 
 import pytest
 
 from tests.e2e.test_logind import VERSIONS, explain, run_scenario
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
 
 
 @pytest.mark.timeout(400)
@@ -20,6 +28,9 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str) ->
     for tool in ("systemctl", "systemd-run", "dbus-daemon", "dbus-update-activation-environment"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (make deps installs it)")
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import gi"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("python3-gi is not installed (make deps installs it)")
     outcome = run_scenario("scenario_user_manager.py", version, timeout=200)
     if outcome.skipped:
         pytest.skip(outcome.skipped)
@@ -59,6 +70,22 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str) ->
     assert run["status"] == 0, why
     assert re.search(rf"^0::{re.escape(tree)}/app\.slice/run-e2e\.scope$", run["stdout"], re.M), why
     assert run["stdout"].split()[-1] == "10", why  # TasksMax as the user manager has it
+
+    # flatpak's exact calls over /run/user/UID/systemd/private: app.slice/app-flatpak-*.scope
+    clients = events["clients"]
+    flatpak = _last_json(clients["flatpak"]["stdout"])
+    assert clients["flatpak"]["status"] == 0, why
+    assert flatpak["removed"]["result"] == "done", why
+    assert flatpak["cgroup"] == f"{tree}/app.slice/{flatpak['unit']}", why
+    # gnome_start_systemd_scope from inside the tree: the child in app-gnome-NAME-PID.scope,
+    # and libsystemd's sd_pid_get_user_unit() names it
+    if clients["gnome_available"]:
+        gnome = _last_json(clients["gnome"]["stdout"])
+        unit = f"app-gnome-org.example.Gnome-{gnome['child']}.scope"
+        assert gnome["ok"] is True, why
+        assert gnome["child_cgroup"] == f"{tree}/app.slice/{unit}", why
+        assert gnome["child_user_unit"] == unit, why
+        assert gnome["self_user_unit"] == "run-gnome.scope", why
 
     # logout: logind stops user@UID.service; no process, cgroup or mount of the user is left
     out = events["logout"]

@@ -76,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
         help="exit after SEC seconds without units or jobs (for bus activation)",
     )
     s.add_argument(
+        "--unit-root",
+        metavar="DIR",
+        default=None,
+        help="root of the unit search path: drop-ins and slice units are read from, and "
+        "set-property drop-ins written to, DIR/etc/systemd/system... (default: /; with the "
+        "fake backend STATE_DIR/unit-root)",
+    )
+    s.add_argument(
         "--mark-booted",
         action="store_true",
         default=None,
@@ -148,6 +156,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "version": "252",
         "mark_booted": False,
         "exit_on_idle": None,
+        "unit_root": None,
         "log_target": "stderr",
         "private_socket": None,
         "policy": None,
@@ -166,6 +175,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "version": args.api_version,
         "mark_booted": args.mark_booted,
         "exit_on_idle": args.exit_on_idle,
+        "unit_root": args.unit_root,
         "log_target": args.log_target,
         "private_socket": args.private_socket,
     }
@@ -260,6 +270,14 @@ def _own_cgroup() -> str | None:
         return None
 
 
+def _unit_root(wanted: object, backend: str, state_dir: Path) -> str:
+    """The unit search path's root: the fake backend changes nothing on the host, so its
+    default is a directory of its own; the real backends read and write /etc and /run."""
+    if wanted:
+        return str(wanted)
+    return str(state_dir / "unit-root") if backend == "fake" else "/"
+
+
 def serve(args: argparse.Namespace) -> int:
     if getattr(args, "cassette", None):
         from shim.bus import cassette
@@ -318,6 +336,8 @@ def serve(args: argparse.Namespace) -> int:
         ready_fd=args.ready_fd,
         instance=settings.get("instance"),  # type: ignore[arg-type]
         notify_ready=args.notify_ready,
+        # a user manager reads no unit files (the system's are not its own)
+        unit_root=None if args.user else _unit_root(settings["unit_root"], backend.name, state_dir),
     )
     try:
         return asyncio.run(run(options, backend))

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 MANAGE_UNITS = "org.freedesktop.systemd1.manage-units"
 RELOAD_DAEMON = "org.freedesktop.systemd1.reload-daemon"
 SET_ENVIRONMENT = "org.freedesktop.systemd1.set-environment"
+MANAGE_UNIT_FILES = "org.freedesktop.systemd1.manage-unit-files"
 _PREFIX = "org.freedesktop.systemd1."
 _MANAGER = _PREFIX + "Manager"
 _UNIT = _PREFIX + "Unit"
@@ -49,6 +50,7 @@ ACTIONS: dict[tuple[str, str], str | None] = {
             "AbandonScope FreezeUnit ThawUnit CancelJob ClearJobs ResetFailed"),
     **_each(_MANAGER, RELOAD_DAEMON, "Reload Reexecute"),
     **_each(_MANAGER, SET_ENVIRONMENT, "SetEnvironment UnsetEnvironment UnsetAndSetEnvironment"),
+    **_each(_MANAGER, MANAGE_UNIT_FILES, "RevertUnitFiles"),
     **_each(_UNIT, _OPEN, "Ref Unref"),
     **_each(_UNIT, MANAGE_UNITS, "Start Stop Reload Restart TryRestart ReloadOrRestart "
             "ReloadOrTryRestart Kill QueueSignal ResetFailed SetProperties Freeze Thaw"),
@@ -65,7 +67,7 @@ ACTIONS: dict[tuple[str, str], str | None] = {
 
 
 def _strictest(actions: set[str | None]) -> str | None:
-    for action in (RELOAD_DAEMON, SET_ENVIRONMENT, MANAGE_UNITS):
+    for action in (RELOAD_DAEMON, MANAGE_UNIT_FILES, SET_ENVIRONMENT, MANAGE_UNITS):
         if action in actions:
             return action
     return None

@@ -24,6 +24,7 @@ from shim.core.instance import Instance
 from shim.core.manager import Manager
 from shim.core.policy import READY, Policy
 from shim.core.state import StateStore
+from shim.core.unitfiles import UnitFiles
 
 log = logging.getLogger("scopeshim")
 
@@ -68,6 +69,8 @@ class Options:
     # .service start job learns that the user manager is ready, as Type=notify would)
     notify_ready: bool = False
     system_address: str | None = None  # a user manager's system bus (None: the default)
+    # the root of the unit search path (shim/core/unitfiles.py); None: no unit files (tests)
+    unit_root: str | None = None
 
 
 def _machine_id() -> str:
@@ -97,7 +100,10 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     store = None if options.state_dir is None else StateStore(options.state_dir)
 
     def manager(svc: Service) -> Manager:
-        return Manager(backend, svc.signals, loop, options.policy, store, options.instance)
+        made = Manager(backend, svc.signals, loop, options.policy, store, options.instance)
+        if options.unit_root is not None:
+            made.unit_files = UnitFiles(options.unit_root)
+        return made
 
     uid = options.instance.uid if options.instance is not None else None
     user = uid is not None

@@ -188,6 +188,10 @@ def Reload(c: Call) -> None:
     c.manager.reload()
 
 
+def RevertUnitFiles(c: Call, names: list[str]) -> list[tuple[str, str, str]]:
+    return c.manager.revert_unit_files(names)
+
+
 def FreezeUnit(c: Call, name: str) -> None:
     c.manager.freeze(c.manager.get_unit(name))
 
@@ -259,6 +263,7 @@ _METHODS = [
     Method("Subscribe", "", "", Subscribe),
     Method("Unsubscribe", "", "", Unsubscribe),
     Method("Reload", "", "", Reload),
+    Method("RevertUnitFiles", "as", "a(sss)", RevertUnitFiles, ("files",), ("changes",)),
     Method("SetEnvironment", "as", "", SetEnvironment, ("assignments",)),
     Method("UnsetEnvironment", "as", "", UnsetEnvironment, ("names",)),
     Method(
@@ -348,6 +353,7 @@ def get_property(m: Manager, version: str, name: str) -> object:
         # a user manager's own cgroup (user@UID.service); "" on the system instance
         "ControlGroup": m.instance.cgroup_prefix,
         "Environment": list(m.instance.environment),
+        "UnitPath": m.unit_path(),
     }
     if name in dynamic:
         return dynamic[name]

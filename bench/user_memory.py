@@ -122,6 +122,10 @@ def run(users: int, mode: str) -> dict[str, object]:
                 request = {"argv": argv, "env": env}
                 zygote.stdin.write(json.dumps(request) + "\n")
                 zygote.stdin.flush()
+                forked = json.loads(zygote.stdout.readline())
+                assert forked["stage"] == "forked", forked
+                zygote.stdin.write("go\n")
+                zygote.stdin.flush()
                 answer = json.loads(zygote.stdout.readline())
                 pid = int(answer["pid"])
                 if not answer.get("ready"):

@@ -2,15 +2,18 @@
 imported once, gc.freeze() keeps the collector off those pages, and each user manager is a
 fork that drops to its user before it reads anything of that user (docs/user-manager.md).
 
-Protocol (`scopeshim zygote`): READY=1 on standard output once imported; then one JSON
-request per line on standard input, {"argv": [...], "env": {...}, "uid": N, "gid": N,
-"groups": [...], "cwd": DIR}, answered by one JSON line {"pid": N, "ready": bool,
-"output": "..."} once the child said READY=1 (or exited). End of input ends the zygote; its
-children live on.
+Protocol (`scopeshim zygote`): READY=1 on standard output once imported; then, per user
+manager, a JSON request line on standard input, {"argv": [...], "env": {...}, "uid": N,
+"gid": N, "groups": [...], "cwd": DIR}, answered by {"pid": N, "stage": "forked"}: the fork
+waits, still root and running nothing, until the next input line, "go" (the caller has moved
+it into its cgroup; it drops to the user and runs `scopeshim ARGV`) or anything else (it is
+killed); then {"pid": N, "ready": bool, "output": "..."} once it said READY=1 or exited.
+End of input ends the zygote; its children live on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -35,12 +38,16 @@ def preload() -> None:
     import shim.core.instance  # noqa: F401
 
 
-def _child(request: dict[str, Any], out_w: int) -> None:
-    """In the fork: become the user, then run `scopeshim ARGV` with the given environment."""
+def _child(request: dict[str, Any], out_w: int, gate_r: int) -> None:
+    """In the fork: wait for the go-ahead, become the user, then run `scopeshim ARGV` with
+    the given environment."""
     from shim import cli
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
+    if os.read(gate_r, 1) != b"g":
+        os._exit(1)
+    os.close(gate_r)
     os.dup2(out_w, 1)
     os.close(out_w)
     uid, gid = request.get("uid"), request.get("gid")
@@ -92,10 +99,23 @@ def serve_forever() -> int:
             print(json.dumps({"error": "bad request"}), flush=True)
             continue
         out_r, out_w = os.pipe()
+        gate_r, gate_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(out_r)
-            _child(request, out_w)
+            os.close(gate_w)
+            sys.stdin.close()
+            _child(request, out_w, gate_r)
         os.close(out_w)
+        os.close(gate_r)
+        print(json.dumps({"pid": pid, "stage": "forked"}), flush=True)
+        go = sys.stdin.readline().strip() == "go"
+        with contextlib.suppress(OSError):  # a fork that died already
+            os.write(gate_w, b"g" if go else b"x")
+        os.close(gate_w)
+        if not go:
+            os.close(out_r)
+            print(json.dumps({"pid": pid, "ready": False, "output": "aborted"}), flush=True)
+            continue
         print(json.dumps(_wait_ready(pid, out_r)), flush=True)
     return 0

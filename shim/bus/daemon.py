@@ -189,10 +189,10 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if options.instance is not None and options.instance.runtime_dir:
+    if options.instance is not None and os.path.isdir(options.instance.runtime_dir or ""):
         # systemd --user's runtime directory; clients look for it to tell that a user
         # manager runs (dbus-update-activation-environment --systemd tests that it exists)
-        os.makedirs(os.path.join(options.instance.runtime_dir, "systemd"), exist_ok=True)
+        os.makedirs(os.path.join(str(options.instance.runtime_dir), "systemd"), exist_ok=True)
     started = None
     follower: asyncio.Task[None] | None = None
     if options.instance is not None and options.instance.user and options.address:
@@ -237,6 +237,8 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     else:
         log.info("idle for %s s: exiting (bus activation starts us again)", options.exit_on_idle)
     service.close()
+    if service.manager.forkserver is not None:
+        await service.manager.forkserver.aclose()
     service.manager.close()
     if service.bus.connected:
         service.bus.disconnect()

@@ -33,6 +33,7 @@ from compat.enums import (
 )
 from compat.unitname import ROOT_SLICE, UnitType
 from shim.core.events import Listener
+from shim.core.forkserver import ForkServer
 from shim.core.instance import INIT_SCOPE, Instance
 from shim.core.policy import Kind, Policy
 from shim.core.state import CommitCallback, Persisting, StateStore, next_job_id
@@ -111,6 +112,7 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         # a user manager's way to move processes from outside its tree (bus layer sets it)
         self.escalate_attach: Callable[[str, list[int]], Awaitable[None]] | None = None
+        self.forkserver: ForkServer | None = None  # the zygote of user managers, once used
         # told of SetEnvironment's assignments (a user manager's session bus hears them)
         self.environment_hook: Callable[[list[str]], None] | None = None
         self._lost_jobs: list[Job] = []  # jobs a crash interrupted (restore.py)

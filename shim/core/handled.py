@@ -22,6 +22,7 @@ from compat.enums import (
 )
 from compat.unitname import UnitType
 from shim.core import spawn
+from shim.core.forkserver import ForkServer
 from shim.core.policy import READY, RECORD, START_TIMEOUT, Handler, Kind
 from shim.core.scopes import Scopes
 from shim.core.units import Job, Unit
@@ -48,6 +49,9 @@ class Handled(Scopes):
         elif handler.kind is Kind.ONESHOT:
             self._set_state(unit, ServiceState.START)
             self._spawn_task(self._run_oneshot(job, handler.start, ServiceState.EXITED))
+        elif handler.kind is Kind.NOTIFY and handler.zygote:
+            self._set_state(unit, ServiceState.START)
+            self._spawn_task(self._run_forked(job, handler))
         elif handler.kind is Kind.NOTIFY:
             self._set_state(unit, ServiceState.START)
             self._spawn_task(self._run_notify(job, handler))
@@ -201,6 +205,47 @@ class Handled(Scopes):
         if unit.control_group is not None:
             self.backend.kill(unit.control_group, signal.SIGKILL)
         unit.result = "timeout" if last and last[-1].startswith("not ready") else "exit-code"
+        if unit.job is job:
+            self._release_cgroup(unit)
+            self._set_state(unit, ServiceState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+
+    async def _run_forked(self, job: Job, handler: Handler) -> None:
+        """Type=notify from the zygote: the fork is moved into the unit's cgroup before it
+        becomes the user and runs; active once it said READY=1."""
+        unit = job.unit
+        try:
+            where = self._prepare_delegated(unit, handler)
+            assert handler.user is not None
+            request = spawn.fork_request(handler.zygote, handler.user)
+            if self.forkserver is None:
+                self.forkserver = ForkServer()
+            forked = await self.forkserver.fork(
+                request, lambda pid: self.backend.attach(where, [pid])
+            )
+        except (spawn.SpawnError, BackendError) as e:
+            log.warning("%s: %s", unit.name, e)
+            if unit.job is job:
+                self._release_cgroup(unit)
+                unit.result = "resources"
+                self._set_state(unit, ServiceState.FAILED)
+                self._finish_job(job, JobResult.FAILED)
+            return
+        lines = forked.output.splitlines()
+        for line in lines:
+            log.info("%s: %s", unit.name, line)
+        if forked.ready and unit.job is job:
+            log.info("%s: ready (PID %d, forked)", unit.name, forked.pid)
+            self._set_state(unit, ServiceState.RUNNING)
+            self._finish_job(job, JobResult.DONE)
+            assert unit.control_group is not None
+            self.backend.watch_empty(unit.control_group, self._cgroup_empty)
+            return
+        log.warning("%s: failed to start: %s", unit.name,
+                    "; ".join(lines[-5:]) or "exited before it was ready")  # fmt: skip
+        if unit.control_group is not None:
+            self.backend.kill(unit.control_group, signal.SIGKILL)
+        unit.result = "exit-code"
         if unit.job is job:
             self._release_cgroup(unit)
             self._set_state(unit, ServiceState.FAILED)

@@ -427,3 +427,5 @@ class Manager(Configured):
             self._cancel_timer(unit)
         for task in list(self._tasks):
             task.cancel()
+        if self.forkserver is not None:
+            self.forkserver.close()

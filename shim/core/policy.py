@@ -39,18 +39,13 @@ DEFAULT_POWER_ACTIONS: dict[str, tuple[str, ...]] = {
     "factory-reset.target": (),
 }  # fmt: skip
 
-RECORD = ("record",)
+RECORD = ("record",)  # a power action that only appends what would run to the record file
+USER_INSTANCE_ARGS = ("serve", "--user", "--notify-ready")
 
 
 def user_instance_command() -> tuple[str, ...]:
     """The command of a user manager: this scopeshim, `serve --user`, with this Python."""
-    return (
-        sys.executable,
-        "-m",
-        "shim",
-        "serve",
-        "--user",
-    )  # a power action that only appends what would run to the record file
+    return (sys.executable, "-m", "shim", *USER_INSTANCE_ARGS)
 
 
 _USER_UNIT = re.compile(r"^(user-runtime-dir|user)@(0|[1-9][0-9]{0,9})\.service$")
@@ -100,6 +95,9 @@ class Handler:
     # systemd.resource-control(5) Delegate=yes: the unit's cgroup belongs to `user`
     delegate: bool = False
     subcgroup: str = ""  # the main process runs in this sub-cgroup (user@: "init.scope")
+    # fork the main process from the zygote with these `scopeshim` arguments (shim/zygote.py)
+    # instead of running `start`
+    zygote: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +108,10 @@ class Policy:
     user_manager_command: tuple[str, ...] = ()
     # a user manager's own instance: no user@, runtime-dir, power or getty units there
     user_instance: bool = False
+    # user_manager = "scopeshim": fork each user manager from one pre-imported parent
+    # (docs/user-manager.md, "Memory") rather than run a new interpreter for each
+    user_manager_zygote: bool = True
+    user_manager_args: tuple[str, ...] = USER_INSTANCE_ARGS
     runtime_dir_helper: str = RUNTIME_DIR_HELPER
     power_actions: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_POWER_ACTIONS)
@@ -181,6 +183,9 @@ class Policy:
                 requires=(f"user-runtime-dir@{uid}.service",),
                 delegate=True,
                 subcgroup="init.scope",
+                zygote=self.user_manager_args
+                if self.user_manager_zygote and not self.user_manager_command
+                else (),
             )
         # units/user@.service: Requires=user-runtime-dir@%i.service, runs as the user
         return Handler(

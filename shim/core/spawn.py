@@ -64,6 +64,23 @@ def _environment(user: str | None) -> dict[str, str]:
     return env
 
 
+def fork_request(argv: Sequence[str], user: str) -> dict[str, object]:
+    """What the zygote needs to become USER and run `scopeshim ARGV` (shim/zygote.py): the
+    same credentials and clean environment as start() gives a command."""
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, ValueError):
+        raise SpawnError(f"user {user} does not exist") from None
+    return {
+        "argv": list(argv),
+        "env": _environment(user),
+        "uid": entry.pw_uid,
+        "gid": entry.pw_gid,
+        "groups": os.getgrouplist(entry.pw_name, entry.pw_gid) if entry.pw_uid else [],
+        "cwd": "/",
+    }
+
+
 async def start(
     argv: Sequence[str],
     backend: CgroupBackend,

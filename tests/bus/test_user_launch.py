@@ -33,10 +33,11 @@ USER = f"user@{UID}.service"
 SERVICE = f"/user.slice/user-{UID}.slice/user@{UID}.service"
 
 
-def policy_with(command: list[str]) -> Policy:
+def policy_with(command: list[str], *, zygote: tuple[str, ...] = ()) -> Policy:
     return Policy(
         user_manager=UserManager.SCOPESHIM,
         user_manager_command=tuple(command),
+        user_manager_args=zygote,
         runtime_dir_helper="",
         power_actions=dict.fromkeys(POWER_TARGETS, RECORD),
     )
@@ -90,7 +91,9 @@ async def run_job(client: Client, member: str, name: str) -> str:
 async def test_user_manager_started_and_stopped(
     private_bus: PrivateBus, user_bus: str, tmp_path: Path
 ) -> None:
-    command = [sys.executable, "-m", "shim", "serve", "--user", "--backend", "fake",
+    # XDG_RUNTIME_DIR in the test's directory: nothing is made in the host's /run/user
+    command = ["/usr/bin/env", f"XDG_RUNTIME_DIR={tmp_path}",
+               sys.executable, "-m", "shim", "serve", "--user", "--backend", "fake",
                "--cgroup-root", str(tmp_path / "user-cgroupfs"), "--state-dir",
                str(tmp_path / "user-state"), "--address", user_bus, "--notify-ready"]  # fmt: skip
     d = await system_daemon(private_bus.address, tmp_path / "cg", policy_with(command))
@@ -160,6 +163,8 @@ async def test_user_manager_that_fails_fails_the_job(
 
 async def stop_everything(d: Daemon) -> None:
     """Kill what the test's user managers left running, then stop the daemon."""
+    if d.manager.forkserver is not None:
+        await d.manager.forkserver.aclose()
     d.backend.kill("/", signal.SIGKILL)
     for _ in range(100):
         if not d.backend.pids("/"):
@@ -310,6 +315,65 @@ async def test_stopping_the_runtime_dir_stops_the_user_manager(
             system.manager.units[USER].active_state == "inactive"
         )
         assert not system.backend.exists(SERVICE)
+        assert system.backend.pids("/") == []
+    finally:
+        client.bus.disconnect()
+        await stop_everything(system)
+
+
+@pytest.fixture
+async def open_user_bus(open_dir: Path) -> AsyncIterator[str]:  # noqa: F811
+    """A second bus (the user's session bus) every user may use."""
+    conf = open_dir / "user-bus.conf"
+    config = BUS_CONFIG.replace(
+        '<policy context="default">', '<policy context="default">\n    <allow user="*"/>'
+    )
+    conf.write_text(config.format(socket=open_dir / "user-bus.sock"))
+    proc = await asyncio.create_subprocess_exec(
+        "dbus-daemon", f"--config-file={conf}", "--nofork", "--nopidfile", "--print-address=1",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    address = (await proc.stdout.readline()).decode().strip()
+    yield address
+    proc.terminate()
+    await proc.wait()
+
+
+async def test_user_manager_forked_from_the_zygote(
+    bus_address: str,  # noqa: F811 (fixtures from test_auth)
+    open_dir: Path,  # noqa: F811
+    open_user_bus: str,
+) -> None:
+    """The default way: the fork of one pre-imported parent is moved into
+    user@UID.service/init.scope, then becomes the user (nobody here) and serves; the job is
+    done once it does; a stop leaves nothing (the zygote lives on, the fork does not)."""
+    if os.geteuid() != 0:
+        pytest.skip("a user manager for uid nobody needs root")
+    mine = open_dir / "nobody"  # where the user manager (uid nobody) may write
+    mine.mkdir()
+    mine.chmod(0o777)
+    args = ("serve", "--user", "--backend", "fake", "--cgroup-root", str(mine / "cg"),
+            "--state-dir", str(mine / "state"), "--address", open_user_bus,
+            "--private-socket", "", "--notify-ready")  # fmt: skip
+    system = await system_daemon(bus_address, open_dir / "cg", policy_with([], zygote=args))
+    client = await connect(bus_address)
+    nobody_unit = f"user@{NOBODY}.service"
+    tree = f"/user.slice/user-{NOBODY}.slice/{nobody_unit}"
+    try:
+        assert await run_job(client, "StartUnit", nobody_unit) == "done"
+        (pid,) = system.backend.pids(tree)
+        assert system.backend.cgroup_of(pid) == tree + "/init.scope"
+        status = Path(f"/proc/{pid}/status").read_text()
+        assert f"Uid:\t{NOBODY}\t{NOBODY}\t{NOBODY}\t{NOBODY}" in status
+        assert system.backend.delegated[tree] == (NOBODY, NOBODY)
+        # it serves: the user manager of uid nobody answers on its bus
+        user_client = await connect(open_user_bus)
+        manager = "org.freedesktop.systemd1.Manager"
+        assert await user_client.get("/org/freedesktop/systemd1", manager, "ControlGroup") == tree
+        user_client.bus.disconnect()
+        assert await run_job(client, "StopUnit", nobody_unit) == "done"
+        assert not system.backend.exists(tree)
         assert system.backend.pids("/") == []
     finally:
         client.bus.disconnect()

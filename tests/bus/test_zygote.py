@@ -72,6 +72,10 @@ def test_zygote_forks_a_user_manager_as_the_user(bus: str, open_dir: Path) -> No
         }  # fmt: skip
         zygote.stdin.write(json.dumps(request) + "\n")
         zygote.stdin.flush()
+        forked = json.loads(zygote.stdout.readline())
+        assert forked["stage"] == "forked"
+        zygote.stdin.write("go\n")
+        zygote.stdin.flush()
         answer = json.loads(zygote.stdout.readline())
         child = int(answer["pid"])
         assert answer["ready"] is True, answer

@@ -40,28 +40,37 @@ CLIENT = Path(__file__).with_name("login_client.py")
 E2E_CONFIG = Path(__file__).with_name("scopeshim-e2e.toml")
 
 
-def config(run: Path) -> Path:
-    """The e2e configuration with the user manager on: Debian's python3 with the venv's
-    packages (the venv's interpreter lives under /root, mode 700, out of the user's reach)."""
-    site = next((ROOT / ".venv/lib").glob("python3*/site-packages"))
-    command = ["/usr/bin/env", f"PYTHONPATH={ROOT}:{site}", "/usr/bin/python3", "-m", "shim",
+SITE = next((ROOT / ".venv/lib").glob("python3*/site-packages"))
+
+
+def config(run: Path, zygote: bool) -> Path:
+    """The e2e configuration with the user manager on. exec: Debian's python3 with the venv's
+    packages (the venv's interpreter lives under /root, mode 700, out of the user's reach);
+    zygote: the default, forks of the system daemon's zygote (then started with Debian's
+    python3 too, see start_scopeshim)."""
+    command = ["/usr/bin/env", f"PYTHONPATH={ROOT}:{SITE}", "/usr/bin/python3", "-m", "shim",
                "serve", "--user", "--notify-ready", "--log-level", "debug"]  # fmt: skip
-    text = E2E_CONFIG.read_text().replace(
-        'user_manager = "masked"',
-        f'user_manager = "scopeshim"\nuser_manager_command = {json.dumps(command)}',
-    )
+    units = 'user_manager = "scopeshim"'
+    if not zygote:
+        units += f"\nuser_manager_command = {json.dumps(command)}"
+    text = E2E_CONFIG.read_text().replace('user_manager = "masked"', units)
     path = run / "scopeshim-user.toml"
     path.write_text(text)
     return path
 
 
-def start_scopeshim(conf: Path) -> subprocess.Popen[bytes]:
+def start_scopeshim(conf: Path, zygote: bool) -> subprocess.Popen[bytes]:
     log = open(Path(os.environ["SCOPESHIM_E2E_RUN"]) / "scopeshim.log", "ab")  # noqa: SIM115
+    python, env = sys.executable, dict(os.environ)
+    if zygote:
+        # the zygote's forks import what is left to import as the user: an interpreter and
+        # packages the user may read, as an installed scopeshim has them
+        python, env["PYTHONPATH"] = "/usr/bin/python3", f"{ROOT}:{SITE}"
     return subprocess.Popen(
-        [sys.executable, "-m", "shim", "serve", "--system", "--backend", "cgroup2",
+        [python, "-m", "shim", "serve", "--system", "--backend", "cgroup2",
          "--cgroup-root", str(CGROOT), "--state-dir", "/run/scopeshim", "--log-level",
          "debug", "--config", str(conf)],
-        cwd=ROOT, stdout=log, stderr=log,
+        cwd=ROOT, stdout=log, stderr=log, env=env,
     )  # fmt: skip
 
 
@@ -104,12 +113,13 @@ def processes_of(uid: int) -> dict[int, dict[str, str]]:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logind", default=INSTALLED_LOGIND)
+    parser.add_argument("--zygote", action="store_true", help="the default launch (forks)")
     args = parser.parse_args()
     run = Path(os.environ["SCOPESHIM_E2E_RUN"])
     user = private_user(run / "user")
     uid, gid = user.uid, user.gid
     report(step="setup", uid=uid, user=user.name, logind=logind_version(args.logind))
-    daemon = start_scopeshim(config(run))
+    daemon = start_scopeshim(config(run, args.zygote), args.zygote)
     bus = await connect()
     logind = login = None
     service = f"user@{uid}.service"

@@ -21,17 +21,25 @@ def _last_json(text: str) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
+# each logind with user managers started as commands; the default launch (forked from the
+# zygote) with logind 252
+CASES = [(v, "exec") for v in VERSIONS] + [("252", "zygote")]
+
+
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("version", VERSIONS)
-def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str) -> None:
-    request.node.user_properties.append(("case", f"logind {version}  unprivileged  user-manager"))
+@pytest.mark.parametrize(("version", "launch"), CASES, ids=["-".join(c) for c in CASES])
+def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, launch: str) -> None:
+    request.node.user_properties.append(
+        ("case", f"logind {version}  unprivileged  user-manager ({launch})")
+    )
     for tool in ("systemctl", "systemd-run", "dbus-daemon", "dbus-update-activation-environment"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (make deps installs it)")
     probe = subprocess.run(["/usr/bin/python3", "-c", "import gi"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip("python3-gi is not installed (make deps installs it)")
-    outcome = run_scenario("scenario_user_manager.py", version, timeout=200)
+    extra = ["--zygote"] if launch == "zygote" else []
+    outcome = run_scenario("scenario_user_manager.py", version, *extra, timeout=200)
     if outcome.skipped:
         pytest.skip(outcome.skipped)
     events = outcome.steps
@@ -45,7 +53,9 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str) ->
     assert login["created"]["ok"] is True, why
     assert login["user_unit"]["SubState"] == "running", why
     cgroups = {p["cgroup"]: p["cmdline"] for p in login["processes"].values()}
-    assert "serve --user" in cgroups[tree + "/init.scope"], why
+    # exec: the command line says what it is; zygote: a fork of `scopeshim zygote`
+    expected = "serve --user" if launch == "exec" else "shim zygote"
+    assert expected in cgroups[tree + "/init.scope"], why
     assert "dbus-daemon --session" in cgroups[tree + "/session.slice/dbus.service"], why
     assert login["bus_socket"] and login["private_dir"], why
 

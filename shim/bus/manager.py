@@ -86,7 +86,7 @@ def GetUnitByInvocationID(c: Call, invocation_id: bytes) -> str:
 
 
 def GetUnitByControlGroup(c: Call, cgroup: str) -> str:
-    return _unit(c.manager.unit_by_cgroup(cgroup))
+    return _unit(c.manager.unit_by_shown_cgroup(cgroup))
 
 
 def StartUnit(c: Call, name: str, mode: str) -> str:
@@ -176,6 +176,18 @@ def Unsubscribe(c: Call) -> None:
     c.manager.unsubscribe(c.sender)
 
 
+def SetEnvironment(c: Call, assignments: list[str]) -> None:
+    c.manager.set_environment([], assignments)
+
+
+def UnsetEnvironment(c: Call, names: list[str]) -> None:
+    c.manager.set_environment(names, [])
+
+
+def UnsetAndSetEnvironment(c: Call, names: list[str], assignments: list[str]) -> None:
+    c.manager.set_environment(names, assignments)
+
+
 def Reload(c: Call) -> None:
     c.manager.reload()
 
@@ -256,6 +268,15 @@ _METHODS = [
     Method("Unsubscribe", "", "", Unsubscribe),
     Method("Reload", "", "", Reload),
     Method("RevertUnitFiles", "as", "a(sss)", RevertUnitFiles, ("files",), ("changes",)),
+    Method("SetEnvironment", "as", "", SetEnvironment, ("assignments",)),
+    Method("UnsetEnvironment", "as", "", UnsetEnvironment, ("names",)),
+    Method(
+        "UnsetAndSetEnvironment",
+        "asas",
+        "",
+        UnsetAndSetEnvironment,
+        ("names", "assignments"),
+    ),
 ]
 
 MANAGER = Interface(NAME)
@@ -298,7 +319,6 @@ _STATIC: dict[str, object] = {
     "LogLevel": "info",
     "LogTarget": "console",
     "SystemState": "running",
-    "ControlGroup": "",
     "DefaultStandardOutput": "journal",
     "DefaultStandardError": "inherit",
     "DefaultTimerAccuracyUSec": 60_000_000,
@@ -334,6 +354,9 @@ def get_property(m: Manager, version: str, name: str) -> object:
         "NInstalledJobs": m.n_installed_jobs,
         "NFailedJobs": m.n_failed_jobs,
         "DefaultTasksMax": default_tasks_max(),
+        # a user manager's own cgroup (user@UID.service); "" on the system instance
+        "ControlGroup": m.instance.cgroup_prefix,
+        "Environment": list(m.instance.environment),
         "UnitPath": m.unit_path(),
     }
     if name in dynamic:

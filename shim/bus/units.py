@@ -206,7 +206,7 @@ _GETTERS: dict[str, Getter] = {
     "LoadError": lambda m, u: _load_error(u),
     "Result": lambda m, u: u.result,
     "Slice": lambda m, u: u.slice or "",
-    "ControlGroup": lambda m, u: u.control_group or "",
+    "ControlGroup": lambda m, u: m.shown_cgroup(u),
     "ControlGroupId": lambda m, u: m.usage(u).cgroup_id or 0,
     "TasksCurrent": _counter("tasks"),
     "MemoryCurrent": _counter("memory_bytes"),

@@ -6,19 +6,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from backends.base import BackendError
+from compat import unitname
 from compat.enums import (
     ActiveState,
     JobResult,
+    LoadState,
     ScopeState,
     ServiceState,
+    SliceState,
 )
+from compat.unitname import UnitType
 from shim.core import spawn
-from shim.core.policy import RECORD, Handler, Kind
+from shim.core.forkserver import ForkServer
+from shim.core.policy import READY, RECORD, START_TIMEOUT, Handler, Kind
 from shim.core.scopes import Scopes
 from shim.core.units import Job, Unit
 
@@ -85,6 +91,12 @@ class Handled(Scopes):
             self._set_state(unit, ServiceState.START)
             success = ServiceState(handler.success)
             self._spawn_task(self._run_oneshot(job, handler.start, success))
+        elif handler.kind is Kind.NOTIFY and handler.zygote:
+            self._set_state(unit, ServiceState.START)
+            self._spawn_task(self._run_forked(job, handler))
+        elif handler.kind is Kind.NOTIFY:
+            self._set_state(unit, ServiceState.START)
+            self._spawn_task(self._run_notify(job, handler))
         else:
             self._set_state(unit, ServiceState.START)
             self._spawn_task(self._run_simple(job, handler))
@@ -162,6 +174,152 @@ class Handled(Scopes):
             self._finish_job(job, JobResult.DONE)
         assert unit.control_group is not None
         self.backend.watch_empty(unit.control_group, self._cgroup_empty)
+
+    def adopt_service(self, name: str, slice_name: str, description: str, path: str) -> Unit:
+        """Take a running service's cgroup in as a unit (a user manager's session bus, which
+        it starts before it can serve): running until its cgroup empties."""
+        for ancestor in unitname.slice_ancestors(slice_name):
+            parent = self.load_unit(ancestor)
+            if parent.active_state is not ActiveState.ACTIVE:
+                self._new_invocation(parent)
+                self._realise(parent)
+                self._set_state(parent, SliceState.ACTIVE)
+        handler = Handler(Kind.SIMPLE, description, slice=slice_name)
+        unit = Unit(
+            name,
+            UnitType.SERVICE,
+            LoadState.LOADED,
+            slice=slice_name,
+            settings={"Description": description},
+            handler=handler,
+        )
+        self._register(unit)
+        self._new_invocation(unit)
+        unit.control_group = path
+        self._by_cgroup[path] = unit
+        self.backend.label(path, unit.invocation_id.hex())
+        self._set_state(unit, ServiceState.RUNNING)
+        self.backend.watch_empty(path, self._cgroup_empty)
+        return unit
+
+    def _prepare_delegated(self, unit: Unit, handler: Handler) -> str:
+        """The unit's cgroup (delegated to its user when Delegate=yes) and the sub-cgroup its
+        main process starts in; raises SpawnError or BackendError."""
+        self._realise(unit)
+        assert unit.control_group is not None
+        path = unit.control_group
+        if handler.delegate and handler.user is not None:
+            uid, gid = spawn.ids_of(handler.user)
+            # systemd.resource-control(5) Delegate=yes: the directory and the kernel's
+            # delegatable files (/sys/kernel/cgroup/delegate) belong to the user
+            self.backend.delegate(path, uid, gid)
+            if handler.subcgroup:
+                path = path.rstrip("/") + "/" + handler.subcgroup
+                self.backend.create(path)
+                self.backend.delegate(path, uid, gid)
+        return path
+
+    async def _run_notify(self, job: Job, handler: Handler) -> None:
+        """Type=notify: active once the main process says READY=1 (a line on its standard
+        output here); failed with its last words when it exits or times out first."""
+        unit = job.unit
+        try:
+            where = self._prepare_delegated(unit, handler)
+            proc = await spawn.start(handler.start, self.backend, where, user=handler.user)
+        except (spawn.SpawnError, BackendError) as e:
+            log.warning("%s: %s", unit.name, e)
+            if unit.job is job:
+                self._release_cgroup(unit)
+                unit.result = "resources"
+                self._set_state(unit, ServiceState.FAILED)
+                self._finish_job(job, JobResult.FAILED)
+            return
+        assert proc.stdout is not None
+        last: list[str] = []
+        ready = False
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                while not ready:
+                    raw = await proc.stdout.readline()
+                    if not raw:
+                        break
+                    line = raw.decode(errors="replace").rstrip("\n")
+                    ready = line == READY
+                    if not ready:
+                        log.info("%s: %s", unit.name, line)
+                        last = [*last[-4:], line]
+        except TimeoutError:
+            last.append(f"not ready after {START_TIMEOUT:.0f} s")
+        if ready and unit.job is job:
+            log.info("%s: ready", unit.name)
+            self._spawn_task(self._follow(unit, proc))
+            self._set_state(unit, ServiceState.RUNNING)
+            self._finish_job(job, JobResult.DONE)
+            assert unit.control_group is not None
+            self.backend.watch_empty(unit.control_group, self._cgroup_empty)
+            return
+        # systemd.service(5): a notify service that exits or times out before READY=1 fails
+        # its start job; what it started goes with it
+        reason = "; ".join(last) or "exited before it was ready"
+        log.warning("%s: failed to start: %s", unit.name, reason)
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        if unit.control_group is not None:
+            self.backend.kill(unit.control_group, signal.SIGKILL)
+        unit.result = "timeout" if last and last[-1].startswith("not ready") else "exit-code"
+        if unit.job is job:
+            self._release_cgroup(unit)
+            self._set_state(unit, ServiceState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+
+    async def _run_forked(self, job: Job, handler: Handler) -> None:
+        """Type=notify from the zygote: the fork is moved into the unit's cgroup before it
+        becomes the user and runs; active once it said READY=1."""
+        unit = job.unit
+        try:
+            where = self._prepare_delegated(unit, handler)
+            assert handler.user is not None
+            request = spawn.fork_request(handler.zygote, handler.user)
+            if self.forkserver is None:
+                self.forkserver = ForkServer()
+            forked = await self.forkserver.fork(
+                request, lambda pid: self.backend.attach(where, [pid])
+            )
+        except (spawn.SpawnError, BackendError) as e:
+            log.warning("%s: %s", unit.name, e)
+            if unit.job is job:
+                self._release_cgroup(unit)
+                unit.result = "resources"
+                self._set_state(unit, ServiceState.FAILED)
+                self._finish_job(job, JobResult.FAILED)
+            return
+        lines = forked.output.splitlines()
+        for line in lines:
+            log.info("%s: %s", unit.name, line)
+        if forked.ready and unit.job is job:
+            log.info("%s: ready (PID %d, forked)", unit.name, forked.pid)
+            self._set_state(unit, ServiceState.RUNNING)
+            self._finish_job(job, JobResult.DONE)
+            assert unit.control_group is not None
+            self.backend.watch_empty(unit.control_group, self._cgroup_empty)
+            return
+        log.warning("%s: failed to start: %s", unit.name,
+                    "; ".join(lines[-5:]) or "exited before it was ready")  # fmt: skip
+        if unit.control_group is not None:
+            self.backend.kill(unit.control_group, signal.SIGKILL)
+        unit.result = "exit-code"
+        if unit.job is job:
+            self._release_cgroup(unit)
+            self._set_state(unit, ServiceState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+
+    async def _follow(self, unit: Unit, proc: asyncio.subprocess.Process) -> None:
+        """Log what the main process writes after READY=1, then its exit status."""
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            log.info("%s: %s", unit.name, raw.decode(errors="replace").rstrip("\n"))
+        await self._reap(unit, proc)
 
     async def _reap(self, unit: Unit, proc: asyncio.subprocess.Process) -> None:
         status = await spawn.wait(proc)

@@ -22,8 +22,8 @@ from compat.properties import Assignment, merge_into, parse_assignments
 from compat.unitname import UnitType
 from shim.core import procs, services
 from shim.core.configured import Configured
-from shim.core.engine import DEFAULT_SLICE, Property, _pins
-from shim.core.policy import Kind
+from shim.core.engine import Property, _lists, _pins
+from shim.core.policy import LONG_RUNNING, Kind
 from shim.core.units import Job, Unit
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,8 @@ class Manager(Configured):
             and unit.active_state is ActiveState.INACTIVE
         )
 
-    @staticmethod
-    def _default_slice(name: str) -> str:
-        return DEFAULT_SLICE
+    def _default_slice(self, name: str) -> str:
+        return self.instance.default_slice
 
     def _parse(
         self, unit_type: UnitType, properties: Sequence[Property], *, transient: bool
@@ -252,7 +251,27 @@ class Manager(Configured):
                 f"Job type stop is not applicable for unit {unit.name}."
             )
         unit.pinned = False
-        return self._enqueue(unit, JobType.STOP)
+        job = self._enqueue(unit, JobType.STOP)
+        self._propagate_stop(unit)
+        return job
+
+    def _propagate_stop(self, unit: Unit) -> None:
+        """systemd.unit(5) Requires=/BindsTo=: "if one of the other units is explicitly
+        stopped", the units requiring it are stopped too (logind 256+ stops only
+        user-runtime-dir@UID.service, and user@UID.service goes with it)."""
+        for other in sorted(self._needed_by.get(unit.name, ()), key=lambda u: u.name):
+            requires = any(
+                _lists(other.settings.get(k), unit.name) for k in ("Requires", "BindsTo")
+            )
+            if (
+                requires
+                and other.active_state in (ActiveState.ACTIVE, ActiveState.ACTIVATING)
+                and (other.job is None or other.job.type is not JobType.STOP)
+                and not other.perpetual
+            ):
+                other.pinned = False
+                self._enqueue(other, JobType.STOP)
+                self._propagate_stop(other)
 
     def _stop(self, job: Job) -> None:
         unit = job.unit
@@ -266,7 +285,7 @@ class Manager(Configured):
             self._maybe_finish_slice_stop(unit)
             return
         if unit.type is UnitType.SCOPE or (
-            unit.handler is not None and unit.handler.kind is Kind.SIMPLE
+            unit.handler is not None and unit.handler.kind in LONG_RUNNING
         ):
             if unit.sub_state in (ScopeState.STOP_SIGTERM, ScopeState.STOP_SIGKILL):
                 return  # already stopping: the job finishes when the cgroup empties
@@ -325,10 +344,29 @@ class Manager(Configured):
     def processes(self, unit: Unit) -> list[tuple[str, int, str]]:
         if unit.control_group is None:
             return []
+        shown = self.instance.shown
         return [
-            (self.backend.cgroup_of(pid) or unit.control_group, pid, procs.cmdline(pid))
+            (shown(self.backend.cgroup_of(pid) or unit.control_group), pid, procs.cmdline(pid))
             for pid in self.backend.pids(unit.control_group)
         ]
+
+    def shown_cgroup(self, unit: Unit) -> str:
+        """ControlGroup: the unit's cgroup as a path in the whole hierarchy ("" if none)."""
+        return "" if unit.control_group is None else self.instance.shown(unit.control_group)
+
+    def unit_by_shown_cgroup(self, path: str) -> Unit:
+        """GetUnitByControlGroup: a user manager knows its own tree only."""
+        inner = path if path == "" else self.instance.inner(path)
+        if inner is not None:
+            if inner == "/" and self.instance.user:
+                return self.units[unitname.ROOT_SLICE]  # the user manager's own cgroup
+            try:
+                return self.unit_by_cgroup(inner)
+            except errors.NoSuchUnit:
+                pass
+        raise errors.NoSuchUnit(
+            f"Control group '{path}' is not valid or not managed by this instance"
+        )
 
     def ref(self, unit: Unit, bus_name: str) -> None:
         self._require_found(unit)
@@ -373,6 +411,13 @@ class Manager(Configured):
                 self._queue_gc(unit)
         self.controller_gone(bus_name)
 
+    def set_environment(self, unset: Sequence[str], assignments: Sequence[str]) -> None:
+        """org.freedesktop.systemd1(5) SetEnvironment/UnsetEnvironment/UnsetAndSetEnvironment:
+        the block passed to spawned processes; the set list overrides the unset list."""
+        self.instance.update_environment(unset, assignments)
+        if assignments and self.environment_hook is not None:
+            self.environment_hook(list(assignments))
+
     def reload(self) -> None:
         """Reload(): the unit files are read again (configured.py), between Reloading
         true and false."""
@@ -395,3 +440,5 @@ class Manager(Configured):
             self._cancel_timer(unit)
         for task in list(self._tasks):
             task.cancel()
+        if self.forkserver is not None:
+            self.forkserver.close()

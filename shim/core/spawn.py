@@ -43,7 +43,18 @@ def _credentials(user: str | None, group: str | None = None) -> dict[str, object
             "extra_groups": os.getgrouplist(entry.pw_name, gid)}  # fmt: skip
 
 
+def ids_of(user: str) -> tuple[int, int]:
+    """(uid, primary gid) of a user name or number."""
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, ValueError):
+        raise SpawnError(f"user {user} does not exist") from None
+    return entry.pw_uid, entry.pw_gid
+
+
 def _environment(user: str | None) -> dict[str, str]:
+    """A clean environment: PATH and LANG, the system bus if it is not the default, and for a
+    user what systemd.exec(5) User= sets (HOME, USER, LOGNAME, SHELL) and XDG_RUNTIME_DIR."""
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
     for name in ("DBUS_SYSTEM_BUS_ADDRESS",):
         if name in os.environ:
@@ -54,6 +65,7 @@ def _environment(user: str | None) -> dict[str, str]:
             HOME=entry.pw_dir,
             USER=entry.pw_name,
             LOGNAME=entry.pw_name,
+            SHELL=entry.pw_shell or "/bin/sh",
             XDG_RUNTIME_DIR=f"/run/user/{entry.pw_uid}",
         )
     return env
@@ -82,6 +94,23 @@ def _gate(context: ExecContext | None) -> str:
     return f'read -r _ || exit 1; umask {context.umask:04o}; exec {nice}"$@" </dev/null'
 
 
+def fork_request(argv: Sequence[str], user: str) -> dict[str, object]:
+    """What the zygote needs to become USER and run `scopeshim ARGV` (shim/zygote.py): the
+    same credentials and clean environment as start() gives a command."""
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, ValueError):
+        raise SpawnError(f"user {user} does not exist") from None
+    return {
+        "argv": list(argv),
+        "env": _environment(user),
+        "uid": entry.pw_uid,
+        "gid": entry.pw_gid,
+        "groups": os.getgrouplist(entry.pw_name, entry.pw_gid) if entry.pw_uid else [],
+        "cwd": "/",
+    }
+
+
 async def start(
     argv: Sequence[str],
     backend: CgroupBackend,
@@ -90,15 +119,17 @@ async def start(
     user: str | None = None,
     capture: bool = True,
     context: ExecContext | None = None,
+    env: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
-    """Start ARGV in CGROUP; with capture, stdout and stderr come back through a pipe."""
+    """Start ARGV in CGROUP; with capture, stdout and stderr come back through a pipe. ENV
+    replaces the clean environment made for USER."""
     if not argv:
         raise SpawnError("no command configured")
     if shutil.which(argv[0]) is None:
         raise SpawnError(f"cannot run {argv[0]}: not an executable file")
     credentials = _credentials(user, context.group if context else None)
     output = asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL
-    env = _environment(user)
+    env = _environment(user) if env is None else env
     extra: dict[str, object] = {}
     if context is not None:
         env.update(e.split("=", 1) for e in context.environment)  # type: ignore[misc]

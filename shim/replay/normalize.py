@@ -454,7 +454,7 @@ def introspection(xml: str, path: str) -> dict[str, Any] | None:
         return None
     try:
         root = ET.fromstring(xml[start:])
-    except ET.ParseError:
+    except (ET.ParseError, ValueError):  # not XML, or not UTF-8 (a damaged capture)
         return None
     interfaces: dict[str, Any] = {}
     for iface in root.findall("interface"):

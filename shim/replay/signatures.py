@@ -186,7 +186,7 @@ class Signatures:
             return False
         try:
             root = ET.fromstring(xml[start:])
-        except ET.ParseError:
+        except (ET.ParseError, ValueError):  # not XML, or not UTF-8 (a damaged capture)
             return False
         for iface in root.findall("interface"):
             iname = iface.get("name", "")

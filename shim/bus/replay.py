@@ -574,7 +574,12 @@ class Replayer:
         for ev in self.events:
             final.learn(ev.msg, ev.call)
         live = self.result
+        # an inferred world is made here, not in the recording: its jobs number nothing
+        fresh = self.plan.world is not None and bool(self.plan.world.calls)
         for ev in self.events:
+            if fresh and ev.step > self.plan.main_start:
+                final.new_phase()
+                fresh = False
             if ev.kind == "reply" and ev.call is not None:
                 live.replies[ev.step] = final.reply(ev.msg, ev.call)
             elif ev.kind == "signal":

@@ -130,6 +130,10 @@ def _show(traces: list[str], rules: RuleSet) -> int:
             status = 2
             continue
         print(report.conversation(plan))
+        if plan.world is not None and plan.world.lines():
+            print("  inferred before the first call (made first, not compared):")
+            for line in plan.world.lines():
+                print(f"    {line}")
         for issue in plan.issues:
             print(f"    type not recovered: {issue}")
     return status

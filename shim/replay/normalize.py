@@ -195,6 +195,11 @@ class Normalizer:
             self.by_sym[sym] = job_id
         return sym
 
+    def new_phase(self) -> None:
+        """Jobs from here on are numbered afresh per unit: the jobs of a setup this side ran
+        and the other did not record (an inferred world) do not shift the names."""
+        self.unit_jobs.clear()
+
     def pid(self, pid: int) -> Sym | int:
         if pid == 0:
             return 0

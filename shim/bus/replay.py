@@ -415,7 +415,7 @@ class Replayer:
             )
         body = self.rec.walk(rec, None, self._leaf)
         fds: list[int] = []
-        if "h" in rec.signature:
+        if "h" in rec.signature or "v" in rec.signature:  # PIDFDs come in a variant
             body = [self._fds(t, v, fds) for t, v in zip(rec.types, body, strict=True)]
         path = self._path(rec.path or "/")
         msg = Message(

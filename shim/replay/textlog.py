@@ -29,7 +29,8 @@ _FOLLOW = re.compile(
     r"|file descriptor|unix fd|[\]\)\}][ \t]*$)"
     r"|[ \t]*$"
 )
-_FD_DETAIL = re.compile(r"(?:inode: |type: |address family: |name |peer )")
+_FD_DETAIL = re.compile(r"(?:inode: |type: ?|address family: |name |peer )")
+_FD_TYPE_CLOSE = re.compile(r"(\s*type:(?: [^\s\]\)\}]+)?)\s+([\]\)\}]\s*)$")
 _INTS = {
     "int16": "n",
     "uint16": "q",
@@ -200,7 +201,15 @@ class _Parser:
             j = i + 1
             info = []
             while j < self.n and _FD_DETAIL.match(self.lines[j].lstrip(" \t")):
-                info.append(self.lines[j].strip())
+                line = self.lines[j]
+                cut = _FD_TYPE_CLOSE.match(line)
+                if cut is not None:
+                    # dbus-monitor ends a type it cannot name (a pidfd's anon inode) without
+                    # a newline: the closer of the enclosing container follows on that line
+                    info.append(cut.group(1).strip())
+                    self.lines[j] = " " * (len(line) - len(cut.group(2))) + cut.group(2)
+                    break
+                info.append(line.strip())
                 j += 1
             return ("h", Fd(None, "; ".join(info))), j
         if word == "unix" and rest.startswith("fd "):

@@ -292,6 +292,7 @@ class Replayer:
         self.departed: set[str] = set()
         self.done_actions: set[int] = set()
         self.fds: list[int] = []
+        self.fd_unit: str | None = None  # the unit the call being sent puts processes into
 
     # -- collecting signals ----------------------------------------------------------------
 
@@ -390,7 +391,14 @@ class Replayer:
         if isinstance(t, str):
             if t == "h":
                 proc = subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL)
-                self.sleepers[Sym("fd-process", str(proc.pid))] = proc
+                # the first process a call puts into a unit by pidfd stands in for the unit's
+                # recorded PID (the actions name it so: pid:session-c1.scope)
+                sym = Sym("pid", self.fd_unit) if self.fd_unit else None
+                if sym is None or sym in self.sleepers or self.live.live_value(sym) is not None:
+                    sym = Sym("fd-process", str(proc.pid))
+                else:
+                    self.live.bind_pid(proc.pid, sym)
+                self.sleepers[sym] = proc
                 fd = os.pidfd_open(proc.pid)
                 self.fds.append(fd)
                 out.append(fd)
@@ -416,6 +424,8 @@ class Replayer:
         body = self.rec.walk(rec, None, self._leaf)
         fds: list[int] = []
         if "h" in rec.signature or "v" in rec.signature:  # PIDFDs come in a variant
+            unit = body[0] if rec.member in _PUTS_PIDS and body else None
+            self.fd_unit = unit if isinstance(unit, str) else None
             body = [self._fds(t, v, fds) for t, v in zip(rec.types, body, strict=True)]
         path = self._path(rec.path or "/")
         msg = Message(
@@ -604,6 +614,7 @@ class Replayer:
             await asyncio.wait_for(self.collector.wait_for_disconnect(), 5)  # type: ignore[no-untyped-call]
 
 
+_PUTS_PIDS = frozenset({"StartTransientUnit", "AttachProcessesToUnit"})
 _READS = frozenset({
     "Get", "GetAll", "Introspect", "Ping", "GetMachineId", "GetUnit", "GetUnitByPID",
     "GetUnitByInvocationID", "GetUnitByControlGroup", "ListUnits", "ListUnitsFiltered",

@@ -84,38 +84,55 @@ def test_the_command_line_takes_two_addresses(tmp_path: Path) -> None:
     assert "1 traces: 1 ok" in proc.stdout
 
 
+SID_ROOT = Path(os.environ.get("SCOPESHIM_SYSTEMD_SID", "/var/cache/scopeshim-lab/systemd-sid"))
+
+
 @pytest.mark.timeout(300)
-def test_against_the_real_systemd_252(tmp_path: Path) -> None:
-    """Inside the lab's real-systemd.sh (the real systemd 252 as PID 1 on a private bus), the
-    capture is replayed on a spawned scopeshim and on that PID 1; what differs is covered by the
-    real-systemd-252 rules (allowances and known differences)."""
+@pytest.mark.parametrize("version", ["252", "262"])
+def test_against_the_real_systemd(version: str, tmp_path: Path) -> None:
+    """Inside the lab's real-systemd.sh (the real systemd 252, or sid's 262 with
+    --systemd-root, as PID 1 on a private bus), a phase of a lab capture of that version is
+    replayed on a spawned scopeshim and on that PID 1; what differs is covered by the rules
+    (allowances and known differences)."""
     kit = LAB / "real-systemd.sh"
     if not kit.is_file():
         pytest.skip(f"the lab kit is not at {LAB} (set SCOPESHIM_LAB_KIT)")
     if os.geteuid() != 0:
         pytest.skip("the lab's real-systemd.sh needs root")
+    options: list[str] = []
+    if version == "262":
+        if not (SID_ROOT / "root" / "usr").is_dir():
+            pytest.skip(f"no systemd 262 at {SID_ROOT} (shared/lab/bin/get-systemd-sid.sh)")
+        options = ["--systemd-root", str(SID_ROOT / "root")]
     # a phase of a lab run, with no metadata chain: the scope it names is inferred first
-    (tmp_path / "stop.log").write_bytes(
-        (LOGS / "real-systemd-252-lab" / "systemctl-scope.log").read_bytes()
-    )
-    (tmp_path / "stop.meta.toml").write_text(
-        f'include = ["{LOGS / "rules" / "real-systemd-252.toml"}"]\n[provenance]\n'
-        'systemd = "252.38-1~deb12u1"\ncommand = "the stop phase of systemctl-scope.log"\n'
-        '[conversation]\nfrom_marker = "stop"\nuntil_marker = "end"\n'
-    )
+    rules = [LOGS / "rules" / "real-systemd-252.toml"]
+    if version == "262":
+        rules.append(LOGS / "rules" / "real-systemd-262.toml")
+    source = LOGS / f"real-systemd-{version}-lab" / "systemctl-scope.log"
+    traces = []
+    for start, until in (("status", "show"), ("stop", "end")):
+        (tmp_path / f"{start}.log").write_bytes(source.read_bytes())
+        (tmp_path / f"{start}.meta.toml").write_text(
+            "include = [" + ", ".join(f'"{r}"' for r in rules) + "]\n[provenance]\n"
+            f'systemd = "{version}"\ncommand = "the {start} phase of {source.name}"\n'
+            f'[conversation]\nfrom_marker = "{start}"\nuntil_marker = "{until}"\n'
+        )
+        traces.append(str(tmp_path / f"{start}.log"))
     inner = (
         f'cd {ROOT} && {sys.executable} -m shim replay --against "$DBUS_SYSTEM_BUS_ADDRESS" '
-        f"{tmp_path / 'stop.log'} {STATUS}"
+        + " ".join(traces)
     )
     proc = subprocess.run(
-        [str(kit), "--bind", str(tmp_path), "--timeout", "240", "--", "sh", "-c", inner],
+        [str(kit), *options, "--bind", str(tmp_path), "--timeout", "240", "--",
+         "sh", "-c", inner],
         capture_output=True, text=True, timeout=280,
     )  # fmt: skip
     if proc.returncode == 77:
         pytest.skip(f"real-systemd.sh cannot run here: {proc.stderr.strip()[-300:]}")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
+    assert f"systemd {version}" in out  # the kit names the PID 1 it booted
     assert "got = what unix:path=/run/scopeshim-lab/system_bus_socket did" in out
     assert "2 traces: 2 ok, 0 with differences, 0 errors" in out
-    # they did differ where systemd 252 is known to: the transient unit file
-    assert 'FragmentPath: expected "", got "/run/systemd/transient/lab2.scope"' in out
+    # they did differ where systemd is known to: the transient unit file
+    assert 'FragmentPath: expected "", got "/run/systemd/transient/replay1.scope"' in out

@@ -588,7 +588,7 @@ class Replayer:
         fresh = self.plan.world is not None and bool(self.plan.world.calls)
         for ev in self.events:
             if fresh and ev.step > self.plan.main_start:
-                final.new_phase()
+                final.new_phase(self._setup_jobs())
                 fresh = False
             if ev.kind == "reply" and ev.call is not None:
                 live.replies[ev.step] = final.reply(ev.msg, ev.call)
@@ -597,6 +597,24 @@ class Replayer:
             else:
                 final.call(ev.msg)
         return live
+
+    def _setup_jobs(self) -> list[int]:
+        """The ids of the jobs the setup made (its replies, JobNew/JobRemoved before the first
+        compared call)."""
+        out: list[int] = []
+        for ev in self.events:
+            if ev.step > self.plan.main_start or ev.kind == "call":
+                continue
+            body = ev.msg.body
+            first = body[0] if body else None
+            if ev.kind == "signal" and ev.msg.member in ("JobNew", "JobRemoved"):
+                if isinstance(first, int):
+                    out.append(first)
+            elif isinstance(first, str) and first.startswith(JOB_PATH_PREFIX):
+                tail = first[len(JOB_PATH_PREFIX) :]
+                if tail.isdigit():
+                    out.append(int(tail))
+        return out
 
     async def _cleanup(self) -> None:
         for client in self.clients.values():

@@ -341,8 +341,11 @@ class _Inference:
                     continue  # made with the first unit in it
                 world.calls.append((INFERRED, _start(u.name, u.line)))
             elif u.suffix == "service":
-                if u.name in wanted:
-                    continue  # started by the session scope that wants it (below)
+                if u.name in wanted and u.name not in self.named:
+                    # started by the session scope that wants it (below), as logind 252 has
+                    # it; a client that names it (logind 262 starts and stops it itself)
+                    # gets it started explicitly
+                    continue
                 world.calls.append((INFERRED, _start(u.name, u.line)))
             else:
                 world.calls.append((INFERRED, self.scope(u)))

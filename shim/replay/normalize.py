@@ -195,9 +195,16 @@ class Normalizer:
             self.by_sym[sym] = job_id
         return sym
 
-    def new_phase(self) -> None:
+    def new_phase(self, earlier_jobs: Iterable[int] = ()) -> None:
         """Jobs from here on are numbered afresh per unit: the jobs of a setup this side ran
-        and the other did not record (an inferred world) do not shift the names."""
+        and the other did not record (an inferred world) do not shift the names; those of
+        `earlier_jobs` not named yet are named as the setup's."""
+        for job_id in earlier_jobs:
+            if job_id not in self.jobs:
+                unit = self.job_unit.get(job_id, "?")
+                sym = Sym("job", f"{unit} (setup {job_id})")
+                self.jobs[job_id] = sym
+                self.by_sym[sym] = job_id
         self.unit_jobs.clear()
 
     def pid(self, pid: int) -> Sym | int:

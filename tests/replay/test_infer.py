@@ -20,7 +20,6 @@ from shim.replay.values import Var
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "fixtures" / "dbus-logs"
 REAL = LOGS / "real-systemd-252"
-LAB = LOGS / "real-systemd-252-lab"
 RULES = LOGS / "rules" / "real-systemd-252.toml"
 # the project's own single-phase fixtures whose metadata chains them with `requires`
 CHAINED = sorted(
@@ -30,12 +29,17 @@ CHAINED = sorted(
 )
 # single phases of whole lab runs, cut at their markers (what a user's dbus-monitor shows)
 PHASES = {
-    "kill-session": ("logind-terminate-kill", "kill-session", "kill-user"),
-    "kill-user": ("logind-terminate-kill", "kill-user", "terminate-session"),
-    "terminate-session": ("logind-terminate-kill", "terminate-session", "end"),
-    "systemctl-kill": ("systemctl-scope", "kill", "stop"),
-    "systemctl-stop": ("systemctl-scope", "stop", "end"),
-    "systemctl-status": ("systemctl-scope", "status", "show"),
+    "kill-session": ("252", "logind-terminate-kill", "kill-session", "kill-user"),
+    "kill-user": ("252", "logind-terminate-kill", "kill-user", "terminate-session"),
+    "terminate-session": ("252", "logind-terminate-kill", "terminate-session", "end"),
+    "terminate-user": ("252", "logind-terminate-user", "terminate-user", "end"),
+    "systemctl-kill": ("252", "systemctl-scope", "kill", "stop"),
+    "systemctl-stop": ("252", "systemctl-scope", "stop", "end"),
+    "systemctl-status": ("252", "systemctl-scope", "status", "show"),
+    "262-kill-user": ("262", "logind-terminate-kill", "kill-user", "terminate-session"),
+    "262-terminate-session": ("262", "logind-terminate-kill", "terminate-session", "end"),
+    "262-terminate-user": ("262", "logind-terminate-user", "terminate-user", "end"),
+    "262-systemctl-stop": ("262", "systemctl-scope", "stop", "end"),
 }
 
 
@@ -51,12 +55,13 @@ def _without_requires(name: str, tmp: Path) -> Path:
 
 
 def _phase(name: str, tmp: Path) -> Path:
-    source, start, until = PHASES[name]
+    version, source, start, until = PHASES[name]
     log = tmp / f"{name}.log"
-    shutil.copy(LAB / f"{source}.log", log)
+    shutil.copy(LOGS / f"real-systemd-{version}-lab" / f"{source}.log", log)
+    rules = [RULES] + ([RULES.with_name("real-systemd-262.toml")] if version == "262" else [])
     (tmp / f"{name}.meta.toml").write_text(
-        f'include = ["{RULES}"]\n[provenance]\nsystemd = "252.38-1~deb12u1"\n'
-        f'command = "the {start} phase of {source}.log"\n'
+        "include = [" + ", ".join(f'"{r}"' for r in rules) + "]\n[provenance]\n"
+        f'systemd = "{version}"\ncommand = "the {start} phase of {source}.log"\n'
         f'[conversation]\nfrom_marker = "{start}"\nuntil_marker = "{until}"\n'
     )
     return log

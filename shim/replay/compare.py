@@ -279,7 +279,7 @@ def _compare_reply(plan: Plan, step: Step, got: NReply, result: Result) -> None:
     unit = _call_unit(step)
     member = step.ncall.member
     polls = _poll_replies(plan, step)
-    if polls is not None and any(_same_reply(p, got) for p in polls):
+    if polls is not None and any(same_reply(p, got) for p in polls):
         return
     diffs: list[tuple[str, str, str, str]] = []
     if exp.kind != got.kind:
@@ -308,7 +308,7 @@ def _compare_reply(plan: Plan, step: Step, got: NReply, result: Result) -> None:
         result.add(d)
 
 
-def _same_reply(a: NReply, b: NReply) -> bool:
+def same_reply(a: NReply, b: NReply) -> bool:
     return (
         a.kind == b.kind
         and a.error_name == b.error_name

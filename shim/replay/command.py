@@ -111,6 +111,16 @@ async def differ_all(
 
 
 def run(args: argparse.Namespace, drive: Driver) -> int:
+    try:
+        return _run(args, drive)
+    except BrokenPipeError:  # `scopeshim replay --show X | head`: the reader left
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace, drive: Driver) -> int:
     rules = RuleSet()
     try:
         if args.rules:

@@ -186,3 +186,18 @@ def test_damaged_bytes_and_cuts_never_raise_anything_else(tmp_path: Path) -> Non
                 assert str(e).startswith(f"{p}:"), str(e)
             tried += 1
     assert tried == len(files) * 12
+
+
+def test_show_into_a_pipe_closed_early_is_no_traceback() -> None:
+    """`scopeshim replay --show X | head -1`: the reader leaves, the command ends quietly."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shim", "replay", "--show", str(LOGS / "real-systemd-252-lab")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"=== ")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(60) == 0, err
+    assert "Traceback" not in err

@@ -1,0 +1,392 @@
+"""Inside the VM (root, the kernel's own cgroup2 with every controller): scopeshim's limits at work.
+
+A private system bus (the host's dbus-daemon), scopeshim's cgroup2 backend on /sys/fs/cgroup,
+then every check in CHECKS in turn. A check sets limits through scopeshim's D-Bus API, lets a
+workload (tests/vm/workload.py) run into them, and records what the kernel did; the host's
+pytest (tests/vm/test_*.py) judges. One JSON line per check in $SCOPESHIM_VM_OUT/results.jsonl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+OUT = Path(os.environ.get("SCOPESHIM_VM_OUT", "/run/vm-out"))
+CGROOT = Path("/sys/fs/cgroup")
+SLICE = CGROOT / "system.slice"
+SOCKET = "/run/dbus/system_bus_socket"
+PY = "/usr/bin/python3"  # the workloads: readable by uid 65534, standard library only
+IO_DEVICE = "/dev/vda"
+SWAP_DEVICE = "/dev/vdb"
+MIB = 1 << 20
+BUS_CONFIG = f"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={SOCKET}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"""
+CONFIG = """[units]
+user_manager = "masked"
+"""
+
+Check = Callable[["Shim"], Awaitable[dict[str, Any]]]
+CHECKS: dict[str, Check] = {}
+
+
+def check(fn: Check) -> Check:
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+def read(unit: str, name: str) -> str | None:
+    try:
+        return (SLICE / unit / name).read_text().strip()
+    except OSError:
+        return None
+
+
+def keyed(unit: str, name: str) -> dict[str, int]:
+    """A flat-keyed cgroup file (memory.events, cpu.stat, pids.events) as a dict."""
+    out: dict[str, int] = {}
+    for line in (read(unit, name) or "").splitlines():
+        key, _, value = line.partition(" ")
+        if value.isdigit():
+            out[key] = int(value)
+    return out
+
+
+class Worker:
+    """workload.py ACTION ARGS, waiting on stdin to go."""
+
+    def __init__(self, action: str, *args: str, user: int | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [PY, "-S", str(HERE / "workload.py"), action, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            user=user,
+            group=user,
+            extra_groups=[] if user is not None else None,
+            cwd="/",
+        )
+        self.pid = self.proc.pid
+
+    async def go(self) -> dict[str, Any]:
+        """Let it act; its JSON line, or its exit status when the kernel killed it."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        ready = await asyncio.to_thread(self.proc.stdout.readline)
+        assert ready == "ready\n", ready
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        line = await asyncio.to_thread(self.proc.stdout.readline)
+        if line:
+            return {"ok": True, **json.loads(line)}
+        code = await asyncio.to_thread(self.proc.wait)
+        return {
+            "ok": False,
+            "exit": code,
+            "signal": signal.Signals(-code).name if code < 0 else None,
+        }
+
+    def end(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Shim:
+    """A client of scopeshim on the VM's system bus."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self.jobs: dict[str, asyncio.Future[str]] = {}
+        bus.add_message_handler(self._signal)
+
+    def _signal(self, m: Message) -> None:
+        if m.member == "JobRemoved" and m.body[1] in self.jobs:
+            fut = self.jobs.pop(m.body[1])
+            if not fut.done():
+                fut.set_result(m.body[3])
+
+    async def call(self, member: str, signature: str, body: list[Any], **kw: str) -> Message:
+        reply = await self.bus.call(
+            Message(
+                destination=kw.get("destination", "org.freedesktop.systemd1"),
+                path=kw.get("path", "/org/freedesktop/systemd1"),
+                interface=kw.get("interface", "org.freedesktop.systemd1.Manager"),
+                member=member,
+                signature=signature,
+                body=body,
+            )
+        )
+        assert reply is not None
+        if reply.message_type is MessageType.ERROR:
+            raise RuntimeError(f"{member}: {reply.error_name}: {reply.body}")
+        return reply
+
+    async def _job(self, member: str, signature: str, body: list[Any]) -> str:
+        loop = asyncio.get_running_loop()
+        reply = await self.call(member, signature, body)
+        fut: asyncio.Future[str] = loop.create_future()
+        self.jobs[reply.body[0]] = fut
+        return await asyncio.wait_for(fut, 60)
+
+    async def start(self, unit: str, pids: list[int], **props: Variant) -> str:
+        """StartTransientUnit of a scope with PIDS and PROPS; the job's result."""
+        properties = [["PIDs", Variant("au", pids)], *([k, v] for k, v in props.items())]
+        return await self._job(
+            "StartTransientUnit", "ssa(sv)a(sa(sv))", [unit, "fail", properties, []]
+        )
+
+    async def set(self, unit: str, **props: Variant) -> None:
+        """SetUnitProperties(runtime=true) on a running unit."""
+        await self.call(
+            "SetUnitProperties", "sba(sv)", [unit, True, [[k, v] for k, v in props.items()]]
+        )
+
+    async def stop(self, unit: str) -> str:
+        return await self._job("StopUnit", "ss", [unit, "replace"])
+
+
+def t(value: int) -> Variant:
+    return Variant("t", value)
+
+
+def cpus(*numbers: int) -> Variant:
+    """AllowedCPUs= as systemd sends it: a little-endian CPU bitmask (ay)."""
+    mask = sum(1 << n for n in numbers)
+    return Variant("ay", mask.to_bytes((max(numbers) // 8) + 1, "little"))
+
+
+async def scoped(
+    shim: Shim, unit: str, worker: Worker, files: tuple[str, ...], **props: Variant
+) -> dict[str, Any]:
+    """A scope holding WORKER and a sleeper (so that it outlives a kill), PROPS given at
+    start; the worker's outcome and the FILES read after it, then the scope stopped."""
+    sleeper = subprocess.Popen(["sleep", "3600"])
+    try:
+        out: dict[str, Any] = {"job": await shim.start(unit, [sleeper.pid, worker.pid], **props)}
+        out["before"] = {f: read(unit, f) for f in files}
+        out["worker"] = await worker.go()
+        out["after"] = {f: read(unit, f) for f in files}
+        return out
+    finally:
+        worker.end()
+        await shim.stop(unit)
+        sleeper.wait(10)
+
+
+# ---- the checks ------------------------------------------------------------------------------
+
+MEM_FILES = ("memory.max", "memory.high", "memory.swap.max", "memory.events")
+
+
+@check
+async def memory_max_start(shim: Shim) -> dict[str, Any]:
+    return await scoped(
+        shim, "mmax.scope", Worker("alloc", "200"), MEM_FILES, MemoryMax=t(64 * MIB)
+    )
+
+
+@check
+async def memory_max_set(shim: Shim) -> dict[str, Any]:
+    sleeper, worker = subprocess.Popen(["sleep", "3600"]), Worker("alloc", "200")
+    unit = "mmaxset.scope"
+    try:
+        out: dict[str, Any] = {"job": await shim.start(unit, [sleeper.pid, worker.pid])}
+        out["before"] = {f: read(unit, f) for f in MEM_FILES}
+        await shim.set(unit, MemoryMax=t(64 * MIB))
+        out["set"] = {f: read(unit, f) for f in MEM_FILES}
+        out["worker"] = await worker.go()
+        out["after"] = {f: read(unit, f) for f in MEM_FILES}
+        return out
+    finally:
+        worker.end()
+        await shim.stop(unit)
+        sleeper.wait(10)
+
+
+@check
+async def memory_high(shim: Shim) -> dict[str, Any]:
+    # page cache over memory.high is reclaimed, not killed (cgroup-v2.rst memory.high)
+    worker = Worker("cached_read", IO_DEVICE, "48")
+    return await scoped(shim, "mhigh.scope", worker, MEM_FILES, MemoryHigh=t(16 * MIB))
+
+
+@check
+async def memory_swap_max(shim: Shim) -> dict[str, Any]:
+    files = (*MEM_FILES, "memory.swap.current", "memory.swap.events")
+    swap = subprocess.run(
+        f"mkswap {SWAP_DEVICE} && swapon {SWAP_DEVICE}", shell=True, capture_output=True, text=True
+    )
+    out: dict[str, Any] = {"swapon": swap.returncode, "swapon_err": swap.stderr[-500:]}
+    out["swaps"] = Path("/proc/swaps").read_text()
+    try:
+        # the same 64 MiB in 24 MiB of memory: killed with no swap allowed, alive with it
+        out["none"] = await scoped(
+            shim,
+            "noswap.scope",
+            Worker("alloc", "64"),
+            files,
+            MemoryMax=t(24 * MIB),
+            MemorySwapMax=t(0),
+        )
+        out["some"] = await scoped(
+            shim,
+            "swap.scope",
+            Worker("alloc", "64"),
+            files,
+            MemoryMax=t(24 * MIB),
+            MemorySwapMax=t(128 * MIB),
+        )
+    finally:
+        subprocess.run(["swapoff", SWAP_DEVICE], capture_output=True)
+    return out
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+def record(results: Any, **fields: Any) -> None:
+    print(f"{time.monotonic():.1f} {fields.get('check')}", file=sys.stderr, flush=True)
+    results.write(json.dumps(fields) + "\n")
+    results.flush()
+    os.fsync(results.fileno())
+
+
+async def wait_name(bus: MessageBus, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="NameHasOwner",
+                signature="s",
+                body=[name],
+            )
+        )
+        if reply is not None and reply.body and reply.body[0]:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{name} did not appear on the bus in {timeout} s")
+
+
+async def run(results: Any, only: set[str]) -> None:
+    run_dir = Path("/run/scopeshim-vm")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    Path("/run/dbus").mkdir(exist_ok=True)
+    (run_dir / "bus.conf").write_text(BUS_CONFIG)
+    (run_dir / "scopeshim.toml").write_text(CONFIG)
+    bus_log = open(OUT / "dbus.log", "wb")  # noqa: SIM115
+    shim_log = open(OUT / "scopeshim.log", "wb")  # noqa: SIM115
+    started = time.monotonic()
+    print(f"{started:.1f} starting", file=sys.stderr, flush=True)
+    dbus = subprocess.Popen(
+        ["dbus-daemon", "--nofork", "--nopidfile", f"--config-file={run_dir / 'bus.conf'}"],
+        stdout=bus_log,
+        stderr=bus_log,
+    )
+    os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = f"unix:path={SOCKET}"
+    for _ in range(200):
+        if os.path.exists(SOCKET):
+            break
+        await asyncio.sleep(0.05)
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shim",
+            "serve",
+            "--system",
+            "--backend",
+            "cgroup2",
+            "--cgroup-root",
+            str(CGROOT),
+            "--state-dir",
+            "/run/scopeshim",
+            "--log-level",
+            "debug",
+            "--config",
+            str(run_dir / "scopeshim.toml"),
+        ],
+        cwd=ROOT,
+        stdout=shim_log,
+        stderr=shim_log,
+    )
+    try:
+        bus = await MessageBus(bus_address=f"unix:path={SOCKET}").connect()
+        await wait_name(bus, "org.freedesktop.systemd1", 180)
+        shim = Shim(bus)
+        await shim.call(
+            "AddMatch",
+            "s",
+            ["type='signal',sender='org.freedesktop.systemd1'"],
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+        )
+        record(results, check="_setup", seconds=time.monotonic() - started)
+        for name, fn in CHECKS.items():
+            if only and name not in only:
+                continue
+            t0 = time.monotonic()
+            try:
+                out = await asyncio.wait_for(fn(shim), 180)
+                record(results, check=name, seconds=time.monotonic() - t0, **out)
+            except Exception:
+                record(
+                    results, check=name, seconds=time.monotonic() - t0, error=traceback.format_exc()
+                )
+        bus.disconnect()
+    finally:
+        for proc in (daemon, dbus):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            record(results, check=f"_exit_{Path(str(proc.args[0])).name}", exit=code)
+        left = sorted(p.name for p in SLICE.iterdir() if p.is_dir()) if SLICE.is_dir() else []
+        record(results, check="_leftovers", cgroups=left, seconds=time.monotonic() - started)
+
+
+def main() -> None:
+    only = set(os.environ.get("SCOPESHIM_VM_ONLY", "").split(",")) - {""}
+    with open(OUT / "results.jsonl", "a") as results:
+        asyncio.run(run(results, only))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

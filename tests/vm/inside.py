@@ -272,6 +272,32 @@ async def memory_swap_max(shim: Shim) -> dict[str, Any]:
     return out
 
 
+PIDS_FILES = ("pids.max", "pids.current", "pids.events")
+
+
+@check
+async def tasks_max_start(shim: Shim) -> dict[str, Any]:
+    # the sleeper and the worker count: 3 more fit under TasksMax=5
+    return await scoped(shim, "tasks.scope", Worker("fork", "10"), PIDS_FILES, TasksMax=t(5))
+
+
+@check
+async def tasks_max_set(shim: Shim) -> dict[str, Any]:
+    sleeper, worker = subprocess.Popen(["sleep", "3600"]), Worker("fork", "10")
+    unit = "tasksset.scope"
+    try:
+        out: dict[str, Any] = {"job": await shim.start(unit, [sleeper.pid, worker.pid])}
+        await shim.set(unit, TasksMax=t(4))
+        out["set"] = {f: read(unit, f) for f in PIDS_FILES}
+        out["worker"] = await worker.go()
+        out["after"] = {f: read(unit, f) for f in PIDS_FILES}
+        return out
+    finally:
+        worker.end()
+        await shim.stop(unit)
+        sleeper.wait(10)
+
+
 # ---- the run ---------------------------------------------------------------------------------
 
 

@@ -298,6 +298,87 @@ async def tasks_max_set(shim: Shim) -> dict[str, Any]:
         sleeper.wait(10)
 
 
+CPU_FILES = ("cpu.max", "cpu.weight", "cpu.stat")
+
+
+@check
+async def cpu_quota_start(shim: Shim) -> dict[str, Any]:
+    worker = Worker("burn", "2")
+    return await scoped(shim, "quota.scope", worker, CPU_FILES, CPUQuotaPerSecUSec=t(200_000))
+
+
+@check
+async def cpu_quota_set(shim: Shim) -> dict[str, Any]:
+    sleeper, worker = subprocess.Popen(["sleep", "3600"]), Worker("burn", "2")
+    unit = "quotaset.scope"
+    try:
+        out: dict[str, Any] = {"job": await shim.start(unit, [sleeper.pid, worker.pid])}
+        out["before"] = {f: read(unit, f) for f in CPU_FILES}
+        await shim.set(unit, CPUQuotaPerSecUSec=t(200_000))
+        out["set"] = {f: read(unit, f) for f in CPU_FILES}
+        out["worker"] = await worker.go()
+        out["after"] = {f: read(unit, f) for f in CPU_FILES}
+        return out
+    finally:
+        worker.end()
+        await shim.stop(unit)
+        sleeper.wait(10)
+
+
+@check
+async def cpu_weight(shim: Shim) -> dict[str, Any]:
+    # two busy scopes on the same CPU share it by weight (cgroup-v2.rst "Weights")
+    light, heavy = Worker("burn", "3"), Worker("burn", "3")
+    out: dict[str, Any] = {}
+    try:
+        out["jobs"] = [
+            await shim.start("light.scope", [light.pid], CPUWeight=t(100), AllowedCPUs=cpus(1)),
+            await shim.start("heavy.scope", [heavy.pid], CPUWeight=t(900), AllowedCPUs=cpus(1)),
+        ]
+        out["weights"] = [read("light.scope", "cpu.weight"), read("heavy.scope", "cpu.weight")]
+        out["cpus"] = [read(u, "cpuset.cpus.effective") for u in ("light.scope", "heavy.scope")]
+        out["affinity"] = [sorted(os.sched_getaffinity(w.pid)) for w in (light, heavy)]
+        results = await asyncio.gather(light.go(), heavy.go())
+        out["workers"] = list(results)
+        out["usage_usec"] = [
+            keyed("light.scope", "cpu.stat").get("usage_usec"),
+            keyed("heavy.scope", "cpu.stat").get("usage_usec"),
+        ]
+        return out
+    finally:
+        light.end()
+        heavy.end()
+        for unit in ("light.scope", "heavy.scope"):
+            with contextlib.suppress(Exception):
+                await shim.stop(unit)
+
+
+CPUSET_FILES = ("cpuset.cpus", "cpuset.cpus.effective")
+
+
+@check
+async def allowed_cpus_start(shim: Shim) -> dict[str, Any]:
+    worker = Worker("affinity")
+    return await scoped(shim, "cpus.scope", worker, CPUSET_FILES, AllowedCPUs=cpus(1))
+
+
+@check
+async def allowed_cpus_set(shim: Shim) -> dict[str, Any]:
+    sleeper, worker = subprocess.Popen(["sleep", "3600"]), Worker("affinity")
+    unit = "cpusset.scope"
+    try:
+        out: dict[str, Any] = {"job": await shim.start(unit, [sleeper.pid, worker.pid])}
+        out["before_affinity"] = sorted(os.sched_getaffinity(worker.pid))
+        await shim.set(unit, AllowedCPUs=cpus(0))
+        out["set"] = {f: read(unit, f) for f in CPUSET_FILES}
+        out["worker"] = await worker.go()
+        return out
+    finally:
+        worker.end()
+        await shim.stop(unit)
+        sleeper.wait(10)
+
+
 # ---- the run ---------------------------------------------------------------------------------
 
 

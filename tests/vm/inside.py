@@ -379,6 +379,58 @@ async def allowed_cpus_set(shim: Shim) -> dict[str, Any]:
         sleeper.wait(10)
 
 
+IO_FILES = ("io.max", "io.stat")
+
+
+def bandwidth(device: str, rate: int) -> Variant:
+    return Variant("a(st)", [[device, rate]])
+
+
+@check
+async def io_write_bandwidth(shim: Shim) -> dict[str, Any]:
+    # 4 MiB at 1 MiB/s: blk-throttle lets a slice's worth through at once, then holds the rest
+    out = {"device": os.stat(IO_DEVICE).st_rdev}
+    out["free"] = await scoped(shim, "iofree.scope", Worker("direct", "write", IO_DEVICE, "4"), ())
+    out["limited"] = await scoped(
+        shim,
+        "iow.scope",
+        Worker("direct", "write", IO_DEVICE, "4"),
+        IO_FILES,
+        IOWriteBandwidthMax=bandwidth(IO_DEVICE, MIB),
+    )
+    return out
+
+
+@check
+async def io_read_bandwidth(shim: Shim) -> dict[str, Any]:
+    out = {"device": os.stat(IO_DEVICE).st_rdev}
+    out["free"] = await scoped(shim, "iofree.scope", Worker("direct", "read", IO_DEVICE, "4"), ())
+    out["limited"] = await scoped(
+        shim,
+        "ior.scope",
+        Worker("direct", "read", IO_DEVICE, "4"),
+        IO_FILES,
+        IOReadBandwidthMax=bandwidth(IO_DEVICE, MIB),
+    )
+    return out
+
+
+@check
+async def io_write_bandwidth_set(shim: Shim) -> dict[str, Any]:
+    sleeper, worker = subprocess.Popen(["sleep", "3600"]), Worker("direct", "write", IO_DEVICE, "4")
+    unit = "iowset.scope"
+    try:
+        out: dict[str, Any] = {"job": await shim.start(unit, [sleeper.pid, worker.pid])}
+        await shim.set(unit, IOWriteBandwidthMax=bandwidth(IO_DEVICE, MIB))
+        out["set"] = {f: read(unit, f) for f in IO_FILES}
+        out["worker"] = await worker.go()
+        return out
+    finally:
+        worker.end()
+        await shim.stop(unit)
+        sleeper.wait(10)
+
+
 # ---- the run ---------------------------------------------------------------------------------
 
 

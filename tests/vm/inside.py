@@ -431,6 +431,114 @@ async def io_write_bandwidth_set(shim: Shim) -> dict[str, Any]:
         sleeper.wait(10)
 
 
+# -- the seeds' acceptance test: a delegated scope, stricter nested limits, no raise, no escape
+
+DELEGATEE = r"""
+import errno, json, os, subprocess, sys, time
+S = sys.argv[1]
+PY, WORKLOAD = sys.argv[2], sys.argv[3]
+out = {"uid": os.getuid()}
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = errno.errorcode[e.errno]
+def write(path, value):
+    with open(path, "w") as f:
+        f.write(value)
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def events(path):
+    return dict((k, int(v)) for k, v in (l.split() for l in read(path).splitlines()))
+def run_in(cg, *args):
+    # a workload moved into CG before it acts; its exit status (-9: killed)
+    p = subprocess.Popen([PY, "-S", WORKLOAD, *args], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "ready\n"
+    write(cg + "/cgroup.procs", str(p.pid))
+    p.stdin.write("go\n"); p.stdin.flush()
+    line = p.stdout.readline()
+    p.stdin.close()
+    return {"exit": p.wait(), "out": json.loads(line) if line else None}
+sys.stdin.readline()
+attempt("mkdir_leaf", lambda: os.mkdir(S + "/leaf"))
+attempt("move_self", lambda: write(S + "/leaf/cgroup.procs", str(os.getpid())))
+attempt("enable", lambda: write(S + "/cgroup.subtree_control", "+memory +cpu +pids"))
+attempt("mkdir_child", lambda: os.mkdir(S + "/child"))
+attempt("child_memory", lambda: write(S + "/child/memory.max", str(64 << 20)))
+attempt("child_cpu", lambda: write(S + "/child/cpu.max", "20000 100000"))
+out["child_files"] = {f: read(S + "/child/" + f) for f in ("memory.max", "cpu.max")}
+out["child_alloc"] = run_in(S + "/child", "alloc", "200")
+out["child_memory_events"] = events(S + "/child/memory.events")
+out["child_small"] = run_in(S + "/child", "alloc", "16")
+out["child_burn"] = run_in(S + "/child", "burn", "2")
+out["child_cpu_stat"] = events(S + "/child/cpu.stat")
+# a child that raises its own limit above the scope's is still held by the scope's
+attempt("mkdir_greedy", lambda: os.mkdir(S + "/greedy"))
+attempt("greedy_memory", lambda: write(S + "/greedy/memory.max", "max"))
+out["greedy_alloc"] = run_in(S + "/greedy", "alloc", "200")
+out["scope_memory_events"] = events(S + "/memory.events")
+attempt("raise_memory", lambda: write(S + "/memory.max", "max"))
+attempt("raise_cpu", lambda: write(S + "/cpu.max", "max 100000"))
+attempt("raise_pids", lambda: write(S + "/pids.max", "max"))
+attempt("escape", lambda: write(S + "/../cgroup.procs", str(os.getpid())))
+attempt("escape_root", lambda: write("/sys/fs/cgroup/cgroup.procs", str(os.getpid())))
+attempt("sibling", lambda: os.mkdir(S + "/../intruder"))
+out["scope_files"] = {f: read(S + "/" + f) for f in ("memory.max", "cpu.max")}
+out["cgroup"] = [x for x in open("/proc/self/cgroup").read().split() if x[:3] == "0::"][0]
+print(json.dumps(out), flush=True)
+sys.stdin.read()
+"""
+
+
+@check
+async def delegation(shim: Shim) -> dict[str, Any]:
+    unit = "deleg.scope"
+    nobody = 65534
+    proc = subprocess.Popen(
+        [PY, "-S", "-c", DELEGATEE, str(SLICE / unit), PY, str(HERE / "workload.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        user=nobody,
+        group=nobody,
+        extra_groups=[],
+        cwd="/",
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        out: dict[str, Any] = {
+            "job": await shim.start(
+                unit,
+                [proc.pid],
+                Delegate=Variant("b", True),
+                User=Variant("s", "nobody"),
+                MemoryMax=t(128 * MIB),
+                CPUQuotaPerSecUSec=t(500_000),
+            )
+        }
+        out["files"] = {f: read(unit, f) for f in ("memory.max", "cpu.max", "cgroup.controllers")}
+        out["owner"] = os.stat(SLICE / unit).st_uid
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        line = await asyncio.to_thread(proc.stdout.readline)
+        out["delegatee"] = json.loads(line) if line else {"exit": proc.wait()}
+        return out
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        await shim.stop(unit)
+        proc.wait(10)
+        out_exists = (SLICE / unit).exists()
+        if out_exists:
+            raise RuntimeError(f"{unit} left behind")
+
+
 # ---- the run ---------------------------------------------------------------------------------
 
 

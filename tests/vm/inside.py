@@ -93,12 +93,20 @@ class Worker:
             cwd="/",
         )
         self.pid = self.proc.pid
+        self.is_ready = False
+
+    async def ready(self) -> None:
+        """Wait until it has started (python's start-up is slow under TCG)."""
+        assert self.proc.stdout is not None
+        if not self.is_ready:
+            line = await asyncio.to_thread(self.proc.stdout.readline)
+            assert line == "ready\n", line
+            self.is_ready = True
 
     async def go(self) -> dict[str, Any]:
         """Let it act; its JSON line, or its exit status when the kernel killed it."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        ready = await asyncio.to_thread(self.proc.stdout.readline)
-        assert ready == "ready\n", ready
+        await self.ready()
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
         line = await asyncio.to_thread(self.proc.stdout.readline)
@@ -338,6 +346,8 @@ async def cpu_weight(shim: Shim) -> dict[str, Any]:
         out["weights"] = [read("light.scope", "cpu.weight"), read("heavy.scope", "cpu.weight")]
         out["cpus"] = [read(u, "cpuset.cpus.effective") for u in ("light.scope", "heavy.scope")]
         out["affinity"] = [sorted(os.sched_getaffinity(w.pid)) for w in (light, heavy)]
+        # both started before either burns: a start-up on the contended CPU would wait
+        await asyncio.gather(light.ready(), heavy.ready())
         results = await asyncio.gather(light.go(), heavy.go())
         out["workers"] = list(results)
         out["usage_usec"] = [

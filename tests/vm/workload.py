@@ -39,12 +39,12 @@ def forks(count: str) -> dict[str, object]:
 
 
 def burn(seconds: str) -> dict[str, object]:
-    cpu = time.process_time()
-    end = time.monotonic() + float(seconds)
+    cpu, started = time.process_time(), time.monotonic()
+    end = started + float(seconds)
     n = 0
     while time.monotonic() < end:
         n += 1
-    return {"cpu_seconds": time.process_time() - cpu, "loops": n}
+    return {"cpu_seconds": time.process_time() - cpu, "started": started, "ended": end}
 
 
 def affinity() -> dict[str, object]:

@@ -441,6 +441,45 @@ async def io_write_bandwidth_set(shim: Shim) -> dict[str, Any]:
         sleeper.wait(10)
 
 
+# -- what the kernel wants beyond the fake tree (backends/cgroup2.py Cgroup2Backend._kernel_order)
+
+
+@check
+async def cpu_weight_after_idle(shim: Shim) -> dict[str, Any]:
+    sleeper, unit = subprocess.Popen(["sleep", "3600"]), "idle.scope"
+    files = ("cpu.idle", "cpu.weight")
+    try:
+        out: dict[str, Any] = {"job": await shim.start(unit, [sleeper.pid], CPUWeight=t(0))}
+        out["idle"] = {f: read(unit, f) for f in files}
+        await shim.set(unit, CPUWeight=t(200))
+        out["weight"] = {f: read(unit, f) for f in files}
+        return out
+    finally:
+        await shim.stop(unit)
+        sleeper.wait(10)
+
+
+@check
+async def io_bandwidth_reset(shim: Shim) -> dict[str, Any]:
+    sleeper, unit = subprocess.Popen(["sleep", "3600"]), "ioreset.scope"
+    limit = bandwidth(IO_DEVICE, MIB)
+    try:
+        out: dict[str, Any] = {
+            "job": await shim.start(
+                unit, [sleeper.pid], IOReadBandwidthMax=limit, IOWriteBandwidthMax=limit
+            )
+        }
+        out["limited"] = read(unit, "io.max")
+        await shim.set(unit, IOWriteBandwidthMax=Variant("a(st)", []))
+        out["write_reset"] = read(unit, "io.max")
+        await shim.set(unit, IOReadBandwidthMax=Variant("a(st)", []))
+        out["reset"] = read(unit, "io.max")
+        return out
+    finally:
+        await shim.stop(unit)
+        sleeper.wait(10)
+
+
 # -- the seeds' acceptance test: a delegated scope, stricter nested limits, no raise, no escape
 
 DELEGATEE = r"""
@@ -646,14 +685,14 @@ async def run(results: Any, only: set[str]) -> None:
                 )
         bus.disconnect()
     finally:
-        for proc in (daemon, dbus):
+        for name, proc in (("scopeshim", daemon), ("dbus-daemon", dbus)):
             proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 code = proc.wait()
-            record(results, check=f"_exit_{Path(str(proc.args[0])).name}", exit=code)
+            record(results, check=f"_exit_{name}", exit=code)
         left = sorted(p.name for p in SLICE.iterdir() if p.is_dir()) if SLICE.is_dir() else []
         record(results, check="_leftovers", cgroups=left, seconds=time.monotonic() - started)
 

@@ -12,6 +12,6 @@ def test_every_check_reported(vm: harness.Boot) -> None:
 
 
 def test_scopeshim_exits_cleanly_and_leaves_no_cgroup(vm: harness.Boot) -> None:
-    assert vm.results["_exit_python"] == {"exit": 0}, vm.describe()
+    assert vm.results["_exit_scopeshim"] == {"exit": 0}, vm.describe()
     assert vm.results["_exit_dbus-daemon"] == {"exit": 0}
     assert vm.results["_leftovers"]["cgroups"] == []

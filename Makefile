@@ -3,14 +3,15 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian 12 packages the tests and `make run` use (dbus-daemon, busctl, gdbus, systemd-escape;
-# pam_systemd.so and pamtester for the e2e PAM login; python3-dbusmock: the polkit peer)
+# pam_systemd.so and pamtester for the e2e PAM login; python3-dbusmock: the polkit peer;
+# qemu-system-x86 and busybox-static: the VM tier, tests/vm)
 APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv \
-	libpam-systemd pamtester python3-dbusmock runc busybox-static
+	libpam-systemd pamtester python3-dbusmock runc busybox-static qemu-system-x86
 # the logind versions e2e fetches into ${SCOPESHIM_CACHE:-/var/cache/scopeshim} (252 is installed)
 LOGIND_VERSIONS := 254 257
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv logind run test e2e demo fuzz stress lint bench clean
+.PHONY: all deps venv logind vm-kernel run test test-vm e2e demo fuzz stress lint bench clean
 
 all: venv
 
@@ -42,8 +43,19 @@ run: deps venv
 logind:
 	@for v in $(LOGIND_VERSIONS); do tests/e2e/get-logind.sh $$v >/dev/null || true; done
 
-test: deps venv logind
+# Debian's own kernel for the VM tier into ${SCOPESHIM_CACHE:-/var/cache/scopeshim}/vm
+# (tests/vm/get-kernel.sh; a cache hit is instant). A failure stops nothing: the VM tier then
+# skips with the reason (exit 77) or fails with it.
+vm-kernel:
+	@tests/vm/get-kernel.sh >/dev/null || true
+
+test: deps venv logind vm-kernel
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# the VM tier alone (tests/vm, docs/vm-tier.md): one qemu boot of Debian's kernel running every
+# kernel-enforced check through scopeshim; SCOPESHIM_VM_KEEP=DIR keeps the guest's logs
+test-vm: deps venv vm-kernel
+	$(BIN)/pytest $(PYTEST_ARGS) tests/vm
 
 # root + namespaces (tests/e2e/sandbox.sh): the logind matrix {252,254,257} x {root,
 # unprivileged} x {each lifecycle step}, PAM logins, 200 session cycles, the other sandbox

@@ -194,6 +194,10 @@ def _run(accel: str, kdir: Path, job: str, timeout: float, smp: int = 2) -> Boot
             boot.timed_out = True
             proc.send_signal(signal.SIGKILL)
             qemu_out, _ = proc.communicate()
+        finally:
+            if proc.poll() is None:  # interrupted (pytest's timeout, ^C): no qemu left behind
+                proc.kill()
+                proc.wait()
         boot.seconds = time.monotonic() - started
         boot.console = (console.read_text(errors="replace") if console.exists() else "") + (
             qemu_out.decode(errors="replace")

@@ -61,9 +61,9 @@ def check(fn: Check) -> Check:
     return fn
 
 
-def read(unit: str, name: str) -> str | None:
+def read(unit: str, name: str, parent: Path = SLICE) -> str | None:
     try:
-        return (SLICE / unit / name).read_text().strip()
+        return (parent / unit / name).read_text().strip()
     except OSError:
         return None
 
@@ -167,9 +167,12 @@ class Shim:
         self.jobs[reply.body[0]] = fut
         return await asyncio.wait_for(fut, 60)
 
-    async def start(self, unit: str, pids: list[int], **props: Variant) -> str:
-        """StartTransientUnit of a scope with PIDS and PROPS; the job's result."""
-        properties = [["PIDs", Variant("au", pids)], *([k, v] for k, v in props.items())]
+    async def start(self, unit: str, pids: list[int] | None, **props: Variant) -> str:
+        """StartTransientUnit of a scope with PIDS (none for a slice) and PROPS; the job's
+        result."""
+        properties = [[k, v] for k, v in props.items()]
+        if pids is not None:
+            properties.insert(0, ["PIDs", Variant("au", pids)])
         return await self._job(
             "StartTransientUnit", "ssa(sv)a(sa(sv))", [unit, "fail", properties, []]
         )
@@ -195,16 +198,22 @@ def cpus(*numbers: int) -> Variant:
 
 
 async def scoped(
-    shim: Shim, unit: str, worker: Worker, files: tuple[str, ...], **props: Variant
+    shim: Shim,
+    unit: str,
+    worker: Worker,
+    files: tuple[str, ...],
+    parent: Path = SLICE,
+    **props: Variant,
 ) -> dict[str, Any]:
-    """A scope holding WORKER and a sleeper (so that it outlives a kill), PROPS given at
-    start; the worker's outcome and the FILES read after it, then the scope stopped."""
+    """A scope (in PARENT's cgroup) holding WORKER and a sleeper (so that it outlives a
+    kill), PROPS given at start; the worker's outcome and the FILES read before and after it,
+    then the scope stopped."""
     sleeper = subprocess.Popen(["sleep", "3600"])
     try:
         out: dict[str, Any] = {"job": await shim.start(unit, [sleeper.pid, worker.pid], **props)}
-        out["before"] = {f: read(unit, f) for f in files}
+        out["before"] = {f: read(unit, f, parent) for f in files}
         out["worker"] = await worker.go()
-        out["after"] = {f: read(unit, f) for f in files}
+        out["after"] = {f: read(unit, f, parent) for f in files}
         return out
     finally:
         worker.end()
@@ -389,6 +398,27 @@ async def allowed_cpus_set(shim: Shim) -> dict[str, Any]:
         sleeper.wait(10)
 
 
+@check
+async def slice_memory_max(shim: Shim) -> dict[str, Any]:
+    # a slice's MemoryMax= holds every scope below it (the shape of logind's user-UID.slice)
+    parent, slice_ = CGROOT / "user.slice", "user-4242.slice"
+    out: dict[str, Any] = {"slice_job": await shim.start(slice_, None, MemoryMax=t(64 * MIB))}
+    try:
+        out["slice_max"] = read(slice_, "memory.max", parent)
+        out["scope"] = await scoped(
+            shim,
+            "sess.scope",
+            Worker("alloc", "200"),
+            MEM_FILES,
+            parent / slice_,
+            Slice=Variant("s", slice_),
+        )
+        out["slice_events"] = read(slice_, "memory.events", parent)
+        return out
+    finally:
+        out["slice_stop"] = await shim.stop(slice_)
+
+
 IO_FILES = ("io.max", "io.stat")
 
 
@@ -421,6 +451,20 @@ async def io_read_bandwidth(shim: Shim) -> dict[str, Any]:
         Worker("direct", "read", IO_DEVICE, "4"),
         IO_FILES,
         IOReadBandwidthMax=bandwidth(IO_DEVICE, MIB),
+    )
+    return out
+
+
+@check
+async def io_write_iops(shim: Shim) -> dict[str, Any]:
+    # 30 writes of 4 KiB at 10 IOPS: the limit alone makes it last about 3 s
+    out: dict[str, Any] = {"device": os.stat(IO_DEVICE).st_rdev}
+    out["limited"] = await scoped(
+        shim,
+        "iops.scope",
+        Worker("direct", "write", IO_DEVICE, "30", "4"),
+        IO_FILES,
+        IOWriteIOPSMax=bandwidth(IO_DEVICE, 10),
     )
     return out
 
@@ -693,7 +737,13 @@ async def run(results: Any, only: set[str]) -> None:
                 proc.kill()
                 code = proc.wait()
             record(results, check=f"_exit_{name}", exit=code)
-        left = sorted(p.name for p in SLICE.iterdir() if p.is_dir()) if SLICE.is_dir() else []
+        left = sorted(
+            f"{s.name}/{p.name}"
+            for s in (SLICE, CGROOT / "user.slice")
+            if s.is_dir()
+            for p in s.iterdir()
+            if p.is_dir()
+        )
         record(results, check="_leftovers", cgroups=left, seconds=time.monotonic() - started)
 
 

@@ -43,3 +43,15 @@ def test_io_write_bandwidth_max_from_set_unit_properties(vm: harness.Boot) -> No
     assert f"wbps={MIB}" in r["set"]["io.max"]
     assert r["worker"]["bytes"] == 4 * MIB
     assert r["worker"]["seconds"] >= 2.0, r
+
+
+def test_io_write_iops_max_holds_direct_writes(vm: harness.Boot) -> None:
+    r = result(vm, "io_write_iops")
+    limited = r["limited"]
+    assert limited["before"]["io.max"] == f"{io_line(r)} rbps=max wbps=max riops=max wiops=10"
+    assert limited["worker"]["bytes"] == 30 * 4096
+    # 30 writes at 10 IOPS: at least about 2 s whatever the machine (a bound the limit sets)
+    assert limited["worker"]["seconds"] >= 2.0, limited
+    assert (
+        f"{io_line(r)} rbytes=0 wbytes={30 * 4096} rios=0 wios=30 " in limited["after"]["io.stat"]
+    )

@@ -50,3 +50,17 @@ def test_memory_swap_max_decides_whether_swap_saves_the_process(vm: harness.Boot
     assert some["worker"] == {"ok": True, "allocated_mib": 64}
     assert int(some["after"]["memory.swap.current"]) > 0
     assert events(some["after"]["memory.events"])["oom_kill"] == 0
+
+
+def test_a_slices_memory_max_holds_the_scopes_below_it(vm: harness.Boot) -> None:
+    # the shape of logind's user-UID.slice: the limit is the slice's, the scope sets none
+    r = result(vm, "slice_memory_max")
+    assert r["slice_job"] == "done"
+    assert r["slice_max"] == str(64 * MIB)
+    scope = r["scope"]
+    assert scope["job"] == "done"
+    # the scope sets no memory limit (its memory.* files exist only where a unit below the
+    # slice wants the controller): the kill is the slice's
+    assert scope["worker"]["signal"] == "SIGKILL"
+    assert events(r["slice_events"])["oom_kill"] == 1
+    assert r["slice_stop"] == "done"

@@ -62,14 +62,16 @@ def cached_read(device: str, mib: str) -> dict[str, object]:
     return {"read_mib": total // MIB}
 
 
-def direct(op: str, device: str, mib: str) -> dict[str, object]:
-    """O_DIRECT reads or writes of MIB MiB (bypassing the page cache, so io.max applies)."""
-    buf = mmap.mmap(-1, MIB)  # page aligned, as O_DIRECT wants
+def direct(op: str, device: str, count: str, kib: str = "1024") -> dict[str, object]:
+    """COUNT O_DIRECT reads or writes of KIB KiB each (bypassing the page cache, so io.max
+    applies)."""
+    size = int(kib) * 1024
+    buf = mmap.mmap(-1, size)  # page aligned, as O_DIRECT wants
     fd = os.open(device, (os.O_RDONLY if op == "read" else os.O_WRONLY) | os.O_DIRECT)
     started = time.monotonic()
     done = 0
-    for i in range(int(mib)):
-        n = os.preadv(fd, [buf], i * MIB) if op == "read" else os.pwritev(fd, [buf], i * MIB)
+    for i in range(int(count)):
+        n = os.preadv(fd, [buf], i * size) if op == "read" else os.pwritev(fd, [buf], i * size)
         done += n
     seconds = time.monotonic() - started
     os.close(fd)

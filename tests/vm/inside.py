@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -501,6 +502,34 @@ async def cpu_weight_after_idle(shim: Shim) -> dict[str, Any]:
     finally:
         await shim.stop(unit)
         sleeper.wait(10)
+
+
+@check
+async def cpu_quota_period_bounds(shim: Shim) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # what the kernel itself says to a 2 s period (cgroup-v2.rst cpu.max), beside scopeshim
+    probe = CGROOT / "vm-probe"
+    (CGROOT / "cgroup.subtree_control").write_text("+cpu\n")
+    probe.mkdir()
+    try:
+        (probe / "cpu.max").write_text("200000 2000000\n")
+        out["kernel_2s"] = "ok"
+    except OSError as e:
+        out["kernel_2s"] = errno.errorcode[e.errno or 0]
+    finally:
+        probe.rmdir()
+    for unit, props in (
+        ("period2s.scope", {"CPUQuotaPerSecUSec": t(200_000), "CPUQuotaPeriodUSec": t(2_000_000)}),
+        ("halfpct.scope", {"CPUQuotaPerSecUSec": t(5_000)}),
+    ):
+        sleeper = subprocess.Popen(["sleep", "3600"])
+        try:
+            out[unit] = {"job": await shim.start(unit, [sleeper.pid], **props)}
+            out[unit]["cpu.max"] = read(unit, "cpu.max")
+        finally:
+            await shim.stop(unit)
+            sleeper.wait(10)
+    return out
 
 
 @check

@@ -23,3 +23,12 @@ def test_an_empty_io_bandwidth_assignment_lifts_the_kernels_limit(vm: harness.Bo
     assert r["limited"] == f"{dev} rbps={MIB} wbps={MIB} riops=max wiops=max"
     assert r["write_reset"] == f"{dev} rbps={MIB} wbps=max riops=max wiops=max"
     assert r["reset"] == ""  # io.max lists no device whose limits are all max
+
+
+def test_the_cpu_quota_period_is_kept_where_the_kernel_takes_it(vm: harness.Boot) -> None:
+    r = result(vm, "cpu_quota_period_bounds")
+    assert r["kernel_2s"] == "EINVAL"  # cpu.max refuses a period over 1 s
+    # systemd.resource-control(5) CPUQuotaPeriodSec=: clamped to [1ms, 1000ms] ...
+    assert r["period2s.scope"] == {"job": "done", "cpu.max": "200000 1000000"}
+    # ... and adjusted up so that the quota is at least 1ms: 0.5% stays 0.5%, not 1%
+    assert r["halfpct.scope"] == {"job": "done", "cpu.max": "1000 200000"}

@@ -486,6 +486,27 @@ async def io_write_bandwidth_set(shim: Shim) -> dict[str, Any]:
         sleeper.wait(10)
 
 
+# -- DevicePolicy=/DeviceAllow=: backends/bpfdev.py's program on Debian 12's kernel
+
+DEVICE_PROBES = ("r /dev/null", "w /dev/null", "r /dev/zero", f"r {IO_DEVICE}", f"w {SWAP_DEVICE}")
+
+
+@check
+async def devices(shim: Shim) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    allow = Variant("a(ss)", [["/dev/null", "rw"]])
+    for policy in ("closed", "strict"):
+        out[policy] = await scoped(
+            shim,
+            f"dev{policy}.scope",
+            Worker("open", *DEVICE_PROBES),
+            (),
+            DevicePolicy=Variant("s", policy),
+            DeviceAllow=allow,
+        )
+    return out
+
+
 # -- what the kernel wants beyond the fake tree (backends/cgroup2.py Cgroup2Backend._kernel_order)
 
 

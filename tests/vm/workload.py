@@ -78,7 +78,22 @@ def direct(op: str, device: str, count: str, kib: str = "1024") -> dict[str, obj
     return {"bytes": done, "seconds": seconds}
 
 
+def opens(*probes: str) -> dict[str, object]:
+    """Each probe "r PATH" or "w PATH": opened, or the errno's name (EPERM: the device
+    filter refused it)."""
+    out: dict[str, object] = {}
+    for probe in probes:
+        mode, path = probe.split(" ", 1)
+        try:
+            os.close(os.open(path, os.O_RDONLY if mode == "r" else os.O_WRONLY))
+            out[probe] = "ok"
+        except OSError as e:
+            out[probe] = errno.errorcode[e.errno]
+    return out
+
+
 ACTIONS = {
+    "open": opens,
     "alloc": alloc,
     "fork": forks,
     "burn": burn,

@@ -486,6 +486,37 @@ async def io_write_bandwidth_set(shim: Shim) -> dict[str, Any]:
         sleeper.wait(10)
 
 
+@check
+async def freeze_thaw(shim: Shim) -> dict[str, Any]:
+    # FreezeUnit/ThawUnit: cgroup.freeze (cgroup-v2.rst "Core Interface Files")
+    sleeper, worker, unit = subprocess.Popen(["sleep", "3600"]), Worker("burn", "1"), "frz.scope"
+    assert worker.proc.stdin is not None and worker.proc.stdout is not None
+    try:
+        out: dict[str, Any] = {"job": await shim.start(unit, [sleeper.pid, worker.pid])}
+        await worker.ready()
+        await shim.call("FreezeUnit", "s", [unit])
+        # the kernel freezes asynchronously: "frozen 1" once every task has stopped
+        for _ in range(100):
+            out["frozen_events"] = read(unit, "cgroup.events")
+            if "frozen 1" in (out["frozen_events"] or ""):
+                break
+            await asyncio.sleep(0.1)
+        out["frozen_usage"] = [keyed(unit, "cpu.stat").get("usage_usec")]
+        worker.proc.stdin.write("go\n")  # it cannot act while frozen
+        worker.proc.stdin.flush()
+        await asyncio.sleep(1)
+        out["frozen_usage"].append(keyed(unit, "cpu.stat").get("usage_usec"))
+        await shim.call("ThawUnit", "s", [unit])
+        line = await asyncio.to_thread(worker.proc.stdout.readline)
+        out["worker"] = json.loads(line) if line else None
+        out["thawed_events"] = read(unit, "cgroup.events")
+        return out
+    finally:
+        worker.end()
+        await shim.stop(unit)
+        sleeper.wait(10)
+
+
 # -- DevicePolicy=/DeviceAllow=: backends/bpfdev.py's program on Debian 12's kernel
 
 DEVICE_PROBES = ("r /dev/null", "w /dev/null", "r /dev/zero", f"r {IO_DEVICE}", f"w {SWAP_DEVICE}")

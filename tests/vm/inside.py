@@ -331,6 +331,7 @@ async def cpu_quota_set(shim: Shim) -> dict[str, Any]:
     unit = "quotaset.scope"
     try:
         out: dict[str, Any] = {"job": await shim.start(unit, [sleeper.pid, worker.pid])}
+        await worker.ready()  # its start-up done: nothing in the scope runs until "go"
         out["before"] = {f: read(unit, f) for f in CPU_FILES}
         await shim.set(unit, CPUQuotaPerSecUSec=t(200_000))
         out["set"] = {f: read(unit, f) for f in CPU_FILES}

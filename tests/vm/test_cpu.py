@@ -4,15 +4,24 @@ processes' affinity), from StartTransientUnit and from SetUnitProperties (cgroup
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.vm import harness
 from tests.vm.conftest import events, result
+
+
+def share(worker: dict[str, Any]) -> float:
+    """The CPU a burning worker got, as a fraction of the time it burned: CPUQuota=20% is an
+    upper bound the kernel sets, whatever the machine's speed (no wall-clock threshold)."""
+    assert worker["ok"], worker
+    return float(worker["cpu_seconds"]) / (worker["ended"] - worker["started"])
 
 
 def test_cpu_quota_from_start_throttles(vm: harness.Boot) -> None:
     r = result(vm, "cpu_quota_start")
     # CPUQuota=20%: 20 ms in every 100 ms period (systemd.resource-control(5) CPUQuota=)
     assert r["before"]["cpu.max"] == "20000 100000"
-    assert r["worker"]["ok"]
+    assert share(r["worker"]) <= 0.3  # at most 20% of the time it burned (a period's slack)
     stat = events(r["after"]["cpu.stat"])
     assert stat["nr_throttled"] > 0
     assert stat["throttled_usec"] > 0
@@ -22,8 +31,9 @@ def test_cpu_quota_from_set_unit_properties_on_a_running_scope(vm: harness.Boot)
     r = result(vm, "cpu_quota_set")
     assert r["before"]["cpu.max"] == "max 100000"
     assert r["set"]["cpu.max"] == "20000 100000"
-    assert events(r["set"]["cpu.stat"])["nr_throttled"] == 0
-    assert events(r["after"]["cpu.stat"])["nr_throttled"] > 0
+    assert share(r["worker"]) <= 0.3
+    set_, after = events(r["set"]["cpu.stat"]), events(r["after"]["cpu.stat"])
+    assert after["nr_throttled"] > set_["nr_throttled"]
 
 
 def test_cpu_weight_shares_a_contended_cpu(vm: harness.Boot) -> None:

@@ -11,6 +11,7 @@ its deadline, and its scratch directory is removed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -121,11 +122,14 @@ def initramfs(kdir: Path) -> Path:
         ("modules/order", f, "\n".join(order).encode() + b"\n", 0),
         *((f"modules/{n}", f, data, 0) for n, data in modules),
     ]
-    for old in cache_dir().glob("initramfs-*.cpio"):
-        old.unlink(missing_ok=True)
-    tmp = image.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(_cpio(entries))
-    tmp.rename(image)
+    try:
+        for old in cache_dir().glob("initramfs-*.cpio"):
+            old.unlink(missing_ok=True)
+        tmp = image.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(_cpio(entries))
+        tmp.rename(image)
+    except OSError as e:
+        raise UnavailableError(f"cannot write the initramfs in {cache_dir()}: {e}") from None
     return image
 
 
@@ -228,7 +232,8 @@ def accelerator(kdir: Path) -> str:
         return memo.read_text().split()[0]
     probe = _run("kvm", kdir, "echo ok > /run/vm-out/probe\n", timeout=60, smp=1)
     accel = "kvm" if probe.job_exit == 0 else "tcg"
-    memo.write_text(f"{accel} (kvm probe: job exit {probe.job_exit}, {probe.seconds:.1f} s)\n")
+    with contextlib.suppress(OSError):  # not remembered: probed again next time
+        memo.write_text(f"{accel} (kvm probe: job exit {probe.job_exit}, {probe.seconds:.1f} s)\n")
     return accel
 
 
@@ -237,7 +242,6 @@ def boot(python: str, script: Path, timeout: float = 600, only: str = "") -> Boo
     checks to run, comma-separated; all when empty)."""
     kdir = kernel()
     _qemu()
-    cache_dir().mkdir(parents=True, exist_ok=True)
     accel = accelerator(kdir)
     job = (
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"

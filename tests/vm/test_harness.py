@@ -49,3 +49,14 @@ def test_no_qemu_is_a_skip_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(harness, "QEMU", "qemu-system-none-such")
     with pytest.raises(harness.UnavailableError, match="qemu-system-none-such is not installed"):
         harness._qemu()
+
+
+def test_an_unwritable_cache_is_a_skip_reason(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kdir = tmp_path / "kernel"
+    (kdir / "modules").mkdir(parents=True)
+    (kdir / "modules" / "order").write_text("")
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setattr(harness, "cache_dir", lambda: blocker / "vm")
+    with pytest.raises(harness.UnavailableError, match="cannot write the initramfs"):
+        harness.initramfs(kdir)

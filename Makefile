@@ -5,15 +5,16 @@ BIN    := $(VENV)/bin
 # Debian 12 packages the tests and `make run` use (dbus-daemon, busctl, gdbus, systemd-escape;
 # pam_systemd.so and pamtester for the e2e PAM login; python3-dbusmock: the polkit peer;
 # systemd-container: machined and systemd-nspawn for the Controller=/RequestStop e2e test;
-# python3-gi, gir1.2-gnomedesktop-3.0: flatpak's GDBus calls and gnome_start_systemd_scope)
+# python3-gi, gir1.2-gnomedesktop-3.0: flatpak's GDBus calls and gnome_start_systemd_scope;
+# qemu-system-x86 and busybox-static: the VM tier, tests/vm)
 APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv \
 	libpam-systemd pamtester python3-dbusmock runc busybox-static systemd-container \
-	python3-gi gir1.2-gnomedesktop-3.0
+	python3-gi gir1.2-gnomedesktop-3.0 qemu-system-x86
 # the logind versions e2e fetches into ${SCOPESHIM_CACHE:-/var/cache/scopeshim} (252 is installed)
 LOGIND_VERSIONS := 254 257
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv logind run test e2e demo fuzz stress lint bench clean
+.PHONY: all deps venv logind vm-kernel run test test-vm e2e demo fuzz stress lint bench clean
 
 all: venv
 
@@ -45,8 +46,19 @@ run: deps venv
 logind:
 	@for v in $(LOGIND_VERSIONS); do tests/e2e/get-logind.sh $$v >/dev/null || true; done
 
-test: deps venv logind
+# Debian's own kernel for the VM tier into ${SCOPESHIM_CACHE:-/var/cache/scopeshim}/vm
+# (tests/vm/get-kernel.sh; a cache hit is instant). A failure stops nothing: the VM tier then
+# skips with the reason (exit 77) or fails with it.
+vm-kernel:
+	@tests/vm/get-kernel.sh >/dev/null || true
+
+test: deps venv logind vm-kernel
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# the VM tier alone (tests/vm, docs/vm-tier.md): one qemu boot of Debian's kernel running every
+# kernel-enforced check through scopeshim; SCOPESHIM_VM_KEEP=DIR keeps the guest's logs
+test-vm: deps venv vm-kernel
+	$(BIN)/pytest $(PYTEST_ARGS) tests/vm
 
 # root + namespaces (tests/e2e/sandbox.sh): the logind matrix {252,254,257} x {root,
 # unprivileged} x {each lifecycle step}, PAM logins, 200 session cycles, the other sandbox

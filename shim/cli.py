@@ -364,7 +364,7 @@ def _reloader(path: str) -> Callable[[], Reloaded]:
             settings = load(path)
         except ConfigError as e:
             raise ReloadError(str(e)) from None
-        return Reloaded(settings["policy"], str(settings["log_level"]))
+        return Reloaded(settings["policy"], str(settings["log_level"]), path)
 
     return reload
 

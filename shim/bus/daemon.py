@@ -43,6 +43,7 @@ class Reloaded:
 
     policy: Policy
     log_level: str
+    source: str  # the file read
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +264,7 @@ def _reload_config(service: Service, reload: Callable[[], Reloaded] | None) -> N
         return
     service.manager.policy = settings.policy
     logging.getLogger().setLevel(settings.log_level.upper())
-    log.info("SIGHUP: reloaded the configuration")
+    log.info("SIGHUP: reloaded %s", settings.source)
 
 
 async def _idle(manager: Manager, timeout: float) -> None:

@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv \
 	libpam-systemd pamtester python3-dbusmock runc busybox-static
 # the logind versions e2e fetches into ${SCOPESHIM_CACHE:-/var/cache/scopeshim} (252 is installed)
-LOGIND_VERSIONS := 254 257
+LOGIND_VERSIONS := 254 257 262
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv logind run test e2e demo fuzz stress lint bench clean
@@ -36,7 +36,7 @@ venv: $(BIN)/scopeshim
 run: deps venv
 	@packaging/run-private-bus.sh $(BIN)/scopeshim
 
-# Debian's unmodified logind 254/257 into the cache (tests/e2e/get-logind.sh; a cache hit is
+# Debian's unmodified logind 254/257/262 (and their clients) into the cache (tests/e2e/get-logind.sh; a cache hit is
 # instant). A failure prints its reason and stops nothing: the e2e tests of that version then
 # skip with it (exit 77: no network, not root) or fail with it (anything else).
 logind:

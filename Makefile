@@ -45,7 +45,8 @@ logind:
 test: deps venv logind
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# root + namespaces (tests/e2e/sandbox.sh): the logind matrix {252,254,257} x {root,
+# root + namespaces (tests/e2e/sandbox.sh): the logind matrix {252,254,257,262} x {hybrid,
+# unified cgroup view} x {root,
 # unprivileged} x {each lifecycle step}, PAM logins, 200 session cycles, the other sandbox
 # tests; one line per case (tests/e2e/caselines.py), then "N passed, M failed"; last, a check
 # that no cgroup, mount or process of the run is left. SCOPESHIM_E2E_JOBS: sandbox runs of the

@@ -15,7 +15,8 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
 ROOT = Path(__file__).resolve().parents[2]
-CGROOT = Path("/sys/fs/cgroup/unified")
+# the sandbox's cgroup2 tree: /sys/fs/cgroup/unified (hybrid view) or /sys/fs/cgroup (--unified)
+CGROOT = Path(os.environ.get("SCOPESHIM_E2E_CGROOT", "/sys/fs/cgroup/unified"))
 ADDRESS = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "")
 
 

@@ -9,10 +9,14 @@ import logging.handlers
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backends import BACKENDS
+
+if TYPE_CHECKING:
+    from shim.bus.daemon import Reloaded
 
 DEFAULT_STATE_DIR = "/run/scopeshim"
 BOOTED_MARKER = "/run/systemd/system"
@@ -39,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         help="root of the cgroup tree the backend manages",
     )
     s.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    s.add_argument(
+        "--private-socket",
+        metavar="PATH",
+        default=None,
+        help="serve peer-to-peer connections of root on PATH (default /run/systemd/private "
+        'on the system bus, none with --address; "" for none)',
+    )
     s.add_argument(
         "--log-target",
         choices=["stderr", "syslog"],
@@ -115,6 +126,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "mark_booted": False,
         "exit_on_idle": None,
         "log_target": "stderr",
+        "private_socket": None,
         "policy": None,
     }
     if args.config:
@@ -132,6 +144,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "mark_booted": args.mark_booted,
         "exit_on_idle": args.exit_on_idle,
         "log_target": args.log_target,
+        "private_socket": args.private_socket,
     }
     settings.update({k: v for k, v in given.items() if v is not None})
     if args.system:
@@ -178,7 +191,8 @@ def serve(args: argparse.Namespace) -> int:
         return cassette.serve(args.cassette, args.address, args.log_level)
     from backends import make_backend
     from backends.base import BackendError
-    from shim.bus.daemon import NameTakenError, Options, run
+    from shim.bus.daemon import SYSTEM_PRIVATE_SOCKET, NameTakenError, Options, run
+    from shim.bus.peer import PrivateSocketBusyError
 
     try:
         settings = _settings(args)
@@ -202,6 +216,9 @@ def serve(args: argparse.Namespace) -> int:
     if not isinstance(policy, Policy):
         # the fake backend changes nothing on the host: no mounts, no power actions
         policy = Policy.harmless(state_dir) if backend.name == "fake" else Policy()
+    private = settings["private_socket"]
+    if private is None and address is None:
+        private = SYSTEM_PRIVATE_SOCKET  # what root's systemctl 257+ connects to
     options = Options(
         address=None if address is None else str(address),
         version=str(settings["version"]),
@@ -209,11 +226,12 @@ def serve(args: argparse.Namespace) -> int:
         state_dir=str(state_dir),
         booted_marker=BOOTED_MARKER if settings["mark_booted"] else None,
         exit_on_idle=_seconds(settings["exit_on_idle"]),
-        config=args.config,
+        reload=None if args.config is None else _reloader(args.config),
+        private_socket=str(private) if private else None,
     )
     try:
         return asyncio.run(run(options, backend))
-    except NameTakenError as e:
+    except (NameTakenError, PrivateSocketBusyError) as e:
         print(f"scopeshim: {e}", file=sys.stderr)
         return 1
     except (OSError, ConnectionError) as e:
@@ -221,14 +239,30 @@ def serve(args: argparse.Namespace) -> int:
         return 1
 
 
+def _reloader(path: str) -> Callable[[], Reloaded]:
+    """SIGHUP's loader of PATH: the policy and log level, or ReloadError naming the key."""
+    from shim.bus.daemon import Reloaded, ReloadError
+    from shim.config import ConfigError, load
+
+    def reload() -> Reloaded:
+        try:
+            settings = load(path)
+        except ConfigError as e:
+            raise ReloadError(str(e)) from None
+        return Reloaded(settings["policy"], str(settings["log_level"]))
+
+    return reload
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
     if args.command == "replay":
+        from shim.bus.replay import drive
         from shim.replay.command import run
 
-        return run(args)
+        return run(args, drive)
     return 2
 
 

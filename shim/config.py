@@ -51,6 +51,7 @@ def load(path: str) -> dict[str, Any]:
         mark_booted: bool = False
         log_target: Literal["stderr", "syslog"] = "stderr"
         exit_on_idle: float | None = Field(None, gt=0)
+        private_socket: str | None = None  # None: /run/systemd/private on the system bus
 
     class Units(Strict):
         user_manager: UserManager = UserManager.MASKED

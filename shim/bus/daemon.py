@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from dbus_fast import BusType, Message, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from backends.base import CgroupBackend
+from shim.bus.peer import PeerServer, PrivateSocketBusyError
 from shim.bus.service import BUS_NAME, Service
 from shim.bus.transport import patient
 from shim.core.manager import Manager
@@ -22,6 +24,20 @@ from shim.core.state import Persisting, StateStore
 log = logging.getLogger("scopeshim")
 
 DEFAULT_VERSION = "252"
+# org.freedesktop.systemd1(5) / systemctl(1): root's tools talk to the system manager here
+SYSTEM_PRIVATE_SOCKET = "/run/systemd/private"
+
+
+class ReloadError(Exception):
+    """A configuration that cannot be used on SIGHUP (the running one stays)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What SIGHUP applies: the handled units' policy and the log level."""
+
+    policy: Policy
+    log_level: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +51,10 @@ class Options:
     # sd_booted(3): programs test this directory to decide whether systemd is PID 1
     booted_marker: str | None = None  # e.g. /run/systemd/system; None: leave it alone
     exit_on_idle: float | None = None  # seconds without units or jobs before exiting
-    config: str | None = None  # the configuration file SIGHUP reads again
+    # SIGHUP reads the configuration again through this (the command line's loader)
+    reload: Callable[[], Reloaded] | None = None
+    private_socket: str | None = None  # a path to serve peer-to-peer connections on
+    private_uids: frozenset[int] = frozenset({0})  # who may connect there
 
 
 def _machine_id() -> str:
@@ -92,6 +111,19 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
         raise NameTakenError(f"{BUS_NAME} is already owned on this bus ({reply.name})")
     if saved is not None:
         service.manager.fail_lost_jobs(saved)
+    if options.private_socket:
+        server = PeerServer(
+            options.private_socket, options.private_uids, service.peer_message,
+            service.peer_closed,
+        )  # fmt: skip
+        try:
+            server.start()
+        except (PrivateSocketBusyError, OSError) as e:
+            bus.disconnect()
+            raise PrivateSocketBusyError(
+                f"cannot listen on {options.private_socket}: {e}"
+            ) from None
+        service.serve_peers(server)
     log.info(
         "serving %s on %s as %s (backend %s)",
         BUS_NAME,
@@ -109,7 +141,7 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     service = await serve(options, backend)
-    loop.add_signal_handler(signal.SIGHUP, _reload_config, service, options.config)
+    loop.add_signal_handler(signal.SIGHUP, _reload_config, service, options.reload)
     made_marker = _mark_booted(options.booted_marker)
     disconnected = loop.create_task(service.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
     stopped = loop.create_task(stop.wait())
@@ -138,23 +170,21 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     return code
 
 
-def _reload_config(service: Service, path: str | None) -> None:
+def _reload_config(service: Service, reload: Callable[[], Reloaded] | None) -> None:
     """SIGHUP: read the configuration file again; a bad one leaves the running one in place.
     [units] and [power] apply to units loaded from now on, log_level at once; the other
     [serve] keys (bus, backend, cgroup root, state directory) need a restart."""
-    if path is None:
+    if reload is None:
         log.info("SIGHUP: no configuration file to reload")
         return
-    from shim.config import ConfigError, load
-
     try:
-        settings = load(path)
-    except ConfigError as e:
+        settings = reload()
+    except ReloadError as e:
         log.error("SIGHUP: keeping the running configuration: %s", e)
         return
-    service.manager.policy = settings["policy"]
-    logging.getLogger().setLevel(str(settings["log_level"]).upper())
-    log.info("SIGHUP: reloaded %s", path)
+    service.manager.policy = settings.policy
+    logging.getLogger().setLevel(settings.log_level.upper())
+    log.info("SIGHUP: reloaded the configuration")
 
 
 async def _idle(manager: Manager, timeout: float) -> None:

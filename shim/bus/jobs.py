@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from compat import buspath
+from shim.bus.call import Call
 from shim.bus.router import Interface, Method, Prop
 from shim.core.units import Job
-
-if TYPE_CHECKING:
-    from shim.bus.service import Call
 
 
 def Cancel(c: Call) -> None:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from compat import buspath, errors, readable
 from compat.properties import UINT64_MAX
+from shim.bus.call import Call
 from shim.bus.convert import pidfds_to_pids, unwrap_properties
 from shim.bus.router import Interface, Method, Prop, Signal
 from shim.bus.units import default_tasks_max, queue_signal
+from shim.core.manager import Manager
 from shim.core.units import Job, Unit
-
-if TYPE_CHECKING:
-    from shim.bus.service import Call, Service
 
 NAME = "org.freedesktop.systemd1.Manager"
 # Methods whose handler needs the caller's PID (PIDs 0 and pid 0 mean "the caller")
@@ -362,10 +361,9 @@ _STATIC: dict[str, object] = {
 }
 
 
-def get_property(svc: Service, name: str) -> object:
-    m = svc.manager
+def get_property(m: Manager, version: str, name: str) -> object:
     dynamic: dict[str, Any] = {
-        "Version": svc.version,
+        "Version": version,
         "NNames": len(m.units),
         "NFailedUnits": m.n_failed_units,
         "NJobs": len(m.jobs),

@@ -678,6 +678,18 @@ factory-reset = "record"
 """
 
 
+async def drive(plan: Plan, address: str | None) -> Live:
+    """Replay PLAN on the daemon at ADDRESS, or on a spawned one for None; a daemon that
+    cannot be reached or spawned is a Live with its error."""
+    try:
+        if address is None:
+            async with spawned_daemon() as spawned:
+                return await replay(plan, spawned)
+        return await replay(plan, address)
+    except (SpawnError, OSError) as e:
+        return Live(error=str(e))
+
+
 class SpawnError(Exception):
     pass
 

@@ -1,4 +1,5 @@
-"""The systemd1 service on one bus connection: object resolution, dispatch and signals.
+"""The systemd1 service: object resolution and dispatch of calls from the bus connection and
+from private connections (shim/bus/peer.py), and signals sent to all of them.
 
 Paths: /org/freedesktop/systemd1 is the Manager; .../unit/<label> is any valid unit (loaded
 on demand), "self" (the caller's unit) or a 32-hex-digit invocation ID; .../job/<id> is a
@@ -11,7 +12,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from dbus_fast import Message, MessageType, Variant
@@ -22,6 +22,8 @@ from shim.bus import auth
 from shim.bus import jobs as job_iface
 from shim.bus import manager as manager_iface
 from shim.bus import units as unit_iface
+from shim.bus.call import Call, Credentials
+from shim.bus.peer import PeerConnection, PeerServer
 from shim.bus.router import (
     INTROSPECTABLE,
     PEER,
@@ -35,6 +37,7 @@ from shim.bus.router import (
     unknown_object,
     unknown_property,
 )
+from shim.bus.signals import SignalEmitter
 from shim.core.manager import Manager
 from shim.core.units import Job, Unit
 
@@ -48,43 +51,9 @@ JOB_NODE = MANAGER_PATH + "/job"
 _NODES = {"/": ["org"], "/org": ["freedesktop"], "/org/freedesktop": ["systemd1"]}
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What the bus driver vouches for about a caller (GetConnectionCredentials)."""
-
-    uid: int | None
-    pid: int | None
-
-
-@dataclass(slots=True)
-class Call:
-    """What a handler gets besides its arguments."""
-
-    service: Service
-    sender: str
-    pid: int | None
-    path: str
-    target: Unit | Job | None
-    fds: list[int] = field(default_factory=list)  # file descriptors passed with the call
-    uid: int | None = None  # the caller's uid, when the call needed it
-
-    @property
-    def manager(self) -> Manager:
-        return self.service.manager
-
-    @property
-    def unit(self) -> Unit:
-        assert isinstance(self.target, Unit)
-        return self.target
-
-    @property
-    def job(self) -> Job:
-        assert isinstance(self.target, Job)
-        return self.target
-
-
 class Service:
-    """Serves org.freedesktop.systemd1 for one Manager on one bus connection."""
+    """Serves org.freedesktop.systemd1 for one Manager on one bus connection and on the
+    private connections of its PeerServers."""
 
     def __init__(
         self,
@@ -94,17 +63,33 @@ class Service:
         version: str,
         machine_id: str,
         polkit: bool = True,
+        privileged: frozenset[int] = frozenset({0}),
     ) -> None:
         self.bus = bus
         self.version = version
         self.machine_id = machine_id
-        self.signals = unit_iface.SignalEmitter(self)
+        self.peer_servers: list[PeerServer] = []
+        self.signals = SignalEmitter(self.emit)
         self.manager = manager_factory(self)
+        self.signals.manager = self.manager
         self._xml = XmlCache()
         self.polkit = polkit  # ask polkit about non-root callers (else refuse them)
+        # uids whose calls need no polkit check (org.freedesktop.systemd1(5): root)
+        self.privileged = privileged
         self._creds: dict[str, Credentials] = {}
         self._pending: set[asyncio.Task[None]] = set()
         bus.add_message_handler(self._on_message)
+
+    def emit(self, msg: Message) -> None:
+        """Send a signal on the bus (first: it assigns the serial the bus sees) and on every
+        private connection (systemd sends its signals to direct connections unconditionally)."""
+        self.bus.send(msg)
+        for server in self.peer_servers:
+            server.broadcast(msg)
+
+    def serve_peers(self, server: PeerServer) -> None:
+        """Answer the calls of SERVER's connections (it calls back peer_message/peer_closed)."""
+        self.peer_servers.append(server)
 
     # -- objects ---------------------------------------------------------------------------
 
@@ -172,13 +157,37 @@ class Service:
         creds = self._creds.get(sender)
         action = auth.action_for(msg.interface, msg.member or "")
         if (creds is None and (action is not None or self._needs_pid(msg))) or (
-            creds is not None and action is not None and creds.uid != 0
+            creds is not None and action is not None and creds.uid not in self.privileged
         ):
             task = asyncio.get_running_loop().create_task(self._dispatch_later(msg, action))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
             return True
-        return self._reply(msg, creds)
+        return self._reply(msg, sender, creds)
+
+    def peer_message(self, conn: PeerConnection, msg: Message) -> None:
+        """A message from a private connection: its credentials are the socket's, and only
+        admitted uids got this far."""
+        if msg.message_type is not MessageType.METHOD_CALL:
+            return
+        creds = Credentials(conn.creds.uid, conn.creds.pid)
+        action = auth.action_for(msg.interface, msg.member or "")
+        if action is not None and creds.uid not in self.privileged:
+            log.info("%s.%s from %s (uid %s) refused: not privileged", msg.interface,
+                     msg.member, conn.name, creds.uid)  # fmt: skip
+            for fd in msg.unix_fds:
+                os.close(fd)
+            if not msg.flags & 0x1:
+                conn.send(Message.new_error(msg, errors.AccessDenied.error_name,
+                                            "Permission denied"))  # fmt: skip
+            return
+        reply = self._reply(msg, conn.name, creds)
+        if isinstance(reply, Message):
+            conn.send(reply)
+
+    def peer_closed(self, conn: PeerConnection) -> None:
+        """A private connection went: as for a bus client leaving (subscription, references)."""
+        self.manager.bus_name_gone(conn.name)
 
     def _needs_pid(self, msg: Message) -> bool:
         if msg.path == buspath.UNIT_PATH_PREFIX + "self":
@@ -194,7 +203,7 @@ class Service:
         creds = await self.credentials(sender)
         reply: Message | bool
         try:
-            if action is not None and creds.uid != 0:
+            if action is not None and creds.uid not in self.privileged:
                 if not self.polkit:
                     raise errors.AccessDenied("Permission denied")
                 # ALLOW_INTERACTIVE_AUTHORIZATION (0x4) lets polkit ask the user
@@ -206,7 +215,7 @@ class Service:
                 os.close(fd)
             reply = True if msg.flags & 0x1 else Message.new_error(msg, e.error_name, e.message)
         else:
-            reply = self._reply(msg, creds)
+            reply = self._reply(msg, sender, creds)
         if isinstance(reply, Message):
             self.bus.send(reply)
 
@@ -235,11 +244,11 @@ class Service:
         self._creds[sender] = creds
         return creds
 
-    def _reply(self, msg: Message, creds: Credentials | None) -> Message | bool:
+    def _reply(self, msg: Message, sender: str, creds: Credentials | None) -> Message | bool:
         no_reply = bool(msg.flags & 0x1)
         try:
             try:
-                signature, body = self._call(msg, creds or Credentials(None, None))
+                signature, body = self._call(msg, sender, creds or Credentials(None, None))
             finally:
                 for fd in msg.unix_fds:  # ours once received; the handler has used them
                     os.close(fd)
@@ -251,7 +260,7 @@ class Service:
                     msg.interface,
                     msg.member,
                     msg.path,
-                    msg.sender,
+                    sender,
                     e.message,
                 )
             if no_reply:
@@ -270,7 +279,7 @@ class Service:
             return True
         return Message.new_method_return(msg, signature, body)
 
-    def _call(self, msg: Message, creds: Credentials) -> tuple[str, list[Any]]:
+    def _call(self, msg: Message, sender: str, creds: Credentials) -> tuple[str, list[Any]]:
         pid = creds.pid
         path = msg.path or "/"
         interface, member = msg.interface, msg.member or ""
@@ -284,7 +293,9 @@ class Service:
                 return "s", [self.machine_id]
             raise unknown_method(interface, member)
         interfaces, target = self._resolve(path, pid)
-        call = Call(self, msg.sender or "", pid, path, target, list(msg.unix_fds), creds.uid)
+        call = Call(
+            self.manager, self.version, sender, pid, path, target, list(msg.unix_fds), creds.uid
+        )
         if interface == PROPERTIES or (interface is None and member in ("Get", "GetAll", "Set")):
             return self._properties(msg, call, interfaces)
         if interface == INTROSPECTABLE or (interface is None and member == "Introspect"):
@@ -357,11 +368,14 @@ class Service:
 
     def property_value(self, call: Call, interface: Interface, name: str) -> object:
         if interface is manager_iface.MANAGER:
-            return manager_iface.get_property(self, name)
+            return manager_iface.get_property(self.manager, self.version, name)
         if interface is job_iface.JOB:
             return job_iface.get_property(call.job, name)
-        return unit_iface.get_property(self, call.unit, interface.properties[name])
+        return unit_iface.get_property(self.manager, call.unit, interface.properties[name])
 
     def close(self) -> None:
         for task in self._pending:
             task.cancel()
+        for server in self.peer_servers:
+            server.close()
+        self.peer_servers.clear()

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-from dbus_fast import Message, Variant
+from typing import Any
 
 from compat import buspath, errors, readable
 from compat.enums import LoadState
 from compat.properties import UINT64_MAX
 from compat.unitname import UnitType
+from shim.bus.call import Call
 from shim.bus.convert import unwrap_properties
 from shim.bus.router import Interface, Method, Prop, Signal, split_signature
-from shim.core.units import TIMESTAMPS, Job, Unit
-
-if TYPE_CHECKING:
-    from shim.bus.service import Call, Service
-    from shim.core.manager import Manager
+from shim.core.manager import Manager
+from shim.core.units import TIMESTAMPS, Unit
 
 UNIT = "org.freedesktop.systemd1.Unit"
 SCOPE = "org.freedesktop.systemd1.Scope"
@@ -302,12 +297,12 @@ for _stamp in TIMESTAMPS:
     _GETTERS[f"{_stamp}TimestampMonotonic"] = _monotonic(_stamp)
 
 
-def get_property(svc: Service, unit: Unit, prop: Prop) -> object:
+def get_property(manager: Manager, unit: Unit, prop: Prop) -> object:
     getter = _GETTERS.get(prop.name)
     if getter is not None:
-        return getter(svc.manager, unit)
+        return getter(manager, unit)
     if prop.sig == "as":
-        return _deps(svc.manager, unit, prop.name)
+        return _deps(manager, unit, prop.name)
     value = unit.settings.get(prop.name, readable.DEFAULTS.get(prop.name))
     return _zero(prop.sig) if value is None else value
 
@@ -321,122 +316,3 @@ def _zero(sig: str) -> object:
     if sig.startswith("("):
         return [_zero(field) for field in split_signature(sig[1:-1])]
     return {"s": "", "o": "/", "g": "", "b": False, "d": 0.0}.get(sig, 0)
-
-
-_SIGNALLED: dict[str, tuple[tuple[Prop, ...], list[str]]] = {}
-
-
-def _signalled(iface: Interface) -> tuple[tuple[Prop, ...], list[str]]:
-    """The properties PropertiesChanged carries (EmitsChangedSignal=true) and the names it
-    invalidates, per interface, worked out once."""
-    found = _SIGNALLED.get(iface.name)
-    if found is None:
-        emitting = tuple(p for p in iface.properties.values() if p.emits == "true")
-        invalidated = [n for n, p in iface.properties.items() if p.emits == "invalidates"]
-        found = _SIGNALLED[iface.name] = (emitting, invalidated)
-    return found
-
-
-# -- signals (the core's Listener) ------------------------------------------------------------
-
-
-class SignalEmitter:
-    """Turns core events into signals, always broadcast from the name owner's connection.
-
-    PropertiesChanged is coalesced per unit within one loop iteration, and flushed before
-    the JobRemoved or UnitRemoved that follows it, the order systemd uses.
-    """
-
-    def __init__(self, svc: Service) -> None:
-        self.svc = svc
-        self._loop = asyncio.get_running_loop()
-        self._dirty_units: dict[Unit, None] = {}
-        self._dirty_jobs: dict[Job, None] = {}
-        self._scheduled = False
-
-    def _send(self, msg: Message) -> None:
-        self.svc.bus.send(msg)
-
-    def _manager_signal(self, member: str, sig: str, body: list[Any]) -> None:
-        self._send(
-            Message.new_signal(
-                buspath.MANAGER_PATH, "org.freedesktop.systemd1.Manager", member, sig, body
-            )
-        )
-
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
-
-    def unit_new(self, unit: Unit) -> None:
-        self._manager_signal("UnitNew", "so", [unit.name, buspath.unit_path(unit.name)])
-
-    def unit_removed(self, unit: Unit) -> None:
-        if unit in self._dirty_units:
-            self._flush_unit(unit)
-        self._manager_signal("UnitRemoved", "so", [unit.name, buspath.unit_path(unit.name)])
-
-    def unit_changed(self, unit: Unit) -> None:
-        self._dirty_units[unit] = None
-        self._schedule()
-
-    def unit_refs_changed(self, unit: Unit) -> None:
-        pass  # Refs has EmitsChangedSignal=false
-
-    def job_new(self, job: Job) -> None:
-        self._manager_signal("JobNew", "uos", [job.id, buspath.job_path(job.id), job.unit.name])
-
-    def job_changed(self, job: Job) -> None:
-        self._dirty_jobs[job] = None
-        self._schedule()
-
-    def job_removed(self, job: Job, result: str) -> None:
-        self._dirty_jobs.pop(job, None)  # a job that ends at once announces no State change
-        if job.unit in self._dirty_units:
-            self._flush_unit(job.unit)
-        self._manager_signal(
-            "JobRemoved", "uoss", [job.id, buspath.job_path(job.id), job.unit.name, str(result)]
-        )
-
-    def reloading(self, active: bool) -> None:
-        self._manager_signal("Reloading", "b", [active])
-
-    def flush(self) -> None:
-        self._scheduled = False
-        for unit in list(self._dirty_units):
-            self._flush_unit(unit)
-        for job in list(self._dirty_jobs):
-            self._dirty_jobs.pop(job, None)
-            if self.svc.manager.jobs.get(job.id) is job:
-                self._send_job_state(job)
-
-    def _send_job_state(self, job: Job) -> None:
-        self._send(
-            Message.new_signal(
-                buspath.job_path(job.id),
-                _PROPERTIES_IFACE,
-                "PropertiesChanged",
-                "sa{sv}as",
-                ["org.freedesktop.systemd1.Job", {"State": Variant("s", str(job.state))}, []],
-            )
-        )
-
-    def _flush_unit(self, unit: Unit) -> None:
-        self._dirty_units.pop(unit, None)
-        if self.svc.manager.units.get(unit.name) is not unit:
-            return
-        path = buspath.unit_path(unit.name)
-        for iface in reversed(interfaces_for(unit)):
-            emitting, invalidated = _signalled(iface)
-            changed = {p.name: Variant(p.sig, get_property(self.svc, unit, p)) for p in emitting}
-            if changed or invalidated:
-                self._send(
-                    Message.new_signal(
-                        path,
-                        _PROPERTIES_IFACE,
-                        "PropertiesChanged",
-                        "sa{sv}as",
-                        [iface.name, changed, invalidated],
-                    )
-                )

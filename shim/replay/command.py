@@ -13,13 +13,18 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from shim.replay.compare import Live, Result, compare
+from shim.replay.plan import Plan
 from shim.replay.rules import MetaError, RuleSet
 from shim.replay.trace import TraceError
 
 TRACE_SUFFIXES = (".log", ".pcap", ".bin", ".dbus")
+# replays a plan on a live daemon (at an address, or a spawned one for None): the bus
+# layer's driver, handed in by the command line (replay sits beside the core, below the bus)
+Driver = Callable[[Plan, str | None], Awaitable[Live]]
 
 
 NOT_TRACES = (".toml", ".md", ".sh", ".py", ".json", ".xml")
@@ -42,7 +47,7 @@ def collect(paths: list[str]) -> list[str]:
     return out
 
 
-async def _replay_one(path: str, rules: RuleSet, address: str | None) -> Result:
+async def _replay_one(path: str, rules: RuleSet, address: str | None, drive: Driver) -> Result:
     from shim.replay.plan import build
 
     started = time.monotonic()
@@ -57,16 +62,8 @@ async def _replay_one(path: str, rules: RuleSet, address: str | None) -> Result:
         result.allowed.clear()
         result.known.clear()
         return result
-    from shim.bus import replay as bus_replay
-
     try:
-        if address is None:
-            async with bus_replay.spawned_daemon() as spawned:
-                live = await bus_replay.replay(plan, spawned)
-        else:
-            live = await bus_replay.replay(plan, address)
-    except (bus_replay.SpawnError, OSError) as e:
-        live = Live(error=str(e))
+        live = await drive(plan, address)
     except Exception as e:  # a bug of ours: one line, not a traceback, and go on
         live = Live(error=f"internal error of the replayer: {type(e).__name__}: {e}")
     result = compare(plan, live)
@@ -74,11 +71,13 @@ async def _replay_one(path: str, rules: RuleSet, address: str | None) -> Result:
     return result
 
 
-async def replay_all(traces: list[str], rules: RuleSet, address: str | None) -> list[Result]:
-    return [await _replay_one(t, rules, address) for t in traces]
+async def replay_all(
+    traces: list[str], rules: RuleSet, address: str | None, drive: Driver
+) -> list[Result]:
+    return [await _replay_one(t, rules, address, drive) for t in traces]
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, drive: Driver) -> int:
     rules = RuleSet()
     try:
         if args.rules:
@@ -101,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "show", False):
         return _show(traces, rules)
-    results = asyncio.run(replay_all(traces, rules, args.address))
+    results = asyncio.run(replay_all(traces, rules, args.address, drive))
     for r in results:
         print(report.text(r, verbose=args.verbose))
     if args.junit:

@@ -45,6 +45,9 @@ def start_scopeshim(backend: str = "cgroup2") -> subprocess.Popen[bytes]:
             "debug",
             "--config",
             str(Path(__file__).with_name("scopeshim-e2e.toml")),
+            # root's systemctl/systemd-run 257+ talk only there (the sandbox's own /run)
+            "--private-socket",
+            "/run/systemd/private",
         ],
         cwd=ROOT,
         stdout=log,

@@ -37,8 +37,9 @@ run: deps venv
 	@packaging/run-private-bus.sh $(BIN)/scopeshim
 
 # Debian's unmodified logind 254/257/262 and their clients into the cache
-# (tests/e2e/get-logind.sh; a cache hit is instant). A failure prints its reason and stops nothing: the e2e tests of that version then
-# skip with it (exit 77: no network, not root) or fail with it (anything else).
+# (tests/e2e/get-logind.sh; a cache hit is instant). A failure prints its reason and stops
+# nothing: the e2e tests of that version then skip with it (exit 77: no network, not root) or
+# fail with it (anything else).
 logind:
 	@for v in $(LOGIND_VERSIONS); do tests/e2e/get-logind.sh $$v >/dev/null || true; done
 
@@ -47,8 +48,9 @@ test: deps venv logind
 
 # root + namespaces (tests/e2e/sandbox.sh): the logind matrix {252,254,257,262} x {hybrid,
 # unified cgroup view} x {root, unprivileged} x {each lifecycle step}, PAM logins, the clients
-# of 252/257/262 as root, 200 session cycles, the other sandbox tests; one line per case (tests/e2e/caselines.py), then "N passed, M failed"; last, a check
-# that no cgroup, mount or process of the run is left. SCOPESHIM_E2E_JOBS: sandbox runs of the
+# of 252/257/262 as root, 200 session cycles, the other sandbox tests; one line per case
+# (tests/e2e/caselines.py), then "N passed, M failed"; last, a check that no cgroup, mount or
+# process of the run is left. SCOPESHIM_E2E_JOBS: sandbox runs of the
 # matrix at a time (default 3); SCOPESHIM_E2E_KEEP=DIR keeps every run's logs in DIR.
 E2E_ARGS ?=
 e2e: deps venv logind

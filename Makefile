@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian 12 packages the tests and `make run` use (dbus-daemon, busctl, gdbus, systemd-escape;
-# pam_systemd.so and pamtester for the e2e PAM login; python3-dbusmock: the polkit peer)
+# pam_systemd.so and pamtester for the e2e PAM login; python3-dbusmock: the polkit peer;
+# systemd-container: machined and systemd-nspawn for the Controller=/RequestStop e2e test)
 APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv \
-	libpam-systemd pamtester python3-dbusmock runc busybox-static
+	libpam-systemd pamtester python3-dbusmock runc busybox-static systemd-container
 # the logind versions e2e fetches into ${SCOPESHIM_CACHE:-/var/cache/scopeshim} (252 is installed)
 LOGIND_VERSIONS := 254 257 262
 PYTEST_ARGS ?=

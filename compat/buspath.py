@@ -14,6 +14,7 @@ _LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _DIGITS = frozenset(b"0123456789")
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _JOB_ID_RE = re.compile(r"[1-9][0-9]{0,9}")
+_ESCAPED = tuple(chr(b) if b in _LETTERS or b in _DIGITS else f"_{b:02x}" for b in range(256))
 
 
 def label_escape(s: str) -> str:
@@ -25,13 +26,10 @@ def label_escape(s: str) -> str:
     # sd_bus_path_encode(3): the identifier "may be the empty string, and has no restrictions"
     if not s:
         return "_"
-    out: list[str] = []
-    for i, byte in enumerate(s.encode("utf-8", "surrogateescape")):
-        if byte in _LETTERS or (i > 0 and byte in _DIGITS):
-            out.append(chr(byte))
-        else:
-            out.append(f"_{byte:02x}")
-    return "".join(out)
+    data = s.encode("utf-8", "surrogateescape")
+    # one table look-up per byte (this runs for every unit of every list a client asks for)
+    head = f"_{data[0]:02x}" if data[0] in _DIGITS else _ESCAPED[data[0]]
+    return head + "".join(map(_ESCAPED.__getitem__, data[1:]))
 
 
 def label_unescape(s: str) -> str:

@@ -68,7 +68,8 @@ subst() {
   sed -e "s|@SBINDIR@|$SBINDIR|g" -e "s|@LIBDIR@|$LIBDIR|g" -e "s|@RELLIB@|$rellib|g" \
     -e "s|@SYSCONFDIR@|$SYSCONFDIR|g" -e "s|@DATADIR@|$DATADIR|g" \
     -e "s|@DBUS_SERVICEDIR@|$DBUS_SERVICEDIR|g" -e "s|@DBUS_POLICYDIR@|$DBUS_POLICYDIR|g" \
-    -e "s|@VERSION@|$version|g" -e "s|@DATE@|$date|g" "$@"
+    -e "s|@VERSION@|$version|g" -e "s|@DATE@|$date|g" \
+    -e "s|@ACTIVATE_INIT@|${activate_init:-none}|g" "$@"
 }
 
 # put MODE SOURCE TARGET: install one file (placeholders substituted), record it
@@ -97,25 +98,35 @@ conf() {
 }
 
 # where each init's definition goes: lines "MODE SOURCE TARGET REFERENCE [conf]", REFERENCE
-# being the copy's path under DATADIR/scopeshim/init
+# being the copy's path under DATADIR/scopeshim/init. Each init also gets a definition that
+# starts Debian's systemd-logind after scopeshim (Debian ships none for these inits).
 init_files() {
   i=$here/init
   case $1 in
     sysvinit)
       echo "0755 $i/sysvinit/scopeshim.in $SYSCONFDIR/init.d/scopeshim sysvinit/init.d/scopeshim"
-      echo "0644 $i/sysvinit/scopeshim.default $SYSCONFDIR/default/scopeshim sysvinit/default/scopeshim conf" ;;
+      echo "0644 $i/sysvinit/scopeshim.default $SYSCONFDIR/default/scopeshim sysvinit/default/scopeshim conf"
+      echo "0755 $i/sysvinit/systemd-logind.in $SYSCONFDIR/init.d/systemd-logind sysvinit/init.d/systemd-logind" ;;
     openrc)
       echo "0755 $i/openrc/scopeshim.in $SYSCONFDIR/init.d/scopeshim openrc/init.d/scopeshim"
-      echo "0644 $i/openrc/scopeshim.confd $SYSCONFDIR/conf.d/scopeshim openrc/conf.d/scopeshim conf" ;;
+      echo "0644 $i/openrc/scopeshim.confd $SYSCONFDIR/conf.d/scopeshim openrc/conf.d/scopeshim conf"
+      echo "0755 $i/openrc/systemd-logind.in $SYSCONFDIR/init.d/systemd-logind openrc/init.d/systemd-logind" ;;
     runit)
       echo "0755 $i/runit/run.in $SYSCONFDIR/sv/scopeshim/run runit/scopeshim/run"
-      echo "0755 $i/runit/log/run $SYSCONFDIR/sv/scopeshim/log/run runit/scopeshim/log/run" ;;
+      echo "0755 $i/runit/check.in $SYSCONFDIR/sv/scopeshim/check runit/scopeshim/check"
+      echo "0755 $i/runit/log/run $SYSCONFDIR/sv/scopeshim/log/run runit/scopeshim/log/run"
+      echo "0755 $i/runit-logind/run $SYSCONFDIR/sv/systemd-logind/run runit/systemd-logind/run" ;;
     s6)
       echo "0644 $i/s6/type $SYSCONFDIR/s6/sv/scopeshim/type s6/scopeshim/type"
       echo "0755 $i/s6/run.in $SYSCONFDIR/s6/sv/scopeshim/run s6/scopeshim/run"
-      echo "0644 $i/s6/dependencies.d/dbus $SYSCONFDIR/s6/sv/scopeshim/dependencies.d/dbus s6/scopeshim/dependencies.d/dbus" ;;
+      echo "0644 $i/s6/notification-fd $SYSCONFDIR/s6/sv/scopeshim/notification-fd s6/scopeshim/notification-fd"
+      echo "0644 $i/s6/dependencies.d/dbus $SYSCONFDIR/s6/sv/scopeshim/dependencies.d/dbus s6/scopeshim/dependencies.d/dbus"
+      echo "0644 $i/s6-logind/type $SYSCONFDIR/s6/sv/systemd-logind/type s6/systemd-logind/type"
+      echo "0755 $i/s6-logind/run $SYSCONFDIR/s6/sv/systemd-logind/run s6/systemd-logind/run"
+      echo "0644 $i/s6-logind/dependencies.d/scopeshim $SYSCONFDIR/s6/sv/systemd-logind/dependencies.d/scopeshim s6/systemd-logind/dependencies.d/scopeshim" ;;
     upstart)
-      echo "0644 $i/upstart/scopeshim.conf.in $SYSCONFDIR/init/scopeshim.conf upstart/scopeshim.conf" ;;
+      echo "0644 $i/upstart/scopeshim.conf.in $SYSCONFDIR/init/scopeshim.conf upstart/scopeshim.conf"
+      echo "0644 $i/upstart/systemd-logind.conf $SYSCONFDIR/init/systemd-logind.conf upstart/systemd-logind.conf" ;;
     *) die "unknown INIT '$1' (sysvinit, openrc, runit, s6, upstart or none)" ;;
   esac
 }
@@ -168,9 +179,13 @@ install_all() {
     esac ;;
   esac
 
+  # D-Bus activation hands the start to the first INIT (packaging/activate.in)
+  set -- $inits
+  activate_init=${1:-none}
   python_environment
   : >"$DESTDIR$manifest"
   put 0755 "$here/scopeshim.in" "$SBINDIR/scopeshim"
+  put 0755 "$here/activate.in" "$LIBDIR/activate"
   conf 0644 "$here/scopeshim.toml" "$SYSCONFDIR/scopeshim/scopeshim.toml"
   put 0644 "$here/scopeshim.toml" "$DATADIR/scopeshim/scopeshim.toml"
   put 0644 "$src/man/scopeshim.8.in" "$MANDIR/man8/scopeshim.8"
@@ -212,8 +227,9 @@ uninstall_all() {
   [ -d "$DESTDIR$DATADIR/scopeshim" ] &&
     find "$DESTDIR$DATADIR/scopeshim" -depth -type d -empty -delete
   for dir in "$SYSCONFDIR/sv/scopeshim/log" "$SYSCONFDIR/sv/scopeshim" \
-    "$SYSCONFDIR/s6/sv/scopeshim/dependencies.d" "$SYSCONFDIR/s6/sv/scopeshim" \
-    "$SYSCONFDIR/scopeshim"; do
+    "$SYSCONFDIR/sv/systemd-logind" "$SYSCONFDIR/s6/sv/scopeshim/dependencies.d" \
+    "$SYSCONFDIR/s6/sv/scopeshim" "$SYSCONFDIR/s6/sv/systemd-logind/dependencies.d" \
+    "$SYSCONFDIR/s6/sv/systemd-logind" "$SYSCONFDIR/scopeshim"; do
     if [ -d "$DESTDIR$dir" ]; then rmdir "$DESTDIR$dir" 2>/dev/null || true; fi
   done
   echo "uninstalled scopeshim from ${DESTDIR:-/}"

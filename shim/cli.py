@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         "loginctl run (sd_booted(3); see the README for what else changes)",
     )
     s.add_argument(
+        "--ready-fd",
+        metavar="FD",
+        type=int,
+        default=None,
+        help="write a newline to descriptor FD and close it once ready (s6's notification-fd)",
+    )
+    s.add_argument(
         "--state-dir",
         metavar="DIR",
         default=None,
@@ -228,6 +235,7 @@ def serve(args: argparse.Namespace) -> int:
         exit_on_idle=_seconds(settings["exit_on_idle"]),
         reload=None if args.config is None else _reloader(args.config),
         private_socket=str(private) if private else None,
+        ready_fd=args.ready_fd,
     )
     try:
         return asyncio.run(run(options, backend))

@@ -56,12 +56,8 @@ class PrivateBus:
     process: subprocess.Popen[bytes]
 
 
-@pytest.fixture(scope="session")
-def private_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBus]:
-    """A private dbus-daemon (never the host's buses), for the whole session."""
-    if shutil.which("dbus-daemon") is None:
-        pytest.skip("dbus-daemon is not installed (apt-get install dbus-daemon)")
-    d = tmp_path_factory.mktemp("bus")
+def start_bus(d: Path) -> PrivateBus:
+    """A dbus-daemon listening in directory D (the caller terminates it)."""
     socket = d / "bus.sock"
     conf = d / "bus.conf"
     conf.write_text(BUS_CONFIG.format(socket=socket))
@@ -85,9 +81,39 @@ def private_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBus
         proc.kill()
         proc.wait()
         pytest.fail(f"dbus-daemon did not start: {log.read_text()}")
-    yield PrivateBus(address, proc)
-    proc.terminate()
-    proc.wait(timeout=10)
+    return PrivateBus(address, proc)
+
+
+@pytest.fixture(scope="session")
+def private_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBus]:
+    """A private dbus-daemon (never the host's buses), for the whole session."""
+    if shutil.which("dbus-daemon") is None:
+        pytest.skip("dbus-daemon is not installed (apt-get install dbus-daemon)")
+    bus = start_bus(tmp_path_factory.mktemp("bus"))
+    yield bus
+    bus.process.terminate()
+    bus.process.wait(timeout=10)
+
+
+def idle_witness(d: Path, exit_on_idle: str, rounds: int = 2) -> None:
+    """Let a daemon with nothing to look after and --exit-on-idle EXIT_ON_IDLE, on a bus of its
+    own in D, leave by itself ROUNDS times: afterwards another daemon started before it with
+    the same setting has had at least as long to leave if it was going to, measured by the
+    same daemon code on the same loaded machine instead of by a sleep."""
+    d.mkdir(exist_ok=True)
+    bus = start_bus(d)
+    try:
+        for n in range(rounds):
+            proc = subprocess.run(
+                [sys.executable, "-m", "shim", "serve", "--address", bus.address,
+                 "--backend", "fake", "--state-dir", str(d / f"state{n}"),
+                 "--exit-on-idle", exit_on_idle],
+                cwd=ROOT, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert proc.returncode == 0 and "exiting" in proc.stderr, proc.stderr
+    finally:
+        bus.process.terminate()
+        bus.process.wait(timeout=10)
 
 
 @dataclass
@@ -126,9 +152,9 @@ class Client:
     """A dbus-fast client with helpers for calls and for the signals it has seen."""
 
     bus: MessageBus
-    signals: list[Message] = field(default_factory=list)
+    signals: list[Message] = field(default_factory=list, repr=False)
     _waiters: list[tuple[Callable[[Message], bool], asyncio.Future[Message]]] = field(
-        default_factory=list
+        default_factory=list, repr=False
     )
 
     async def call(

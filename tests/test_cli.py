@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -11,6 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from tests.conftest import idle_witness
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,3 +202,83 @@ def test_exit_on_idle(private_bus, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "idle for 0.5 s: exiting" in proc.stderr
+
+
+def test_ready_fd_says_ready_once_the_name_is_owned(private_bus, tmp_path, busctl):
+    """s6's notification-fd protocol: one newline, then the descriptor is closed; by then the
+    name is owned and the private socket listens."""
+    read_end, write_end = os.pipe()
+    socket_path = tmp_path / "private"
+    args = [sys.executable, "-m", "shim", *serve_args(private_bus.address, tmp_path),
+            "--ready-fd", str(write_end), "--private-socket", str(socket_path)]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.DEVNULL, pass_fds=[write_end])
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as ready:
+            assert ready.read() == b"\n"  # EOF follows the newline: the descriptor was closed
+        assert _owner(private_bus.address)
+        assert socket_path.is_socket()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    assert not socket_path.exists()  # ours, removed at exit
+
+
+def test_a_private_socket_another_process_serves_is_left_alone(private_bus, tmp_path):
+    import socket
+
+    path = tmp_path / "busy"
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(str(path))
+    other.listen()
+    try:
+        args = [sys.executable, "-m", "shim", *serve_args(private_bus.address, tmp_path),
+                "--private-socket", str(path)]  # fmt: skip
+        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1
+        assert "served by another process" in done.stderr and "Traceback" not in done.stderr
+        assert path.is_socket()
+        assert not _owner(private_bus.address)  # gave the name back
+    finally:
+        other.close()
+
+
+async def test_a_live_unit_keeps_an_idle_exiting_daemon(private_bus, tmp_path, processes):
+    """A scope with a live process keeps a daemon with --exit-on-idle running past its idle
+    period (a daemon with nothing, the witness, leaves twice meanwhile); once its process
+    exits and the scope is gone, the daemon leaves by itself."""
+    sleeper = processes()
+    err = tmp_path / "stderr"
+    with open(err, "wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shim", "serve", "--address", private_bus.address,
+             "--backend", "fake", "--cgroup-root", str(tmp_path / "cg"),
+             "--state-dir", str(tmp_path / "state"), "--exit-on-idle", "0.5"],
+            cwd=ROOT, stderr=f,
+        )  # fmt: skip
+    bus = await MessageBus(bus_address=private_bus.address).connect()
+    try:
+        body = ["kept.scope", "fail", [["PIDs", Variant("au", [sleeper.pid])]], []]
+        while True:  # until the daemon owns the name
+            reply = await bus.call(
+                Message(destination="org.freedesktop.systemd1", path="/org/freedesktop/systemd1",
+                        interface="org.freedesktop.systemd1.Manager",
+                        member="StartTransientUnit", signature="ssa(sv)a(sa(sv))", body=body)
+            )  # fmt: skip
+            assert reply is not None
+            if reply.error_name != "org.freedesktop.DBus.Error.ServiceUnknown":
+                break
+            await asyncio.sleep(0.05)
+        assert reply.message_type is MessageType.METHOD_RETURN, (reply.error_name, reply.body)
+        await asyncio.to_thread(idle_witness, tmp_path / "witness", "0.5")
+        assert proc.poll() is None, err.read_text()  # still there: it has a live unit
+        sleeper.kill()
+        sleeper.wait()
+        assert await asyncio.to_thread(proc.wait, 30) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        bus.disconnect()
+        await bus.wait_for_disconnect()
+    assert "idle for 0.5 s: exiting" in err.read_text()

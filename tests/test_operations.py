@@ -7,6 +7,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -59,30 +60,70 @@ def serve(address: str, tmp: Path, *extra: str) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+class LogLines:
+    """The daemon's standard error, read line by line in a thread; wait for a line by text."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        self.lines: list[str] = []
+        self._stream = proc.stderr
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in self._stream:
+            self.lines.append(raw.decode(errors="replace"))
+
+    async def wait_for(self, text: str, seen: int = 0) -> int:
+        """Wait until a line after the first SEEN lines contains TEXT; its index. No clock:
+        pytest's timeout ends a daemon that never writes it."""
+        while True:
+            for i in range(seen, len(self.lines)):
+                if text in self.lines[i]:
+                    return i
+            if not self._thread.is_alive():
+                raise AssertionError(f"the daemon exited without logging {text!r}")
+            await asyncio.sleep(0.01)
+
+    def close(self) -> str:
+        """Once the daemon has exited: everything it wrote."""
+        self._thread.join(timeout=10)
+        self._stream.close()
+        return "".join(self.lines)
+
+
 async def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(
     private_bus: PrivateBus, bus: MessageBus, tmp_path: Path
 ) -> None:
+    # the [units] policy applies to units loaded from then on (daemon.py's _reload_config), so
+    # each step asks about a user manager not loaded before: the default "masked" refuses it
+    # with UnitMasked, "noop" starts it
     conf = tmp_path / "scopeshim.toml"
     conf.write_text('[units]\nuser_manager = "masked"\nruntime_dir_helper = ""\n')
     proc = serve(private_bus.address, tmp_path, "--config", str(conf))
+    log = LogLines(proc)
+    masked = "org.freedesktop.systemd1.UnitMasked"
     try:
-        masked = "org.freedesktop.systemd1.UnitMasked"
         await until(bus, "StartUnit", "ss", ["user@0.service", "replace"], masked)
         conf.write_text('[units]\nuser_manager = "noop"\nruntime_dir_helper = ""\n')
         proc.send_signal(signal.SIGHUP)
-        await until(bus, "StartUnit", "ss", ["user@0.service", "replace"], "METHOD_RETURN")
+        seen = await log.wait_for("SIGHUP: reloaded")
+        reply = await call(bus, "StartUnit", "ss", ["user@1.service", "replace"])
+        assert reply.message_type is MessageType.METHOD_RETURN, reply.body
         conf.write_text('[units]\nuser_manager = "sometimes"\n')
         proc.send_signal(signal.SIGHUP)
-        await asyncio.sleep(0.3)
-        reply = await call(bus, "StopUnit", "ss", ["user@0.service", "replace"])
-        assert reply.message_type is MessageType.METHOD_RETURN  # still up, still noop
+        line = log.lines[await log.wait_for("SIGHUP: keeping the running configuration", seen)]
+        assert "units.user_manager" in line
+        # still "noop", not the defaults ("masked") nor anything half-read from the bad file
+        reply = await call(bus, "StartUnit", "ss", ["user@2.service", "replace"])
+        assert reply.message_type is MessageType.METHOD_RETURN, (reply.error_name, reply.body)
+        reply = await call(bus, "StartUnit", "ss", ["user@0.service", "replace"])
+        assert reply.message_type is MessageType.METHOD_RETURN, (reply.error_name, reply.body)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-    log = err.decode()
-    assert proc.returncode == 0
-    assert "SIGHUP: reloaded" in log
-    assert "SIGHUP: keeping the running configuration" in log and "units.user_manager" in log
+        proc.wait(timeout=10)
+        text = log.close()
+    assert proc.returncode == 0, text
 
 
 async def test_sigterm_leaves_units_and_processes(

@@ -19,44 +19,72 @@ log = logging.getLogger(__name__)
 
 MANAGE_UNITS = "org.freedesktop.systemd1.manage-units"
 RELOAD_DAEMON = "org.freedesktop.systemd1.reload-daemon"
-_MANAGER = "org.freedesktop.systemd1.Manager"
-_UNIT = "org.freedesktop.systemd1.Unit"
-_SCOPE = "org.freedesktop.systemd1.Scope"
-_JOB = "org.freedesktop.systemd1.Job"
+_PREFIX = "org.freedesktop.systemd1."
+_MANAGER = _PREFIX + "Manager"
+_UNIT = _PREFIX + "Unit"
+_SCOPE = _PREFIX + "Scope"
+_SLICE = _PREFIX + "Slice"
+_SERVICE = _PREFIX + "Service"
+_JOB = _PREFIX + "Job"
+_OPEN = None  # no authorization needed
 
-ACTIONS: dict[tuple[str, str], str] = {
-    **{
-        (_MANAGER, m): MANAGE_UNITS
-        for m in (
-            "StartUnit", "StartUnitReplace", "StopUnit", "ReloadUnit", "RestartUnit",
-            "TryRestartUnit", "ReloadOrRestartUnit", "ReloadOrTryRestartUnit", "KillUnit",
-            "QueueSignalUnit", "ResetFailedUnit", "SetUnitProperties", "StartTransientUnit",
-            "AttachProcessesToUnit", "AbandonScope", "FreezeUnit", "ThawUnit", "CancelJob",
-            "ClearJobs", "ResetFailed",
-        )
-    },
-    (_MANAGER, "Reload"): RELOAD_DAEMON,
-    (_MANAGER, "Reexecute"): RELOAD_DAEMON,
-    **{
-        (_UNIT, m): MANAGE_UNITS
-        for m in (
-            "Start", "Stop", "Reload", "Restart", "TryRestart", "ReloadOrRestart",
-            "ReloadOrTryRestart", "Kill", "QueueSignal", "ResetFailed", "SetProperties",
-            "Freeze", "Thaw",
-        )
-    },
-    (_UNIT, "AttachProcesses"): MANAGE_UNITS,
-    (_SCOPE, "Abandon"): MANAGE_UNITS,
-    (_JOB, "Cancel"): MANAGE_UNITS,
+
+def _each(interface: str, action: str | None, members: str) -> dict[tuple[str, str], str | None]:
+    return {(interface, m): action for m in members.split()}
+
+
+# The one table: (interface, member) -> the polkit action it needs, None when open to
+# everyone. org.freedesktop.systemd1(5) "Security": reading, Subscribe/Unsubscribe and
+# Ref/Unref are open; whatever changes units needs manage-units, Reload/Reexecute
+# reload-daemon. Every member of every systemd1 interface served is listed (a test checks),
+# and a member missing from it is refused to unprivileged callers all the same.
+ACTIONS: dict[tuple[str, str], str | None] = {
+    **_each(_MANAGER, _OPEN, "GetUnit GetUnitByPID GetUnitByInvocationID GetUnitByControlGroup "
+            "LoadUnit ListUnits ListUnitsFiltered ListUnitsByPatterns ListUnitsByNames ListJobs "
+            "GetJob GetUnitProcesses Subscribe Unsubscribe RefUnit UnrefUnit"),
+    **_each(_MANAGER, MANAGE_UNITS, "StartUnit StartUnitReplace StopUnit ReloadUnit RestartUnit "
+            "TryRestartUnit ReloadOrRestartUnit ReloadOrTryRestartUnit KillUnit QueueSignalUnit "
+            "ResetFailedUnit SetUnitProperties StartTransientUnit AttachProcessesToUnit "
+            "AbandonScope FreezeUnit ThawUnit CancelJob ClearJobs ResetFailed"),
+    **_each(_MANAGER, RELOAD_DAEMON, "Reload Reexecute"),
+    **_each(_UNIT, _OPEN, "Ref Unref"),
+    **_each(_UNIT, MANAGE_UNITS, "Start Stop Reload Restart TryRestart ReloadOrRestart "
+            "ReloadOrTryRestart Kill QueueSignal ResetFailed SetProperties Freeze Thaw"),
+    # systemd's cgroup vtable: on each unit type with a cgroup, not on .Unit
+    **_each(_SCOPE, _OPEN, "GetProcesses"),
+    **_each(_SCOPE, MANAGE_UNITS, "AttachProcesses Abandon"),
+    **_each(_SLICE, _OPEN, "GetProcesses"),
+    **_each(_SLICE, MANAGE_UNITS, "AttachProcesses"),
+    **_each(_SERVICE, _OPEN, "GetProcesses"),
+    **_each(_SERVICE, MANAGE_UNITS, "AttachProcesses"),
+    **_each(_JOB, _OPEN, "GetAfter GetBefore"),
+    **_each(_JOB, MANAGE_UNITS, "Cancel"),
 }  # fmt: skip
-_BY_MEMBER = {member: action for (_, member), action in ACTIONS.items()}
+
+
+def _strictest(actions: set[str | None]) -> str | None:
+    for action in (RELOAD_DAEMON, MANAGE_UNITS):
+        if action in actions:
+            return action
+    return None
+
+
+# a call without an interface reaches the member on whichever interface has it (sd-bus
+# matches by member): it needs what the member needs on any of them
+_BY_MEMBER: dict[str, str | None] = {}
+for (_iface, _member), _action in ACTIONS.items():
+    _BY_MEMBER[_member] = _strictest({_BY_MEMBER.get(_member), _action})
 
 
 def action_for(interface: str | None, member: str) -> str | None:
     """The polkit action a call needs, None for the open ones (reads, Subscribe, Ref)."""
     if interface is None:
-        return _BY_MEMBER.get(member)  # no interface given: sd-bus matches by member
-    return ACTIONS.get((interface, member))
+        return _BY_MEMBER.get(member)  # unknown members: UnknownMethod, as for everyone
+    if (interface, member) in ACTIONS:
+        return ACTIONS[(interface, member)]
+    if interface.startswith(_PREFIX):
+        return MANAGE_UNITS  # a systemd1 member nobody filed: refused unless authorized
+    return None  # Peer, Introspectable, Properties (all properties are read-only)
 
 
 async def check_polkit(bus: MessageBus, sender: str, action: str, interactive: bool) -> None:

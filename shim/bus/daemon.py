@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbus_fast import BusType, Message, RequestNameReply
+from dbus_fast import BusType, Message, MessageType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from backends.base import CgroupBackend
@@ -19,7 +20,7 @@ from shim.bus.service import BUS_NAME, Service
 from shim.bus.transport import patient
 from shim.core.manager import Manager
 from shim.core.policy import Policy
-from shim.core.state import Persisting, StateStore
+from shim.core.state import StateStore
 
 log = logging.getLogger("scopeshim")
 
@@ -55,6 +56,9 @@ class Options:
     reload: Callable[[], Reloaded] | None = None
     private_socket: str | None = None  # a path to serve peer-to-peer connections on
     private_uids: frozenset[int] = frozenset({0})  # who may connect there
+    # s6's readiness protocol (s6-supervise(8) notification-fd): a newline on this descriptor
+    # once the name is owned and the private socket listens, then it is closed
+    ready_fd: int | None = None
 
 
 def _machine_id() -> str:
@@ -84,8 +88,7 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     store = None if options.state_dir is None else StateStore(options.state_dir)
 
     def manager(svc: Service) -> Manager:
-        listener = svc.signals if store is None else Persisting(svc.signals, store)
-        return Manager(backend, listener, loop, options.policy)
+        return Manager(backend, svc.signals, loop, options.policy, store)
 
     service = Service(bus, manager, version=options.version, machine_id=_machine_id())
     saved = None if store is None else store.load()
@@ -105,6 +108,7 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
             ],
         )
     )
+    await _drop_gone_clients(bus, service.manager)  # issue 15: references of a client gone
     reply = await bus.request_name(BUS_NAME)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         bus.disconnect()
@@ -134,6 +138,25 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     return service
 
 
+async def _drop_gone_clients(bus: MessageBus, manager: Manager) -> None:
+    """After a restart: clients that left while we were down hold no references any more
+    (systemd tracks references per client and drops those of a client that is gone)."""
+    for name in sorted(manager.referencing_clients()):
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="NameHasOwner",
+                signature="s",
+                body=[name],
+            )
+        )
+        ok = reply is not None and reply.message_type is MessageType.METHOD_RETURN
+        if not (ok and reply is not None and reply.body[0]):
+            manager.bus_name_gone(name)  # gone, or not a bus name (a private connection)
+
+
 async def run(options: Options, backend: CgroupBackend) -> int:
     """Serve until SIGTERM/SIGINT (exit 0) or until the bus goes away (exit 1)."""
     loop = asyncio.get_running_loop()
@@ -143,6 +166,8 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     service = await serve(options, backend)
     loop.add_signal_handler(signal.SIGHUP, _reload_config, service, options.reload)
     made_marker = _mark_booted(options.booted_marker)
+    if options.ready_fd is not None:
+        _notify_ready(options.ready_fd)
     disconnected = loop.create_task(service.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
     stopped = loop.create_task(stop.wait())
     waits = {disconnected, stopped}
@@ -199,6 +224,14 @@ async def _idle(manager: Manager, timeout: float) -> None:
         else:
             idle_since = None
         await asyncio.sleep(min(timeout / 4, 5.0))
+
+
+def _notify_ready(fd: int) -> None:
+    try:
+        os.write(fd, b"\n")
+        os.close(fd)
+    except OSError as e:
+        log.warning("cannot tell readiness on descriptor %d: %s", fd, e.strerror)
 
 
 def _mark_booted(marker: str | None) -> Path | None:

@@ -69,7 +69,7 @@ class Service:
         self.version = version
         self.machine_id = machine_id
         self.peer_servers: list[PeerServer] = []
-        self.signals = SignalEmitter(self.emit)
+        self.signals = SignalEmitter(self.emit, bus.send)
         self.manager = manager_factory(self)
         self.signals.manager = self.manager
         self._xml = XmlCache()
@@ -147,8 +147,7 @@ class Service:
                 and msg.member == "NameOwnerChanged"
                 and msg.sender == "org.freedesktop.DBus"
                 and msg.body
-                and msg.body[0].startswith(":")
-                and not msg.body[2]
+                and not msg.body[2]  # unique names leave; well-known ones lose their owner
             ):
                 self._creds.pop(msg.body[0], None)
                 self.manager.bus_name_gone(msg.body[0])
@@ -163,7 +162,7 @@ class Service:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
             return True
-        return self._reply(msg, sender, creds)
+        return self._reply(msg, sender, creds, self.bus.send)
 
     def peer_message(self, conn: PeerConnection, msg: Message) -> None:
         """A message from a private connection: its credentials are the socket's, and only
@@ -181,7 +180,7 @@ class Service:
                 conn.send(Message.new_error(msg, errors.AccessDenied.error_name,
                                             "Permission denied"))  # fmt: skip
             return
-        reply = self._reply(msg, conn.name, creds)
+        reply = self._reply(msg, conn.name, creds, conn.send)
         if isinstance(reply, Message):
             conn.send(reply)
 
@@ -215,7 +214,7 @@ class Service:
                 os.close(fd)
             reply = True if msg.flags & 0x1 else Message.new_error(msg, e.error_name, e.message)
         else:
-            reply = self._reply(msg, sender, creds)
+            reply = self._reply(msg, sender, creds, self.bus.send)
         if isinstance(reply, Message):
             self.bus.send(reply)
 
@@ -244,7 +243,31 @@ class Service:
         self._creds[sender] = creds
         return creds
 
-    def _reply(self, msg: Message, sender: str, creds: Credentials | None) -> Message | bool:
+    def _reply(
+        self,
+        msg: Message,
+        sender: str,
+        creds: Credentials | None,
+        send: Callable[[Message], object],
+    ) -> Message | bool:
+        """The reply to MSG, or True when there is none to return now: a call that changed
+        state is answered through SEND once what it changed is on disk (Manager.after_commit;
+        a failed write turns the answer into the errno's error)."""
+        mark = self.manager.commit_mark()
+        reply = self._answer(msg, sender, creds)
+        if not self.manager.commit_pending():
+            return reply
+
+        def deliver(failure: errors.SystemdError | None) -> None:
+            if failure is not None and isinstance(reply, Message) and not reply.error_name:
+                send(Message.new_error(msg, failure.error_name, failure.message))
+            elif isinstance(reply, Message):
+                send(reply)
+
+        self.manager.after_commit(deliver, since=mark)
+        return True
+
+    def _answer(self, msg: Message, sender: str, creds: Credentials | None) -> Message | bool:
         no_reply = bool(msg.flags & 0x1)
         try:
             try:

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from dbus_fast import Message, Variant
+from dbus_fast import Message, MessageFlag, MessageType, Variant
 
 from compat import buspath
 from shim.bus.router import Interface, Prop
-from shim.bus.units import get_property, interfaces_for
+from shim.bus.units import SCOPE, get_property, interfaces_for
 from shim.core.manager import Manager
 from shim.core.units import Job, Unit
 
@@ -31,14 +31,18 @@ def _signalled(iface: Interface) -> tuple[tuple[Prop, ...], list[str]]:
 
 class SignalEmitter:
     """Turns core events into signals, handed to SEND (which broadcasts them on the bus and
-    on every private connection).
+    on every private connection), but RequestStop, which goes to one scope's controller alone
+    through SEND_ON_BUS.
 
     PropertiesChanged is coalesced per unit within one loop iteration, and flushed before
     the JobRemoved or UnitRemoved that follows it, the order systemd uses.
     """
 
-    def __init__(self, send: Callable[[Message], None]) -> None:
+    def __init__(
+        self, send: Callable[[Message], None], send_on_bus: Callable[[Message], object]
+    ) -> None:
         self._send = send
+        self._send_on_bus = send_on_bus
         self.manager: Manager | None = None  # set once the manager exists (it needs us first)
         self._loop = asyncio.get_running_loop()
         self._dirty_units: dict[Unit, None] = {}
@@ -89,6 +93,21 @@ class SignalEmitter:
 
     def reloading(self, active: bool) -> None:
         self._manager_signal("Reloading", "b", [active])
+
+    def request_stop(self, unit: Unit, controller: str) -> None:
+        # org.freedesktop.systemd1(5) Scope.RequestStop: a signal addressed to the
+        # Controller alone, from the unit's path (systemd 252 sends it with destination set,
+        # flag NO_REPLY_EXPECTED, on the bus only); not broadcast
+        self._send_on_bus(
+            Message(
+                message_type=MessageType.SIGNAL,
+                flags=MessageFlag.NO_REPLY_EXPECTED,
+                destination=controller,
+                path=buspath.unit_path(unit.name),
+                interface=SCOPE,
+                member="RequestStop",
+            )
+        )
 
     def flush(self) -> None:
         self._scheduled = False

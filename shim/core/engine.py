@@ -33,6 +33,7 @@ from compat.enums import (
 from compat.unitname import ROOT_SLICE, UnitType
 from shim.core.events import Listener
 from shim.core.policy import Kind, Policy
+from shim.core.state import CommitCallback, Persisting, StateStore, next_job_id
 from shim.core.units import Job, Timestamp, Unit
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,14 @@ class Engine:
         listener: Listener,
         loop: asyncio.AbstractEventLoop,
         policy: Policy | None = None,
+        store: StateStore | None = None,
     ) -> None:
         self.backend = backend
         self.policy = policy or Policy()
-        self.listener = listener
+        # with a state directory, every change is written before it is answered (state.py)
+        self._persisting = None if store is None else Persisting(listener, store, loop,
+                                                                 self._rollback)  # fmt: skip
+        self.listener: Listener = listener if self._persisting is None else self._persisting
         self.loop = loop
         self.units: dict[str, Unit] = {}
         self.jobs: dict[int, Job] = {}
@@ -106,6 +111,7 @@ class Engine:
         self._waiting: list[Job] = []  # start jobs ordered After= a unit with a start job
         self._unneeded_queue: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lost_jobs: list[Job] = []  # jobs a crash interrupted (restore.py)
         root = Unit(
             ROOT_SLICE,
             UnitType.SLICE,
@@ -148,6 +154,39 @@ class Engine:
         if parent is not None:
             self._queue_gc(parent)
 
+    # -- the commit barrier: answers wait until what they say is on disk -------------------
+
+    def commit_mark(self) -> int:
+        """Where a call begins (see after_commit)."""
+        return 0 if self._persisting is None else self._persisting.mark()
+
+    def commit_pending(self) -> bool:
+        """Whether changes are waiting to be written (an answer would have to wait)."""
+        return self._persisting is not None and self._persisting.pending()
+
+    def after_commit(self, callback: CommitCallback, since: int | None = None) -> None:
+        """Run CALLBACK once every change so far is on disk: at once without a state
+        directory or when nothing waits, else after the one write of this loop turn's
+        changes. It gets None, or systemd's errno error when a unit changed since the mark
+        SINCE could not be written (a unit created since then is gone again, its job never
+        ran: no cgroup, no process moved)."""
+        if self._persisting is None:
+            callback(None)
+        else:
+            self._persisting.after_commit(callback, since)
+
+    def _rollback(self, names: set[str]) -> None:
+        """Units whose creation could not be written: dropped before their jobs run."""
+        for name in sorted(names):
+            unit = self.units.get(name)
+            if unit is None or unit.perpetual:
+                continue
+            log.error("%s: its state could not be written; dropped", name)
+            if unit.job is not None:
+                self._finish_job(unit.job, JobResult.CANCELED)
+            self._release_cgroup(unit)
+            self._unregister(unit)
+
     def get_unit(self, name: str) -> Unit:
         """A loaded unit, or NoSuchUnit (GetUnit and the Manager's by-name calls never load)."""
         unit = self.units.get(name)
@@ -160,6 +199,17 @@ class Engine:
         unit = self.units.get(name)
         if unit is not None:
             return unit
+        unit = self._make_unit(name)
+        self._register(unit)
+        return unit
+
+    def peek_unit(self, name: str) -> Unit:
+        """The loaded unit, or what loading NAME would give, without loading it: nothing is
+        kept once the caller lets go (lists of names from anyone cost nothing afterwards)."""
+        unit = self.units.get(name)
+        return unit if unit is not None else self._make_unit(name)
+
+    def _make_unit(self, name: str) -> Unit:
         self.check_name(name)
         unit_type = unitname.unit_type(name)
         assert unit_type is not None
@@ -193,7 +243,6 @@ class Engine:
             )
         else:
             unit = Unit(name, unit_type, LoadState.NOT_FOUND)
-        self._register(unit)
         return unit
 
     def unit_to_stop(self, name: str) -> Unit:
@@ -272,7 +321,7 @@ class Engine:
     ) -> list[Unit]:
         """Loaded units filtered as systemctl list-units does (any state field, glob names)."""
         if names is not None:
-            return [self.load_unit(n) for n in names]
+            return [self.peek_unit(n) for n in names]
         out = []
         for unit in self.units.values():
             if states and not {unit.load_state, unit.active_state, unit.sub_state} & set(states):
@@ -476,8 +525,11 @@ class Engine:
             if other.type is job_type:
                 return other  # systemd merges a job into an identical queued one
             self._finish_job(other, JobResult.CANCELED)
+        while self._next_job_id in self.jobs:  # after a wrap, a long-lived job keeps its id
+            self._next_job_id = next_job_id(self._next_job_id)
         job = Job(self._next_job_id, unit, job_type)
-        self._next_job_id = self._next_job_id + 1 if self._next_job_id < UINT32_MAX else 1
+        # org.freedesktop.systemd1(5): job ids are uint32; they wrap, and 0 is never one
+        self._next_job_id = next_job_id(self._next_job_id)
         self.jobs[job.id] = job
         unit.job = job
         self.n_installed_jobs += 1
@@ -488,8 +540,13 @@ class Engine:
 
     def _schedule(self, job: Job) -> None:
         if not self._run_queue:
-            self.loop.call_soon(self._dispatch)
+            self.loop.call_soon(self._dispatch_committed)
         self._run_queue.append(job)
+
+    def _dispatch_committed(self) -> None:
+        # a job creates cgroups and moves processes only once its unit is on disk: a crash
+        # never leaves processes in a cgroup no saved unit owns
+        self.after_commit(lambda _failure: self._dispatch())
 
     def _blocked(self, job: Job) -> bool:
         """systemd.unit(5) After=: a start job waits for the start jobs of what it is after."""

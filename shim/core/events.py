@@ -27,6 +27,9 @@ class Listener(Protocol):
 
     def reloading(self, active: bool) -> None: ...
 
+    def request_stop(self, unit: Unit, controller: str) -> None:
+        """Ask a scope's Controller (a bus name) to stop it: Scope.RequestStop, to it alone."""
+
 
 class NullListener:
     """A Listener that ignores everything (used by tests of the core alone)."""
@@ -53,4 +56,7 @@ class NullListener:
         pass
 
     def reloading(self, active: bool) -> None:
+        pass
+
+    def request_stop(self, unit: Unit, controller: str) -> None:
         pass

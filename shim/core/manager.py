@@ -317,15 +317,25 @@ class Manager(Restore):
 
     def ref(self, unit: Unit, bus_name: str) -> None:
         self._require_found(unit)
-        unit.refs.append(bus_name)  # systemd keeps one reference per call
+        # org.freedesktop.systemd1(5) Ref(): each call adds a reference, counted per client
+        unit.refs[bus_name] = unit.refs.get(bus_name, 0) + 1
         self.listener.unit_refs_changed(unit)
 
     def unref(self, unit: Unit, bus_name: str) -> None:
-        if bus_name not in unit.refs:
+        count = unit.refs.get(bus_name, 0)
+        if not count:
             raise errors.NotReferenced("Unit has not been referenced yet.")
-        unit.refs.remove(bus_name)
+        if count > 1:
+            unit.refs[bus_name] = count - 1
+        else:
+            del unit.refs[bus_name]
         self.listener.unit_refs_changed(unit)
         self._queue_gc(unit)
+
+    def referencing_clients(self) -> set[str]:
+        """The clients holding references (at a restart the bus layer asks which are still
+        there and reports the others through bus_name_gone)."""
+        return {name for unit in self.units.values() for name in unit.refs}
 
     def subscribe(self, bus_name: str) -> None:
         if bus_name in self.subscribers:
@@ -338,13 +348,15 @@ class Manager(Restore):
         self.subscribers.discard(bus_name)
 
     def bus_name_gone(self, bus_name: str) -> None:
-        """A client left the bus: drop its subscription and unit references."""
+        """A client left the bus or a well-known name lost its owner: drop its
+        subscription, unit references and the scopes' Controller= naming it."""
         self.subscribers.discard(bus_name)
         for unit in self.units.values():
             if bus_name in unit.refs:
-                unit.refs[:] = [r for r in unit.refs if r != bus_name]
+                del unit.refs[bus_name]
                 self.listener.unit_refs_changed(unit)
                 self._queue_gc(unit)
+        self.controller_gone(bus_name)
 
     def reload(self) -> None:
         """Reload(): nothing is read from disk; clients still see Reloading true/false."""

@@ -37,27 +37,54 @@ class Restore(Handled):
             (r for r in saved.units if r["name"] != ROOT_SLICE),
             key=lambda r: (depth.get(r["type"], 1), r["name"].count("-"), r["name"]),
         )
+        restored = 0
         for record in records:
             try:
                 self._restore_unit(record)
-            except (KeyError, ValueError, TypeError) as e:
-                log.warning("state of %s not usable, dropped: %r", record.get("name"), e)
-        log.info("restored %d units from the state directory", len(records))
-
-    def fail_lost_jobs(self, saved: Saved) -> None:
-        """Jobs in flight at the crash are answered as failed, so that nobody waits forever
-        (called once the bus name is ours again, so their waiters see JobRemoved)."""
+                restored += 1
+            except (KeyError, ValueError, TypeError, AttributeError, AssertionError) as e:
+                name = str(record.get("name"))
+                if self.units.get(name) is not None and name != ROOT_SLICE:
+                    self._unregister(self.units[name])
+                if self._persisting is not None:
+                    self._persisting.store.set_aside_unit(name, f"not usable: {e!r}")
+        self._lost_jobs = []
         for record in saved.jobs:
-            unit = self.units.get(str(record.get("unit")))
-            job_type = parse_enum(JobType, str(record.get("type")))
+            # held by their units until fail_lost_jobs() (nothing collects them meanwhile)
+            unit = self.units.get(str(record["unit"]))
+            job_type = parse_enum(JobType, str(record["type"]))
             if unit is None or job_type is None or unit.job is not None:
                 continue
             job = Job(int(record["id"]), unit, job_type)
             self.jobs[job.id] = job
             unit.job = job
-            log.warning("job %d (%s %s) was in flight at the crash: failed", job.id,
-                        job_type, unit.name)  # fmt: skip
-            self._finish_job(job, JobResult.FAILED)
+            self._lost_jobs.append(job)
+        log.info("restored %d units from the state directory", restored)
+
+    def fail_lost_jobs(self, saved: Saved) -> None:
+        """Jobs in flight at the crash (called once the bus name is ours again, so that
+        their waiters see JobRemoved): a start job whose scope or slice never started runs
+        now (it was answered: the unit was on disk before its job could run), a start job
+        whose unit is active is done, every other one is answered as failed."""
+        for job in self._lost_jobs:
+            unit = job.unit
+            if self.jobs.get(job.id) is not job:
+                continue
+            if job.type is JobType.START and unit.active_state is ActiveState.ACTIVE:
+                self._finish_job(job, JobResult.DONE)
+            elif (
+                job.type is JobType.START
+                and unit.type in (UnitType.SCOPE, UnitType.SLICE)
+                and unit.active_state is ActiveState.INACTIVE
+            ):
+                log.info("job %d (start %s) was in flight at the crash: run now", job.id,
+                         unit.name)  # fmt: skip
+                self._schedule(job)
+            else:
+                log.warning("job %d (%s %s) was in flight at the crash: failed", job.id,
+                            job.type, unit.name)  # fmt: skip
+                self._finish_job(job, JobResult.FAILED)
+        self._lost_jobs = []
 
     def _restore_unit(self, record: dict[str, Any]) -> None:
         name = record["name"]
@@ -76,7 +103,7 @@ class Restore(Handled):
             invocation_id=bytes.fromhex(record["invocation_id"]),
             result=record["result"],
             freezer_state=record["freezer_state"],
-            refs=list(record["refs"]),
+            refs=state.refs_of(record),
             timestamps=state.timestamps_of(record),
             handler=handler,
             stop_when_unneeded=bool(record["stop_when_unneeded"]),
@@ -99,7 +126,7 @@ class Restore(Handled):
         if unit.type is UnitType.SCOPE or (handler is not None and handler.kind is Kind.SIMPLE):
             self.backend.watch_empty(path, self._cgroup_empty)
             if unit.sub_state in (ScopeState.STOP_SIGTERM, ScopeState.STOP_SIGKILL):
-                self._scope_signal(unit, ScopeState.STOP_SIGTERM)  # finish the stop
+                self._resume_stop(unit)  # finish the stop
         elif unit.active_state in (ActiveState.ACTIVATING, ActiveState.DEACTIVATING):
             # a handled unit's command was running at the crash: its outcome is unknown
             unit.result = "resources"

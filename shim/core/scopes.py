@@ -121,6 +121,15 @@ class Scopes(Engine):
         path = unit.control_group
         kill_mode = unit.setting("KillMode", KillMode.CONTROL_GROUP)
         signalled = 0
+        if state is ScopeState.STOP_SIGTERM and self._request_stop(unit):
+            # org.freedesktop.systemd1(5) Scope.Controller: the controller is asked instead of
+            # SIGTERM; SIGKILL still follows TimeoutStopSec= (observed on systemd 252)
+            if path is None or not self.backend.pids(path):
+                self._scope_dead(unit, unit.result)
+                return
+            self._set_state(unit, state)
+            self._arm_stop_timer(unit)
+            return
         if path is not None and kill_mode in (KillMode.CONTROL_GROUP, KillMode.MIXED):
             if state is ScopeState.STOP_SIGTERM:
                 sig = unit.setting("KillSignal", _signal.SIGTERM)
@@ -141,9 +150,45 @@ class Scopes(Engine):
             self._scope_dead(unit, unit.result)  # processes stay behind, as systemd leaves them
             return
         self._set_state(unit, state)
+        self._arm_stop_timer(unit)
+
+    def _arm_stop_timer(self, unit: Unit) -> None:
         timeout = unit.setting("TimeoutStopUSec", DEFAULT_TIMEOUT_STOP_USEC)
         assert isinstance(timeout, int)
         self._arm_timer(unit, timeout, self._stop_timeout)
+
+    def _resume_stop(self, unit: Unit) -> None:
+        """A stop under way when the daemon went down: a scope whose controller was asked
+        waits on (systemd 252 sends no second RequestStop after a re-exec: observed) or, past
+        that, gets its SIGKILL again; the others get their signal again."""
+        controller = unit.setting("Controller", "")
+        path = unit.control_group
+        if unit.type is not UnitType.SCOPE or not controller:
+            self._scope_signal(unit, ScopeState.STOP_SIGTERM)
+        elif unit.sub_state == ScopeState.STOP_SIGKILL:
+            self._scope_signal(unit, ScopeState.STOP_SIGKILL)
+        elif path is None or not self.backend.pids(path):
+            self._scope_dead(unit, unit.result)
+        else:
+            self._arm_stop_timer(unit)
+
+    def _request_stop(self, unit: Unit) -> bool:
+        """systemd.scope(5)/org.freedesktop.systemd1(5): a scope with a Controller= is
+        stopped by sending that bus name RequestStop; True when one was sent."""
+        controller = unit.setting("Controller", "")
+        if unit.type is not UnitType.SCOPE or not isinstance(controller, str) or not controller:
+            return False
+        self.listener.request_stop(unit, controller)
+        return True
+
+    def controller_gone(self, bus_name: str) -> None:
+        """The controller left the bus (a unique name) or lost its owner (a well-known one):
+        the scope forgets it (observed on systemd 252, which then stops the scope with
+        SIGTERM as if it never had one); a name that never had an owner is kept."""
+        for unit in self.units.values():
+            if unit.type is UnitType.SCOPE and unit.settings.get("Controller") == bus_name:
+                unit.settings["Controller"] = ""
+                self.listener.unit_changed(unit)
 
     def _stop_timeout(self, unit: Unit) -> None:
         self._timers.pop(unit, None)

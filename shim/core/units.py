@@ -19,7 +19,7 @@ from compat.enums import (
     SliceState,
     TargetState,
 )
-from compat.unitname import UnitType
+from compat.unitname import UnitType, slice_description
 from shim.core.policy import Handler
 
 # systemd.unit(5) / org.freedesktop.systemd1(5): the dual timestamps every unit carries
@@ -66,7 +66,8 @@ class Unit:
     job: Job | None = None
     result: str = "success"
     freezer_state: str = "running"
-    refs: list[str] = field(default_factory=list)  # one entry per RefUnit call
+    # RefUnit calls per client (systemd counts them on one bus track per unit)
+    refs: dict[str, int] = field(default_factory=dict)
     timestamps: dict[str, Timestamp] = field(default_factory=dict)
     handler: Handler | None = None  # what stands behind a non-transient unit (policy.py)
     stop_when_unneeded: bool = False  # systemd.unit(5) StopWhenUnneeded=
@@ -87,7 +88,10 @@ class Unit:
     @property
     def description(self) -> str:
         value = self.settings.get("Description")
-        return value if isinstance(value, str) and value else self.name
+        if isinstance(value, str) and value:
+            return value
+        # a slice without one, transient too: "Slice /a/b" (observed, fixtures/oracle ListUnits-o)
+        return slice_description(self.name) if self.type is UnitType.SLICE else self.name
 
     def setting(self, name: str, default: object = None) -> object:
         return self.settings.get(name, default)

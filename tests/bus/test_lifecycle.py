@@ -28,6 +28,17 @@ def job_removed_for(job_path: str) -> object:
     return lambda m: m.member == "JobRemoved" and m.body[1] == job_path
 
 
+def sub_state(path: str, state: str) -> object:
+    """The PropertiesChanged signal announcing that the unit at PATH reached sub-state STATE."""
+
+    def pred(m: Message) -> bool:
+        if m.member != "PropertiesChanged" or m.path != path or m.body[0] != UNIT:
+            return False
+        return "SubState" in m.body[1] and m.body[1]["SubState"].value == state
+
+    return pred
+
+
 async def start_scope(
     client: Client, name: str, pids: list[int], *extra: list[object], mode: str = "fail"
 ) -> str:
@@ -200,11 +211,9 @@ async def test_stop_escalates_to_sigkill_after_timeout(
     )
     path = "/org/freedesktop/systemd1/unit/stubborn_2escope"
     (job,) = await client.ok("StopUnit", "ss", ["stubborn.scope", "replace"])
-    await asyncio.sleep(0.1)
-    assert await client.get(path, UNIT, "SubState") == "stop-sigterm"
-    assert await client.get(job, JOB, "State") == "running"
-    # a second stop merges into the queued job; a start in mode fail conflicts with it
-    assert await client.ok("StopUnit", "ss", ["stubborn.scope", "replace"]) == [job]
+    # the states in order, each announced; the job ends after the last
+    await client.wait_signal(sub_state(path, "stop-sigterm"))
+    await client.wait_signal(sub_state(path, "stop-sigkill"))
     removed = await client.wait_signal(job_removed_for(job))
     assert removed.body[3] == "done"
     assert proc.wait(timeout=5) == -signal.SIGKILL
@@ -261,7 +270,7 @@ async def test_transient_slice_and_implicit_parents(daemon: Daemon, client: Clie
     # stopping the top slice stops what is inside, and removes the cgroups
     (job,) = await client.ok("StopUnit", "ss", ["app.slice", "replace"])
     await client.wait_signal(job_removed_for(job))
-    await asyncio.sleep(0.05)
+    await client.wait_signal(sub_state(path, "dead"))
     assert not daemon.backend.exists("/app.slice/app-web.slice/app-web-front.slice")
 
 
@@ -287,7 +296,8 @@ async def main():
     m = "/org/freedesktop/systemd1"
     r = await call(m, "org.freedesktop.systemd1.Manager", "StartTransientUnit",
                    "ssa(sv)a(sa(sv))", ["me.scope", "fail", [["PIDs", Variant("au", [0])]], []])
-    await asyncio.sleep(0.2)
+    while (await call(m, "org.freedesktop.systemd1.Manager", "GetUnitByPID", "u", [0])).error_name:
+        await asyncio.sleep(0.01)  # until this process is in its scope
     s = await call(m + "/unit/self", "org.freedesktop.DBus.Properties", "Get", "ss",
                    ["org.freedesktop.systemd1.Unit", "InvocationID"])
     p = await call(m, "org.freedesktop.systemd1.Manager", "GetUnitByPID", "u", [0])
@@ -429,7 +439,7 @@ async def test_job_modes_fail_and_replace(daemon: Daemon, client: Client, proces
         ["TimeoutStopUSec", Variant("t", 30_000_000)],
     )
     (stop_job,) = await client.ok("StopUnit", "ss", ["outer.slice", "replace"])
-    await asyncio.sleep(0.05)
+    # the job is queued once the call has answered (its path is the answer)
     assert await client.get(stop_job, JOB, "JobType") == "stop"
     name, message = await client.error("StartUnit", "ss", ["outer.slice", "fail"])
     assert name == "org.freedesktop.systemd1.TransactionIsDestructive"
@@ -449,7 +459,11 @@ async def test_cancel_job(daemon: Daemon, client: Client, processes) -> None:
     proc = processes(ignore_term=True)
     await start_scope(client, "c.scope", [proc.pid], ["TimeoutStopUSec", Variant("t", 30_000_000)])
     (job,) = await client.ok("StopUnit", "ss", ["c.scope", "replace"])
-    await asyncio.sleep(0.05)
+    # running once the unit announces stop-sigterm (it stays there: SIGTERM is ignored)
+    await client.wait_signal(sub_state("/org/freedesktop/systemd1/unit/c_2escope", "stop-sigterm"))
+    assert await client.get(job, JOB, "State") == "running"
+    # a second stop merges into the running job
+    assert await client.ok("StopUnit", "ss", ["c.scope", "replace"]) == [job]
     (jobs,) = await client.ok("ListJobs")
     assert [list(j)[:4] for j in jobs] == [
         [int(job.rsplit("/", 1)[1]), "c.scope", "stop", "running"]

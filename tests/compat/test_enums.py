@@ -6,7 +6,7 @@ import enum
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import find, given
 from hypothesis import strategies as st
 
 from compat import enums
@@ -121,7 +121,20 @@ def test_parse_enum_unknown(cls, value):
     assert parse_enum(cls, value) is None
 
 
-@given(st.text(max_size=20))
+_ALL_SPELLINGS = sorted({v for text in SPELLINGS.values() for v in text.split()})
+# every spelling of every enum (each valid for its own class, unknown to most others), the
+# same with a changed case or a stray space (unknown everywhere: the bus spelling is exact),
+# and arbitrary text
+_ENUM_TEXT = st.one_of(
+    st.sampled_from(_ALL_SPELLINGS),
+    st.sampled_from(_ALL_SPELLINGS).flatmap(
+        lambda v: st.sampled_from([v.upper(), v.title(), f" {v}", f"{v} ", v.replace("-", "_")])
+    ),
+    st.text(max_size=20),
+)
+
+
+@given(_ENUM_TEXT)
 def test_parse_enum_agrees_with_values(value):
     for cls in SPELLINGS:
         parsed = parse_enum(cls, value)
@@ -130,6 +143,13 @@ def test_parse_enum_agrees_with_values(value):
             assert parsed.value == value
         else:
             assert parsed is None
+
+
+def test_enum_text_reaches_both_branches():
+    """The strategy above draws known spellings as well as unknown text (both branches run)."""
+    # hypothesis.find raises NoSuchExample when no drawn value satisfies the condition
+    assert find(_ENUM_TEXT, lambda v: v in _ALL_SPELLINGS) in _ALL_SPELLINGS
+    assert find(_ENUM_TEXT, lambda v: v.strip() in _ALL_SPELLINGS and v not in _ALL_SPELLINGS)
 
 
 # ---------------------------------------------------------------- real systemd 252 captures

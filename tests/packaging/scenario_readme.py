@@ -28,15 +28,14 @@ from tests.packaging.inside import WORK, report, result, run, stage, wait_for
 # the README's commands, verbatim (test_readme.py checks that README.md has them)
 START_SCOPESHIM = "/etc/init.d/scopeshim start"
 START_LOGIND = [
-    "mkdir -p /run/systemd",
-    "start-stop-daemon --start --background --make-pidfile --pidfile /run/systemd-logind.pid "
-    "--exec /lib/systemd/systemd-logind",
+    "update-rc.d systemd-logind defaults",
+    "/etc/init.d/systemd-logind start",
 ]
 LIST_SESSIONS = (
     "busctl call org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager "
     "ListSessions"
 )
-STOP_LOGIND = "start-stop-daemon --stop --pidfile /run/systemd-logind.pid --remove-pidfile"
+STOP_LOGIND = "/etc/init.d/systemd-logind stop"
 STOP_SCOPESHIM = "/etc/init.d/scopeshim stop"
 
 USER = "scopeshim-readme"

@@ -71,6 +71,39 @@ def first_call() -> dict[str, object]:
             "owner_cmdline": cmdline(pid) if pid else []}  # fmt: skip
 
 
+def daemons() -> list[int]:
+    """PIDs of every scopeshim daemon running (their command line: python3 -I -m shim serve)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"shim" in argv and b"serve" in argv:
+                found.append(int(d.name))
+    return found
+
+
+def init_view() -> dict[str, object]:
+    """What the init script says: its pidfile and `status`."""
+    pidfile = Path("/run/scopeshim.pid")
+    status = run("/etc/init.d/scopeshim", "status", timeout=30)
+    return {"init_pid": int(pidfile.read_text()) if pidfile.exists() else None,
+            "init_status": status.returncode, "daemons": daemons()}  # fmt: skip
+
+
+def race() -> dict[str, object]:
+    """The boot's `/etc/init.d/scopeshim start` and logind's first call at the same moment:
+    one scopeshim, the init's."""
+    init = subprocess.Popen(["/etc/init.d/scopeshim", "start"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    call = first_call()
+    init.wait(timeout=60)
+    wait_for(lambda: len(daemons()) <= 1, 10)
+    return {**call, **init_view()}
+
+
 def stop_owner() -> bool:
     pid = name_owner_pid()
     if pid is None:
@@ -104,7 +137,9 @@ def main() -> None:
             return
 
         # 1. the first call starts the installed scopeshim
-        report(step="activation", **first_call())
+        report(step="activation", **first_call(), **init_view())
+        report(step="before_race", gone=stop_owner())
+        report(step="race", **race())
 
         # 2. the installed policy, next to Debian's
         reads = {}

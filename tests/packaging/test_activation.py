@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import idle_witness
 from tests.packaging.conftest import PREFIX, SYSTEMD1, Installed
 
 pytestmark = pytest.mark.timeout(600)
@@ -68,10 +69,9 @@ def activated_bus(installed: Installed, top: Path, *extra: str) -> Iterator[Bus]
     services = top / "services"
     services.mkdir()
     text = installed.activation_file.read_text()
-    installed_exec = (
-        f"Exec={PREFIX}/sbin/scopeshim serve --system --config /etc/scopeshim/scopeshim.toml"
-    )
+    installed_exec = f"Exec={PREFIX}/lib/scopeshim/activate"
     assert installed_exec in text
+    # what the helper runs where no init knows scopeshim, with the staged paths
     staged_exec = " ".join(
         [
             f"Exec={installed.scopeshim} serve --system --config {installed.config}",
@@ -151,11 +151,27 @@ def test_the_first_call_starts_scopeshim(installed: Installed, bus: Bus) -> None
     assert owner_pid(bus.address) == pid
 
 
-def test_exit_on_idle_and_activation_again(idle_bus: Bus) -> None:
+def test_exit_on_idle_and_activation_again(idle_bus: Bus, open_tmp: Path) -> None:
     assert version(idle_bus.address).returncode == 0
     first = owner_pid(idle_bus.address)
     assert first is not None
-    # no units, no jobs: the daemon leaves by itself (exit 0) ...
+    # a scope with a live process keeps it past its idle period: a daemon with nothing and
+    # the same --exit-on-idle leaves twice meanwhile ...
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        r = busctl(
+            idle_bus.address, "call", SYSTEMD1, "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager", "StartTransientUnit", "ssa(sv)a(sa(sv))",
+            "kept.scope", "fail", "1", "PIDs", "au", "1", str(sleeper.pid), "0",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        idle_witness(open_tmp / "witness", "1")
+        assert owner_pid(idle_bus.address) == first, idle_bus.log.read_text()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # ... and once its process is gone (the scope with it), nothing is left: the daemon
+    # leaves by itself (exit 0) ...
     assert wait_gone(idle_bus.address, 30), "scopeshim did not exit when idle"
     # ... and the next call starts it again
     r = version(idle_bus.address)

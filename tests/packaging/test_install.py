@@ -35,35 +35,60 @@ EXPECTED = {
     "/etc/dbus-1/system.d/scopeshim.conf": 0o644,
     "/etc/init.d/scopeshim": 0o755,
     "/etc/default/scopeshim": 0o644,
+    "/etc/init.d/systemd-logind": 0o755,
     f"{SHARE}/init/sysvinit/init.d/scopeshim": 0o755,
     f"{SHARE}/init/sysvinit/default/scopeshim": 0o644,
+    f"{SHARE}/init/sysvinit/init.d/systemd-logind": 0o755,
     f"{SHARE}/init/openrc/init.d/scopeshim": 0o755,
     f"{SHARE}/init/openrc/conf.d/scopeshim": 0o644,
+    f"{SHARE}/init/openrc/init.d/systemd-logind": 0o755,
     f"{SHARE}/init/runit/scopeshim/run": 0o755,
+    f"{SHARE}/init/runit/scopeshim/check": 0o755,
     f"{SHARE}/init/runit/scopeshim/log/run": 0o755,
+    f"{SHARE}/init/runit/systemd-logind/run": 0o755,
     f"{SHARE}/init/s6/scopeshim/run": 0o755,
     f"{SHARE}/init/s6/scopeshim/type": 0o644,
+    f"{SHARE}/init/s6/scopeshim/notification-fd": 0o644,
     f"{SHARE}/init/s6/scopeshim/dependencies.d/dbus": 0o644,
+    f"{SHARE}/init/s6/systemd-logind/run": 0o755,
+    f"{SHARE}/init/s6/systemd-logind/type": 0o644,
+    f"{SHARE}/init/s6/systemd-logind/dependencies.d/scopeshim": 0o644,
     f"{SHARE}/init/upstart/scopeshim.conf": 0o644,
+    f"{SHARE}/init/upstart/systemd-logind.conf": 0o644,
 }
 # where INIT=... puts each init's definition (beyond sysvinit's above)
 IN_PLACE = {
-    "openrc": ["/etc/init.d/scopeshim", "/etc/conf.d/scopeshim"],
-    "runit": ["/etc/sv/scopeshim/run", "/etc/sv/scopeshim/log/run"],
+    "openrc": ["/etc/init.d/scopeshim", "/etc/conf.d/scopeshim", "/etc/init.d/systemd-logind"],
+    "runit": [
+        "/etc/sv/scopeshim/run",
+        "/etc/sv/scopeshim/check",
+        "/etc/sv/scopeshim/log/run",
+        "/etc/sv/systemd-logind/run",
+    ],
     "s6": [
         "/etc/s6/sv/scopeshim/run",
         "/etc/s6/sv/scopeshim/type",
+        "/etc/s6/sv/scopeshim/notification-fd",
         "/etc/s6/sv/scopeshim/dependencies.d/dbus",
+        "/etc/s6/sv/systemd-logind/run",
+        "/etc/s6/sv/systemd-logind/type",
+        "/etc/s6/sv/systemd-logind/dependencies.d/scopeshim",
     ],
-    "upstart": ["/etc/init/scopeshim.conf"],
+    "upstart": ["/etc/init/scopeshim.conf", "/etc/init/systemd-logind.conf"],
 }
 SHELL_SCRIPTS = [
     f"{PREFIX}/sbin/scopeshim",
+    f"{LIB}/activate",
     "/etc/init.d/scopeshim",
+    "/etc/init.d/systemd-logind",
     f"{SHARE}/init/openrc/init.d/scopeshim",
+    f"{SHARE}/init/openrc/init.d/systemd-logind",
     f"{SHARE}/init/runit/scopeshim/run",
+    f"{SHARE}/init/runit/scopeshim/check",
     f"{SHARE}/init/runit/scopeshim/log/run",
+    f"{SHARE}/init/runit/systemd-logind/run",
     f"{SHARE}/init/s6/scopeshim/run",
+    f"{SHARE}/init/s6/systemd-logind/run",
 ]
 
 
@@ -84,7 +109,7 @@ def test_the_tree_holds_exactly_the_expected_files(installed: Installed) -> None
     for path, mode in EXPECTED.items():
         st = installed.path(path).stat()
         assert stat.S_IMODE(st.st_mode) == mode, path
-    assert set(installed.manifest()) == set(EXPECTED)
+    assert set(installed.manifest()) == set(EXPECTED) | {f"{LIB}/activate"}
 
 
 def test_the_package_lives_in_its_own_environment(installed: Installed) -> None:
@@ -327,14 +352,17 @@ def test_the_activation_file_starts_the_installed_command(installed: Installed) 
     service = parser["D-BUS Service"]
     assert service["Name"] == SYSTEMD1
     assert service["User"] == "root"
-    assert service["Exec"].split() == [
-        f"{PREFIX}/sbin/scopeshim",
-        "serve",
-        "--system",
-        "--config",
-        "/etc/scopeshim/scopeshim.toml",
-    ]
+    # the start is handed to the init (INIT=sysvinit here), as SystemdService= hands it to
+    # systemd; the helper runs scopeshim itself only where the init does not know it
+    assert service["Exec"].split() == [f"{LIB}/activate"]
     assert "SystemdService" not in service  # no systemd to hand the activation to
+    helper = installed.path(f"{LIB}/activate").read_text()
+    assert "INIT=sysvinit\n" in helper
+    assert "/etc/init.d/scopeshim start" in helper
+    assert (
+        f'DAEMON="{PREFIX}/sbin/scopeshim serve --system --config /etc/scopeshim/scopeshim.toml"'
+        in helper
+    )
 
 
 def test_the_policy_is_well_formed_and_lets_only_root_own_and_change(installed: Installed) -> None:

@@ -52,6 +52,19 @@ def test_the_first_call_activates_the_installed_scopeshim(steps) -> None:
         "-I", "-m", "shim", "serve", "--system", "--config", "/etc/scopeshim/scopeshim.toml",
     ]  # fmt: skip
     assert "(using servicehelper)" in steps["_why"]["log"]
+    # activation handed the start to the init: its pidfile names the owner, status agrees
+    assert step["init_pid"] == step["owner"] and step["init_status"] == 0, step
+    assert step["daemons"] == [step["owner"]], step
+
+
+def test_the_boot_and_activation_racing_give_one_daemon_the_init_s(steps) -> None:
+    """The init script's start and logind's first call at once (issue: OpenRC and runit
+    boots ended with an activated copy owning the name and the init restarting its own)."""
+    assert steps["before_race"]["gone"] is True
+    step = steps["race"]
+    assert step["rc"] == 0 and step["stdout"].strip() == 's "252"', step
+    assert step["daemons"] == [step["owner"]], step
+    assert step["init_pid"] == step["owner"] and step["init_status"] == 0, step
 
 
 def test_nobody_reads_but_is_refused_changes_at_the_bus_and_root_changes(steps) -> None:

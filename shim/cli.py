@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
         help="exit after SEC seconds without units or jobs (for bus activation)",
     )
     s.add_argument(
+        "--unit-root",
+        metavar="DIR",
+        default=None,
+        help="root of the unit search path: drop-ins and slice units are read from, and "
+        "set-property drop-ins written to, DIR/etc/systemd/system... (default: /; with the "
+        "fake backend STATE_DIR/unit-root)",
+    )
+    s.add_argument(
         "--mark-booted",
         action="store_true",
         default=None,
@@ -132,6 +140,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "version": "252",
         "mark_booted": False,
         "exit_on_idle": None,
+        "unit_root": None,
         "log_target": "stderr",
         "private_socket": None,
         "policy": None,
@@ -150,6 +159,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         "version": args.api_version,
         "mark_booted": args.mark_booted,
         "exit_on_idle": args.exit_on_idle,
+        "unit_root": args.unit_root,
         "log_target": args.log_target,
         "private_socket": args.private_socket,
     }
@@ -189,6 +199,14 @@ def _state_dir(wanted: object) -> Path:
             raise
         path = Path(tempfile.mkdtemp(prefix="scopeshim-"))
     return path
+
+
+def _unit_root(wanted: object, backend: str, state_dir: Path) -> str:
+    """The unit search path's root: the fake backend changes nothing on the host, so its
+    default is a directory of its own; the real backends read and write /etc and /run."""
+    if wanted:
+        return str(wanted)
+    return str(state_dir / "unit-root") if backend == "fake" else "/"
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -236,6 +254,7 @@ def serve(args: argparse.Namespace) -> int:
         reload=None if args.config is None else _reloader(args.config),
         private_socket=str(private) if private else None,
         ready_fd=args.ready_fd,
+        unit_root=_unit_root(settings["unit_root"], backend.name, state_dir),
     )
     try:
         return asyncio.run(run(options, backend))

@@ -52,6 +52,7 @@ def load(path: str) -> dict[str, Any]:
         log_target: Literal["stderr", "syslog"] = "stderr"
         exit_on_idle: float | None = Field(None, gt=0)
         private_socket: str | None = None  # None: /run/systemd/private on the system bus
+        unit_root: str | None = None
 
     class Units(Strict):
         user_manager: UserManager = UserManager.MASKED

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 MANAGE_UNITS = "org.freedesktop.systemd1.manage-units"
 RELOAD_DAEMON = "org.freedesktop.systemd1.reload-daemon"
+MANAGE_UNIT_FILES = "org.freedesktop.systemd1.manage-unit-files"
 _PREFIX = "org.freedesktop.systemd1."
 _MANAGER = _PREFIX + "Manager"
 _UNIT = _PREFIX + "Unit"
@@ -48,6 +49,7 @@ ACTIONS: dict[tuple[str, str], str | None] = {
             "ResetFailedUnit SetUnitProperties StartTransientUnit AttachProcessesToUnit "
             "AbandonScope FreezeUnit ThawUnit CancelJob ClearJobs ResetFailed"),
     **_each(_MANAGER, RELOAD_DAEMON, "Reload Reexecute"),
+    **_each(_MANAGER, MANAGE_UNIT_FILES, "RevertUnitFiles"),
     **_each(_UNIT, _OPEN, "Ref Unref"),
     **_each(_UNIT, MANAGE_UNITS, "Start Stop Reload Restart TryRestart ReloadOrRestart "
             "ReloadOrTryRestart Kill QueueSignal ResetFailed SetProperties Freeze Thaw"),
@@ -64,7 +66,7 @@ ACTIONS: dict[tuple[str, str], str | None] = {
 
 
 def _strictest(actions: set[str | None]) -> str | None:
-    for action in (RELOAD_DAEMON, MANAGE_UNITS):
+    for action in (RELOAD_DAEMON, MANAGE_UNIT_FILES, MANAGE_UNITS):
         if action in actions:
             return action
     return None

@@ -21,6 +21,7 @@ from shim.bus.transport import patient
 from shim.core.manager import Manager
 from shim.core.policy import Policy
 from shim.core.state import StateStore
+from shim.core.unitfiles import UnitFiles
 
 log = logging.getLogger("scopeshim")
 
@@ -59,6 +60,8 @@ class Options:
     # s6's readiness protocol (s6-supervise(8) notification-fd): a newline on this descriptor
     # once the name is owned and the private socket listens, then it is closed
     ready_fd: int | None = None
+    # the root of the unit search path (shim/core/unitfiles.py); None: no unit files (tests)
+    unit_root: str | None = None
 
 
 def _machine_id() -> str:
@@ -88,7 +91,10 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     store = None if options.state_dir is None else StateStore(options.state_dir)
 
     def manager(svc: Service) -> Manager:
-        return Manager(backend, svc.signals, loop, options.policy, store)
+        made = Manager(backend, svc.signals, loop, options.policy, store)
+        if options.unit_root is not None:
+            made.unit_files = UnitFiles(options.unit_root)
+        return made
 
     service = Service(bus, manager, version=options.version, machine_id=_machine_id())
     saved = None if store is None else store.load()

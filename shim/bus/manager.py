@@ -206,6 +206,10 @@ def Reload(c: Call) -> None:
     c.manager.reload()
 
 
+def RevertUnitFiles(c: Call, names: list[str]) -> list[tuple[str, str, str]]:
+    return c.manager.revert_unit_files(names)
+
+
 def FreezeUnit(c: Call, name: str) -> None:
     c.manager.freeze(c.manager.get_unit(name))
 
@@ -292,6 +296,7 @@ _METHODS = [
     Method("Subscribe", "", "", Subscribe),
     Method("Unsubscribe", "", "", Unsubscribe),
     Method("Reload", "", "", Reload),
+    Method("RevertUnitFiles", "as", "a(sss)", RevertUnitFiles, ("files",), ("changes",)),
 ]
 
 MANAGER = Interface(NAME)
@@ -370,6 +375,7 @@ def get_property(m: Manager, version: str, name: str) -> object:
         "NInstalledJobs": m.n_installed_jobs,
         "NFailedJobs": m.n_failed_jobs,
         "DefaultTasksMax": default_tasks_max(),
+        "UnitPath": m.unit_path(),
     }
     if name in dynamic:
         return dynamic[name]

@@ -229,6 +229,8 @@ def _counter(field: str) -> Getter:
 def _load_error(u: Unit) -> tuple[str, str]:
     if u.load_state is LoadState.NOT_FOUND:
         return ("org.freedesktop.systemd1.NoSuchUnit", f"Unit {u.name} not found.")
+    if u.load_state is LoadState.MASKED and u.fragment_path:
+        return ("org.freedesktop.systemd1.UnitMasked", f"Unit {u.name} is masked.")
     return ("", "")
 
 
@@ -263,8 +265,11 @@ _GETTERS: dict[str, Getter] = {
     "IOWriteOperations": _counter("io_write_ops"),
     # systemd-system.conf(5) DefaultTasksMax= is for the units with processes; slices
     # read infinity unless set (observed on systemd 252)
-    "TasksMax": lambda m, u: u.settings.get(
-        "TasksMax", UINT64_MAX if u.type is UnitType.SLICE else default_tasks_max()
+    "TasksMax": lambda m, u: (
+        m.scaled_setting(u, "TasksMax")
+        or u.settings.get(
+            "TasksMax", UINT64_MAX if u.type is UnitType.SLICE else default_tasks_max()
+        )
     ),
     # systemd.service(5): the Type= a handled service imitates (shim/core/policy.py)
     "Type": lambda m, u: "oneshot" if _remains(u) else "simple",
@@ -274,8 +279,20 @@ _GETTERS: dict[str, Getter] = {
     "GID": lambda m, u: 2**32 - 1,
     "ReloadResult": lambda m, u: "success",
     "CleanResult": lambda m, u: "success",
-    # transient units are "bad" with preset "enabled" (observed); units without any file ""
-    "UnitFileState": lambda m, u: "bad" if u.transient else "",
+    # transient units are "bad" with preset "enabled" (observed); units without any file "",
+    # a slice from a file without [Install] "static" (systemd 252 in the lab)
+    "UnitFileState": lambda m, u: (
+        "bad"
+        if u.transient
+        else "masked"
+        if u.load_state is LoadState.MASKED and u.fragment_path
+        else "static"
+        if u.fragment_path
+        else ""
+    ),
+    "FragmentPath": lambda m, u: u.fragment_path,
+    "DropInPaths": lambda m, u: list(u.dropin_paths),
+    "NeedDaemonReload": lambda m, u: m.need_daemon_reload(u),
     "UnitFilePreset": lambda m, u: "enabled" if u.transient else "",
 }
 
@@ -303,6 +320,10 @@ def get_property(manager: Manager, unit: Unit, prop: Prop) -> object:
         return getter(manager, unit)
     if prop.sig == "as":
         return _deps(manager, unit, prop.name)
+    if prop.sig == "t" and f"{prop.name}Scale" in unit.settings:
+        scaled = manager.scaled_setting(unit, prop.name)
+        if scaled is not None:
+            return scaled
     value = unit.settings.get(prop.name, readable.DEFAULTS.get(prop.name))
     return _zero(prop.sig) if value is None else value
 

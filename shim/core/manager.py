@@ -21,15 +21,15 @@ from compat.enums import (
 from compat.properties import Assignment, merge_into, parse_assignments
 from compat.unitname import UnitType
 from shim.core import procs
+from shim.core.configured import Configured
 from shim.core.engine import DEFAULT_SLICE, Property, _pins
 from shim.core.policy import Kind
-from shim.core.restore import Restore
 from shim.core.units import Job, Unit
 
 log = logging.getLogger(__name__)
 
 
-class Manager(Restore):
+class Manager(Configured):
     """The unit and job state of one scopeshim instance."""
 
     def start_transient_unit(
@@ -75,6 +75,7 @@ class Manager(Restore):
         unit = Unit(
             name, unit_type, LoadState.LOADED, transient=True, slice=slice_name, settings=settings
         )
+        self._configure_transient(unit)
         self._register(unit)
         job = self._enqueue(unit, JobType.START)
         self._pull_in(unit)
@@ -281,6 +282,7 @@ class Manager(Restore):
         """Runtime changes, validated completely before any is applied."""
         assignments = parse_assignments(unit.type, properties, transient=False)
         self._check_backend_support(assignments)
+        self._persist(unit, runtime, assignments)
         merge_into(unit.settings, assignments)
         self._apply_resources(unit)
         self.listener.unit_changed(unit)
@@ -359,8 +361,10 @@ class Manager(Restore):
         self.controller_gone(bus_name)
 
     def reload(self) -> None:
-        """Reload(): nothing is read from disk; clients still see Reloading true/false."""
+        """Reload(): the unit files are read again (configured.py), between Reloading
+        true and false."""
         self.listener.reloading(True)
+        self._reload_files()
         self.listener.reloading(False)
 
     def idle(self) -> bool:

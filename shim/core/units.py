@@ -72,6 +72,11 @@ class Unit:
     handler: Handler | None = None  # what stands behind a non-transient unit (policy.py)
     stop_when_unneeded: bool = False  # systemd.unit(5) StopWhenUnneeded=
     pinned: bool = False  # started by a client's StartUnit: needed until stopped
+    # unit files (configured.py): the settings of the unit itself, before its files apply
+    base_settings: dict[str, object] | None = None
+    fragment_path: str = ""  # FragmentPath=
+    dropin_paths: list[str] = field(default_factory=list)  # DropInPaths=
+    config_stamp: tuple[tuple[str, int], ...] = ()  # (path, mtime) of the files read
 
     @property
     def active_state(self) -> ActiveState:

@@ -20,6 +20,14 @@ else
 fi
 grep -qx '0::/' /proc/self/cgroup || die "not at the root of the cgroup namespace"
 hostname scopeshim-e2e
+# a private copy of /etc/systemd: scopeshim writes set-property drop-ins to
+# /etc/systemd/system.control (as systemd does), and nothing of a run may reach the host
+if [ -d /etc/systemd ]; then
+  mkdir -p /run/.etc-systemd && cp -a /etc/systemd/. /run/.etc-systemd/ &&
+    mount -t tmpfs -o mode=755,size=8m scopeshim-etc-systemd /etc/systemd &&
+    cp -a /run/.etc-systemd/. /etc/systemd/ && rm -rf /run/.etc-systemd ||
+    die "private /etc/systemd"
+fi
 
 cat > "$run/bus.conf" <<CONF
 <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"

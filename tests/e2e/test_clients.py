@@ -465,11 +465,14 @@ def test_set_property_runtime_and_persistent(steps: Steps) -> None:
 
 
 def test_set_property_drop_ins(steps: Steps) -> None:
-    """Documented difference: systemd 252 writes drop-ins under /run/systemd/transient and
-    lists them in DropInPaths; scopeshim keeps the values in its state directory, so
-    DropInPaths stays empty while the values apply (test_set_property checks them)."""
+    """As systemd 252 does: a transient unit's set-property drop-ins, runtime or not, go to
+    /run/systemd/transient/NAME.d/50-PROPERTY.conf and are listed in DropInPaths
+    (fixtures/oracle/dropins/real-systemd-252.out, lab-x.scope)."""
     f = steps["systemctl-set-property"]
-    assert f["show"]["DropInPaths"].split() == [], explain(f)
+    d = "/run/systemd/transient/clients-sys.scope.d"
+    files = [f"{d}/50-CPUWeight.conf", f"{d}/50-MemoryMax.conf"]
+    assert f["show"]["DropInPaths"].split() == files, explain(f)
+    assert f["dropins"] == files, explain(f)
 
 
 def test_freeze_thaw(steps: Steps) -> None:

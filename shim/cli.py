@@ -34,6 +34,18 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--address", help="D-Bus address of the bus to serve on")
     where.add_argument("--system", action="store_true", help="serve on the system bus (default)")
     s.add_argument(
+        "--user",
+        action="store_true",
+        help="be the calling user's manager (systemd --user): on the session bus "
+        "($DBUS_SESSION_BUS_ADDRESS, else $XDG_RUNTIME_DIR/bus, started if nobody serves it), "
+        "managing the user@UID.service tree this process runs in",
+    )
+    s.add_argument(
+        "--notify-ready",
+        action="store_true",
+        help="print READY=1 on standard output once serving",
+    )
+    s.add_argument(
         "--backend", choices=BACKENDS, default=None, help="cgroup backend (default: auto)"
     )
     s.add_argument(
@@ -109,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="answer from a recorded trace instead of the engine (see `scopeshim replay`)",
     )
+    z = sub.add_parser(
+        "zygote", help="fork user managers from one pre-imported parent (docs/user-manager.md)"
+    )
+    z.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     _replay_parser(sub)
     return p
 
@@ -121,6 +137,11 @@ def _replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--spawn",
         action="store_true",
         help="a private bus and scopeshim (fake backend) per trace (the default)",
+    )
+    r.add_argument(
+        "--against",
+        metavar="ADDRESS",
+        help="differential: replay on this bus's systemd1 too and compare it with the first",
     )
     r.add_argument("--rules", metavar="FILE", action="append", default=[], help="rules (TOML)")
     r.add_argument("--junit", metavar="FILE", help="write JUnit XML results to FILE")
@@ -201,6 +222,59 @@ def _state_dir(wanted: object) -> Path:
     return path
 
 
+def _user_settings(args: argparse.Namespace, settings: dict[str, object]) -> str | None:
+    """--user: the session bus, the state directory in XDG_RUNTIME_DIR and the cgroup tree
+    this process runs in (user@UID.service, from its init.scope); an error message or None."""
+    uid = os.getuid()
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}"
+    if args.address is None:
+        settings["address"] = os.environ.get("DBUS_SESSION_BUS_ADDRESS", f"unix:path={runtime}/bus")
+    if args.state_dir is None:
+        settings["state_dir"] = os.path.join(runtime, "scopeshim")
+    if settings.get("private_socket") is None:
+        # systemd --user's private socket, which flatpak and systemctl --user try first
+        settings["private_socket"] = os.path.join(runtime, "systemd", "private")
+    settings["mark_booted"] = False
+    from shim.core.instance import Instance, user_cgroup, user_environment
+    from shim.core.policy import Policy
+
+    settings["policy"] = Policy.for_user_instance()
+    prefix = None
+    if settings["backend"] != "fake" and settings["cgroup_root"] is None:
+        from backends.detect import Mode, detect
+
+        found, _root = detect()
+        if found.mode not in (Mode.UNIFIED, Mode.HYBRID):
+            # the delegated tree is a cgroup2 one (cgroup-v2.rst "Delegation"); on a hybrid
+            # host its v1 controllers stay the system's, as for systemd --user
+            return f"--user needs a cgroup2 hierarchy: {found.reason}"
+        settings["backend"] = "cgroup2"
+        mine = _own_cgroup()
+        if mine is None or not mine.endswith("/init.scope"):
+            return (
+                f"--user: this process is in cgroup {mine}, not in a user@{uid}.service/"
+                "init.scope (where the system instance starts user managers); "
+                "give --cgroup-root DIR (a directory delegated to this user)"
+            )
+        prefix = mine[: -len("/init.scope")]
+        settings["cgroup_root"] = found.tracking.rstrip("/") + prefix
+    env = user_environment(uid, runtime)
+    if settings["address"] != f"unix:path={runtime}/bus":
+        env = [e for e in env if not e.startswith("DBUS_SESSION_BUS_ADDRESS=")]
+        env.append(f"DBUS_SESSION_BUS_ADDRESS={settings['address']}")
+    settings["instance"] = Instance.for_user(uid, prefix or user_cgroup(uid), env)
+    return None
+
+
+def _own_cgroup() -> str | None:
+    """This process's cgroup2 path (proc(5) /proc/self/cgroup, the "0::" line)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            return next((x.strip()[3:] or "/" for x in f if x.startswith("0::")), None)
+    except OSError:
+        return None
+
+
 def _unit_root(wanted: object, backend: str, state_dir: Path) -> str:
     """The unit search path's root: the fake backend changes nothing on the host, so its
     default is a directory of its own; the real backends read and write /etc and /run."""
@@ -218,12 +292,21 @@ def serve(args: argparse.Namespace) -> int:
     from backends.base import BackendError
     from shim.bus.daemon import SYSTEM_PRIVATE_SOCKET, NameTakenError, Options, run
     from shim.bus.peer import PrivateSocketBusyError
+    from shim.bus.session import SessionBusError
 
     try:
         settings = _settings(args)
     except Exception as e:  # ConfigError; pydantic is imported only for --config
         print(f"scopeshim: {e}", file=sys.stderr)
         return 2
+    if args.user:
+        if args.system:
+            print("scopeshim: --user and --system exclude each other", file=sys.stderr)
+            return 2
+        problem = _user_settings(args, settings)
+        if problem is not None:
+            print(f"scopeshim: {problem}", file=sys.stderr)
+            return 2
     _logging(str(settings["log_level"]), str(settings["log_target"]))
     state_dir = _state_dir(settings["state_dir"])
     root = settings["cgroup_root"]
@@ -253,12 +336,17 @@ def serve(args: argparse.Namespace) -> int:
         exit_on_idle=_seconds(settings["exit_on_idle"]),
         reload=None if args.config is None else _reloader(args.config),
         private_socket=str(private) if private else None,
+        # a user manager's private socket admits its user only (systemd --user's does too)
+        private_uids=frozenset({os.getuid()}) if args.user else frozenset({0}),
         ready_fd=args.ready_fd,
-        unit_root=_unit_root(settings["unit_root"], backend.name, state_dir),
+        instance=settings.get("instance"),  # type: ignore[arg-type]
+        notify_ready=args.notify_ready,
+        # a user manager reads no unit files (the system's are not its own)
+        unit_root=None if args.user else _unit_root(settings["unit_root"], backend.name, state_dir),
     )
     try:
         return asyncio.run(run(options, backend))
-    except (NameTakenError, PrivateSocketBusyError) as e:
+    except (NameTakenError, PrivateSocketBusyError, SessionBusError) as e:
         print(f"scopeshim: {e}", file=sys.stderr)
         return 1
     except (OSError, ConnectionError) as e:
@@ -276,7 +364,7 @@ def _reloader(path: str) -> Callable[[], Reloaded]:
             settings = load(path)
         except ConfigError as e:
             raise ReloadError(str(e)) from None
-        return Reloaded(settings["policy"], str(settings["log_level"]))
+        return Reloaded(settings["policy"], str(settings["log_level"]), path)
 
     return reload
 
@@ -285,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "zygote":
+        from shim.zygote import serve_forever
+
+        return serve_forever()
     if args.command == "replay":
         from shim.bus.replay import drive
         from shim.replay.command import run

@@ -55,8 +55,9 @@ def load(path: str) -> dict[str, Any]:
         unit_root: str | None = None
 
     class Units(Strict):
-        user_manager: UserManager = UserManager.MASKED
+        user_manager: UserManager = UserManager.SCOPESHIM
         user_manager_command: list[str] = Field(default_factory=list)
+        user_manager_zygote: bool = True
         runtime_dir_helper: str = Policy().runtime_dir_helper
         autovt_command: list[str] = Field(default_factory=list)
 
@@ -111,6 +112,7 @@ def load(path: str) -> dict[str, Any]:
     settings["policy"] = Policy(
         user_manager=parsed.units.user_manager,
         user_manager_command=tuple(parsed.units.user_manager_command),
+        user_manager_zygote=parsed.units.user_manager_zygote,
         runtime_dir_helper=parsed.units.runtime_dir_helper,
         power_actions=actions,
         autovt_command=tuple(parsed.units.autovt_command),

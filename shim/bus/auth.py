@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 MANAGE_UNITS = "org.freedesktop.systemd1.manage-units"
 RELOAD_DAEMON = "org.freedesktop.systemd1.reload-daemon"
+SET_ENVIRONMENT = "org.freedesktop.systemd1.set-environment"
 MANAGE_UNIT_FILES = "org.freedesktop.systemd1.manage-unit-files"
 _PREFIX = "org.freedesktop.systemd1."
 _MANAGER = _PREFIX + "Manager"
@@ -40,14 +41,16 @@ def _each(interface: str, action: str | None, members: str) -> dict[tuple[str, s
 # reload-daemon. Every member of every systemd1 interface served is listed (a test checks),
 # and a member missing from it is refused to unprivileged callers all the same.
 ACTIONS: dict[tuple[str, str], str | None] = {
-    **_each(_MANAGER, _OPEN, "GetUnit GetUnitByPID GetUnitByInvocationID GetUnitByControlGroup "
-            "LoadUnit ListUnits ListUnitsFiltered ListUnitsByPatterns ListUnitsByNames ListJobs "
-            "GetJob GetUnitProcesses Subscribe Unsubscribe RefUnit UnrefUnit"),
+    **_each(_MANAGER, _OPEN, "GetUnit GetUnitByPID GetUnitByPIDFD GetUnitByInvocationID "
+            "GetUnitByControlGroup LoadUnit ListUnits ListUnitsFiltered ListUnitsByPatterns "
+            "ListUnitsByNames ListJobs GetJob GetUnitProcesses Subscribe Unsubscribe RefUnit "
+            "UnrefUnit"),
     **_each(_MANAGER, MANAGE_UNITS, "StartUnit StartUnitReplace StopUnit ReloadUnit RestartUnit "
             "TryRestartUnit ReloadOrRestartUnit ReloadOrTryRestartUnit KillUnit QueueSignalUnit "
             "ResetFailedUnit SetUnitProperties StartTransientUnit AttachProcessesToUnit "
             "AbandonScope FreezeUnit ThawUnit CancelJob ClearJobs ResetFailed"),
     **_each(_MANAGER, RELOAD_DAEMON, "Reload Reexecute"),
+    **_each(_MANAGER, SET_ENVIRONMENT, "SetEnvironment UnsetEnvironment UnsetAndSetEnvironment"),
     **_each(_MANAGER, MANAGE_UNIT_FILES, "RevertUnitFiles"),
     **_each(_UNIT, _OPEN, "Ref Unref"),
     **_each(_UNIT, MANAGE_UNITS, "Start Stop Reload Restart TryRestart ReloadOrRestart "
@@ -65,7 +68,7 @@ ACTIONS: dict[tuple[str, str], str | None] = {
 
 
 def _strictest(actions: set[str | None]) -> str | None:
-    for action in (RELOAD_DAEMON, MANAGE_UNIT_FILES, MANAGE_UNITS):
+    for action in (RELOAD_DAEMON, MANAGE_UNIT_FILES, SET_ENVIRONMENT, MANAGE_UNITS):
         if action in actions:
             return action
     return None
@@ -76,6 +79,12 @@ def _strictest(actions: set[str | None]) -> str | None:
 _BY_MEMBER: dict[str, str | None] = {}
 for (_iface, _member), _action in ACTIONS.items():
     _BY_MEMBER[_member] = _strictest({_BY_MEMBER.get(_member), _action})
+
+
+# systemd's AttachProcessesToUnit() asks no polkit action: a caller other than root may move
+# its own processes into a unit that runs as it (User=), which is how a user manager moves
+# its user's processes into its own user@UID.service (Service._owner_may_attach)
+ATTACH_MEMBERS = frozenset({"AttachProcessesToUnit", "AttachProcesses"})
 
 
 def action_for(interface: str | None, member: str) -> str | None:

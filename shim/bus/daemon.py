@@ -15,11 +15,14 @@ from dbus_fast import BusType, Message, MessageType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from backends.base import CgroupBackend
+from shim.bus import session
+from shim.bus.escalate import SystemAttach
 from shim.bus.peer import PeerServer, PrivateSocketBusyError
 from shim.bus.service import BUS_NAME, Service
 from shim.bus.transport import patient
+from shim.core.instance import Instance
 from shim.core.manager import Manager
-from shim.core.policy import Policy
+from shim.core.policy import READY, Policy
 from shim.core.state import StateStore
 from shim.core.unitfiles import UnitFiles
 
@@ -40,6 +43,7 @@ class Reloaded:
 
     policy: Policy
     log_level: str
+    source: str  # the file read
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,12 @@ class Options:
     # s6's readiness protocol (s6-supervise(8) notification-fd): a newline on this descriptor
     # once the name is owned and the private socket listens, then it is closed
     ready_fd: int | None = None
+    # None: the system instance; else a user manager (shim/core/instance.py)
+    instance: Instance | None = None
+    # print READY=1 on standard output once serving (how the system instance's user@UID
+    # .service start job learns that the user manager is ready, as Type=notify would)
+    notify_ready: bool = False
+    system_address: str | None = None  # a user manager's system bus (None: the default)
     # the root of the unit search path (shim/core/unitfiles.py); None: no unit files (tests)
     unit_root: str | None = None
 
@@ -91,12 +101,23 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
     store = None if options.state_dir is None else StateStore(options.state_dir)
 
     def manager(svc: Service) -> Manager:
-        made = Manager(backend, svc.signals, loop, options.policy, store)
+        made = Manager(backend, svc.signals, loop, options.policy, store, options.instance)
         if options.unit_root is not None:
             made.unit_files = UnitFiles(options.unit_root)
         return made
 
-    service = Service(bus, manager, version=options.version, machine_id=_machine_id())
+    uid = options.instance.uid if options.instance is not None else None
+    user = uid is not None
+    service = Service(
+        bus,
+        manager,
+        version=options.version,
+        machine_id=_machine_id(),
+        polkit=not user,  # a user manager trusts its user and root, nobody else
+        privileged=frozenset({0, uid} if uid is not None else {0}),
+    )
+    if user:
+        service.manager.environment_hook = service.activation_environment
     saved = None if store is None else store.load()
     if saved is not None:
         service.manager.restore(saved)
@@ -176,11 +197,31 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if options.instance is not None and os.path.isdir(options.instance.runtime_dir or ""):
+        # systemd --user's runtime directory; clients look for it to tell that a user
+        # manager runs (dbus-update-activation-environment --systemd tests that it exists)
+        os.makedirs(os.path.join(str(options.instance.runtime_dir), "systemd"), exist_ok=True)
+    started = None
+    follower: asyncio.Task[None] | None = None
+    if options.instance is not None and options.instance.user and options.address:
+        # a user manager serves on the user's session bus, starting it when nobody does
+        started = await session.ensure(options.address, backend, options.instance.environment)
     service = await serve(options, backend)
+    escalate = None
+    if options.instance is not None and options.instance.uid not in (None, 0):
+        escalate = SystemAttach(options.instance.uid, options.system_address)
+        service.manager.escalate_attach = escalate
+    if started is not None:
+        service.manager.adopt_service(
+            session.UNIT, session.SLICE, session.DESCRIPTION, started.cgroup
+        )
+        follower = loop.create_task(session.follow(started))
     loop.add_signal_handler(signal.SIGHUP, _reload_config, service, options.reload)
     made_marker = _mark_booted(options.booted_marker)
     if options.ready_fd is not None:
         _notify_ready(options.ready_fd)
+    if options.notify_ready:
+        print(READY, flush=True)  # after the private socket listens too
     disconnected = loop.create_task(service.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
     stopped = loop.create_task(stop.wait())
     waits = {disconnected, stopped}
@@ -189,15 +230,23 @@ async def run(options: Options, backend: CgroupBackend) -> int:
     done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
+    if follower is not None:
+        follower.cancel()
+    if escalate is not None:
+        escalate.close()
     code = 0
     if disconnected in done:
-        log.error("lost the bus connection; exiting so that the supervisor restarts us")
+        reason = disconnected.exception()  # EOFError when the bus went away; retrieved here
+        log.error("lost the bus connection (%r); exiting so that the supervisor restarts us",
+                  reason)  # fmt: skip
         code = 1
     elif stopped in done:
         log.info("stopping on signal")
     else:
         log.info("idle for %s s: exiting (bus activation starts us again)", options.exit_on_idle)
     service.close()
+    if service.manager.forkserver is not None:
+        await service.manager.forkserver.aclose()
     service.manager.close()
     if service.bus.connected:
         service.bus.disconnect()
@@ -222,7 +271,7 @@ def _reload_config(service: Service, reload: Callable[[], Reloaded] | None) -> N
         return
     service.manager.policy = settings.policy
     logging.getLogger().setLevel(settings.log_level.upper())
-    log.info("SIGHUP: reloaded the configuration")
+    log.info("SIGHUP: reloaded %s", settings.source)
 
 
 async def _idle(manager: Manager, timeout: float) -> None:

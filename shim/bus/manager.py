@@ -6,12 +6,12 @@ import platform
 import time
 from typing import Any
 
-from compat import buspath, readable
+from compat import buspath, errors, readable
 from compat.properties import UINT64_MAX
 from shim.bus.call import Call
 from shim.bus.convert import pidfds_to_pids, unwrap_properties
 from shim.bus.router import Interface, Method, Prop, Signal
-from shim.bus.units import default_tasks_max
+from shim.bus.units import default_tasks_max, queue_signal
 from shim.core.manager import Manager
 from shim.core.units import Job, Unit
 
@@ -85,8 +85,34 @@ def GetUnitByInvocationID(c: Call, invocation_id: bytes) -> str:
     return buspath.UNIT_PATH_PREFIX + buspath.label_escape(unit.invocation_id.hex())
 
 
+def _pid_from_pidfd(fds: list[int], index: int) -> int:
+    """The PID behind the pidfd at INDEX, with the errors systemd 262 answers (fdinfo's Pid:
+    is the pidfd's process, -1 once it is gone; proc(5)); nothing else is a pidfd."""
+    if not 0 <= index < len(fds):
+        raise errors.InconsistentMessage("Bad message")  # sd-bus rejects the message
+    try:
+        with open(f"/proc/self/fdinfo/{fds[index]}") as f:
+            pid = next((int(x.split()[1]) for x in f if x.startswith("Pid:")), None)
+    except (OSError, ValueError):
+        pid = None
+    if pid is None:
+        raise errors.ENOTTY("Failed to get PID from PIDFD: Inappropriate ioctl for device")
+    if pid < 0:
+        raise errors.UnixProcessIdUnknown("Failed to get PID from PIDFD: No such process")
+    return pid
+
+
+def GetUnitByPIDFD(c: Call, pidfd: int) -> tuple[str, str, bytes]:
+    # org.freedesktop.systemd1(5): the unit's path, its name and its invocation ID
+    pid = _pid_from_pidfd(c.fds, pidfd)
+    unit = c.manager.unit_by_pid(pid)
+    if _pid_from_pidfd(c.fds, pidfd) != pid:  # gone meanwhile: the PID may be another's
+        raise errors.UnixProcessIdUnknown("Failed to get PID from PIDFD: No such process")
+    return _unit(unit), unit.name, unit.invocation_id
+
+
 def GetUnitByControlGroup(c: Call, cgroup: str) -> str:
-    return _unit(c.manager.unit_by_cgroup(cgroup))
+    return _unit(c.manager.unit_by_shown_cgroup(cgroup))
 
 
 def StartUnit(c: Call, name: str, mode: str) -> str:
@@ -100,11 +126,19 @@ def StopUnit(c: Call, name: str, mode: str) -> str:
 def StartTransientUnit(c: Call, name: str, mode: str, props: list[Any], aux: list[Any]) -> str:
     converted = [(n, unwrap_properties(p)) for n, p in aux]
     properties = pidfds_to_pids(unwrap_properties(props), c.fds)
-    return _job(c.manager.start_transient_unit(name, mode, properties, converted, c.pid, c.uid))
+    return _job(
+        c.manager.start_transient_unit(
+            name, mode, properties, converted, c.pid, c.uid, caller=c.sender
+        )
+    )
 
 
 def KillUnit(c: Call, name: str, whom: str, signal: int) -> None:
     c.manager.kill(c.manager.get_unit(name), whom, signal)
+
+
+def QueueSignalUnit(c: Call, name: str, whom: str, signo: int, value: int) -> None:
+    queue_signal(c.manager.get_unit(name), whom, signo, value)
 
 
 def AbandonScope(c: Call, name: str) -> None:
@@ -172,6 +206,18 @@ def Unsubscribe(c: Call) -> None:
     c.manager.unsubscribe(c.sender)
 
 
+def SetEnvironment(c: Call, assignments: list[str]) -> None:
+    c.manager.set_environment([], assignments)
+
+
+def UnsetEnvironment(c: Call, names: list[str]) -> None:
+    c.manager.set_environment(names, [])
+
+
+def UnsetAndSetEnvironment(c: Call, names: list[str], assignments: list[str]) -> None:
+    c.manager.set_environment(names, assignments)
+
+
 def Reload(c: Call) -> None:
     c.manager.reload()
 
@@ -203,10 +249,25 @@ _METHODS = [
         "GetUnitByInvocationID", "ay", "o", GetUnitByInvocationID, ("invocation_id",), ("unit",)
     ),
     Method("GetUnitByControlGroup", "s", "o", GetUnitByControlGroup, ("cgroup",), ("unit",)),
+    Method(
+        "GetUnitByPIDFD",
+        "h",
+        "osay",
+        GetUnitByPIDFD,
+        ("pidfd",),
+        ("unit", "unit_id", "invocation_id"),
+    ),
     Method("LoadUnit", "s", "o", LoadUnit, ("name",), ("unit",)),
     Method("StartUnit", "ss", "o", StartUnit, ("name", "mode"), ("job",)),
     Method("StopUnit", "ss", "o", StopUnit, ("name", "mode"), ("job",)),
     Method("KillUnit", "ssi", "", KillUnit, ("name", "whom", "signal")),
+    Method(
+        "QueueSignalUnit",
+        "ssii",
+        "",
+        QueueSignalUnit,
+        ("name", "whom", "signal", "value"),
+    ),
     Method("FreezeUnit", "s", "", FreezeUnit, ("name",)),
     Method("ThawUnit", "s", "", ThawUnit, ("name",)),
     Method("ResetFailedUnit", "s", "", ResetFailedUnit, ("name",)),
@@ -252,6 +313,15 @@ _METHODS = [
     Method("Unsubscribe", "", "", Unsubscribe),
     Method("Reload", "", "", Reload),
     Method("RevertUnitFiles", "as", "a(sss)", RevertUnitFiles, ("files",), ("changes",)),
+    Method("SetEnvironment", "as", "", SetEnvironment, ("assignments",)),
+    Method("UnsetEnvironment", "as", "", UnsetEnvironment, ("names",)),
+    Method(
+        "UnsetAndSetEnvironment",
+        "asas",
+        "",
+        UnsetAndSetEnvironment,
+        ("names", "assignments"),
+    ),
 ]
 
 MANAGER = Interface(NAME)
@@ -294,7 +364,6 @@ _STATIC: dict[str, object] = {
     "LogLevel": "info",
     "LogTarget": "console",
     "SystemState": "running",
-    "ControlGroup": "",
     "DefaultStandardOutput": "journal",
     "DefaultStandardError": "inherit",
     "DefaultTimerAccuracyUSec": 60_000_000,
@@ -330,6 +399,9 @@ def get_property(m: Manager, version: str, name: str) -> object:
         "NInstalledJobs": m.n_installed_jobs,
         "NFailedJobs": m.n_failed_jobs,
         "DefaultTasksMax": default_tasks_max(),
+        # a user manager's own cgroup (user@UID.service); "" on the system instance
+        "ControlGroup": m.instance.cgroup_prefix,
+        "Environment": list(m.instance.environment),
         "UnitPath": m.unit_path(),
     }
     if name in dynamic:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from compat import buspath, errors, unitname
@@ -202,7 +202,11 @@ class Service:
         creds = await self.credentials(sender)
         reply: Message | bool
         try:
-            if action is not None and creds.uid not in self.privileged:
+            if (
+                action is not None
+                and creds.uid not in self.privileged
+                and not self._owner_may_attach(msg, creds.uid)
+            ):
                 if not self.polkit:
                     raise errors.AccessDenied("Permission denied")
                 # ALLOW_INTERACTIVE_AUTHORIZATION (0x4) lets polkit ask the user
@@ -217,6 +221,37 @@ class Service:
             reply = self._reply(msg, sender, creds, self.bus.send)
         if isinstance(reply, Message):
             self.bus.send(reply)
+
+    def _owner_may_attach(self, msg: Message, uid: int | None) -> bool:
+        """AttachProcessesToUnit/AttachProcesses on a unit that runs as the caller (its
+        User=, e.g. user@UID.service) need no polkit, as on systemd; the manager still
+        checks that the caller owns every process (auth.ATTACH_MEMBERS)."""
+        if uid is None or msg.member not in auth.ATTACH_MEMBERS:
+            return False
+        if msg.member == "AttachProcessesToUnit":
+            name = msg.body[0] if msg.signature == "ssau" else None
+        else:
+            name = buspath.unit_name_from_path(msg.path or "")
+        unit = self.manager.units.get(name) if isinstance(name, str) else None
+        return unit is not None and self.manager.ref_uid(unit) == uid
+
+    def activation_environment(self, assignments: list[str]) -> None:
+        """A user manager keeps the session bus's activation environment in step with its
+        own (dbus-daemon(1) UpdateActivationEnvironment; variables cannot be unset there)."""
+        if not self.manager.instance.user or not assignments:
+            return
+        env = dict(a.split("=", 1) for a in assignments)
+        self.bus.send(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="UpdateActivationEnvironment",
+                signature="a{ss}",
+                body=[env],
+                flags=MessageFlag.NO_REPLY_EXPECTED,
+            )
+        )
 
     async def credentials(self, sender: str) -> Credentials:
         """The caller's uid and PID from the bus driver, cached per unique name."""

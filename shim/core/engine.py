@@ -15,7 +15,7 @@ import asyncio
 import fnmatch
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from backends.base import BackendError, CgroupBackend
 from compat import errors, unitname
@@ -27,11 +27,14 @@ from compat.enums import (
     JobState,
     JobType,
     LoadState,
+    ScopeState,
     SliceState,
     parse_enum,
 )
 from compat.unitname import ROOT_SLICE, UnitType
 from shim.core.events import Listener
+from shim.core.forkserver import ForkServer
+from shim.core.instance import INIT_SCOPE, Instance
 from shim.core.policy import Kind, Policy
 from shim.core.state import CommitCallback, Persisting, StateStore, next_job_id
 from shim.core.units import Job, Timestamp, Unit
@@ -40,16 +43,10 @@ log = logging.getLogger(__name__)
 
 # systemd-system.conf(5): DefaultTimeoutStopSec= defaults to 90s
 DEFAULT_TIMEOUT_STOP_USEC = 90_000_000
-# systemd.special(7): units without Slice= go to system.slice on the system manager
-DEFAULT_SLICE = "system.slice"
 SIGNAL_MAX = 64
 UINT32_MAX = 2**32 - 1
 
 Property = tuple[str, str, object]  # (name, D-Bus signature, plain value)
-
-
-# systemd.special(7): slices that exist on every systemd machine, needed or not
-STANDARD_SLICES = frozenset({ROOT_SLICE, "system.slice", "user.slice", "machine.slice"})
 
 
 def _pins(unit: Unit) -> list[str]:
@@ -86,9 +83,11 @@ class Engine:
         loop: asyncio.AbstractEventLoop,
         policy: Policy | None = None,
         store: StateStore | None = None,
+        instance: Instance | None = None,
     ) -> None:
         self.backend = backend
         self.policy = policy or Policy()
+        self.instance = instance or Instance()
         # with a state directory, every change is written before it is answered (state.py)
         self._persisting = None if store is None else Persisting(listener, store, loop,
                                                                  self._rollback)  # fmt: skip
@@ -111,6 +110,11 @@ class Engine:
         self._waiting: list[Job] = []  # start jobs ordered After= a unit with a start job
         self._unneeded_queue: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # a user manager's way to move processes from outside its tree (bus layer sets it)
+        self.escalate_attach: Callable[[str, list[int]], Awaitable[None]] | None = None
+        self.forkserver: ForkServer | None = None  # the zygote of user managers, once used
+        # told of SetEnvironment's assignments (a user manager's session bus hears them)
+        self.environment_hook: Callable[[list[str]], None] | None = None
         self._lost_jobs: list[Job] = []  # jobs a crash interrupted (restore.py)
         self._orphan_jobs: list[dict[str, object]] = []  # ... whose unit is gone
         # jobs that ended while restoring, before anyone could hear their JobRemoved
@@ -125,6 +129,25 @@ class Engine:
         self._register(root)
         self._realise(root)
         self._set_state(root, SliceState.ACTIVE)
+        if self.instance.user:
+            self._init_scope()
+
+    def _init_scope(self) -> None:
+        """systemd.special(7) init.scope: the user manager's own processes, perpetual."""
+        unit = Unit(
+            INIT_SCOPE,
+            UnitType.SCOPE,
+            LoadState.LOADED,
+            perpetual=True,
+            slice=ROOT_SLICE,
+            settings={"Description": "System and Service Manager"},
+        )
+        self._register(unit)
+        try:
+            self._realise(unit)
+        except BackendError as e:
+            log.warning("%s: cannot create its control group: %s", INIT_SCOPE, e)
+        self._set_state(unit, ScopeState.RUNNING)
 
     def _register(self, unit: Unit) -> None:
         self.units[unit.name] = unit
@@ -226,8 +249,8 @@ class Engine:
                 unit_type,
                 LoadState.LOADED,
                 slice=unitname.slice_parent(name),
-                settings={"Description": unitname.slice_description(name)},
-                stop_when_unneeded=name not in STANDARD_SLICES,
+                settings={"Description": self.instance.slice_description(name)},
+                stop_when_unneeded=name not in self.instance.standard_slices,
             )
         elif handler is not None:
             state = LoadState.MASKED if handler.kind is Kind.MASKED else LoadState.LOADED
@@ -235,6 +258,9 @@ class Engine:
             if handler.requires:
                 settings["Requires"] = list(handler.requires)
                 settings["After"] = list(handler.requires)
+            if handler.delegate:
+                # user@.service: Delegate=yes (the backend enables the controllers for it)
+                settings["Delegate"] = True
             unit = Unit(
                 name,
                 unit_type,
@@ -552,7 +578,16 @@ class Engine:
         self.after_commit(lambda _failure: self._dispatch())
 
     def _blocked(self, job: Job) -> bool:
-        """systemd.unit(5) After=: a start job waits for the start jobs of what it is after."""
+        """systemd.unit(5) After=: a start job waits for the start jobs of what it is after;
+        stopping goes the other way: a stop job waits for the handled units after it."""
+        if job.type is JobType.STOP:
+            return any(
+                u.handler is not None
+                and u.job is not None
+                and u.job.type is JobType.STOP
+                and _lists(u.settings.get("After"), job.unit.name)
+                for u in self._needed_by.get(job.unit.name, ())
+            )
         if job.type is not JobType.START:
             return False
         after = job.unit.setting("After", [])

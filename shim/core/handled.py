@@ -6,21 +6,69 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from backends.base import BackendError
+from compat import unitname
 from compat.enums import (
+    ActiveState,
     JobResult,
+    LoadState,
+    ScopeState,
     ServiceState,
+    SliceState,
 )
+from compat.unitname import UnitType
 from shim.core import spawn
-from shim.core.policy import RECORD, Handler, Kind
+from shim.core.forkserver import ForkServer
+from shim.core.policy import READY, RECORD, START_TIMEOUT, Handler, Kind
 from shim.core.scopes import Scopes
 from shim.core.units import Job, Unit
 
 log = logging.getLogger(__name__)
+
+EXIT_EXEC = 203  # systemd.exec(5) "Process exit codes": the command could not be executed
+# waitid(2) si_code values, as ExecMainCode reports them
+CLD_EXITED, CLD_KILLED = 1, 2
+
+
+def _main_started(unit: Unit, pid: int) -> None:
+    now = time.time_ns() // 1000, time.monotonic_ns() // 1000
+    unit.main = {"pid": pid, "start_rt": now[0], "start_mono": now[1], "reaping": int(pid > 0)}
+
+
+def _main_exited(unit: Unit, returncode: int) -> None:
+    """Record how the main process ended: asyncio's returncode is the exit status, or minus
+    the signal that killed it."""
+    now = time.time_ns() // 1000, time.monotonic_ns() // 1000
+    killed = returncode < 0
+    unit.main.pop("reaping", None)
+    unit.main.update(
+        code=CLD_KILLED if killed else CLD_EXITED,
+        status=-returncode if killed else returncode,
+        exit_rt=now[0],
+        exit_mono=now[1],
+    )
+
+
+def _result(returncode: int) -> str:
+    # systemd.service(5) Result=: "exit-code" for a non-zero status, "signal" for a kill
+    return "signal" if returncode < 0 else "exit-code"
+
+
+async def _log_output(identifier: str, proc: asyncio.subprocess.Process) -> None:
+    """StandardOutput=journal where there is no journal: each line into scopeshim's log."""
+    assert proc.stdout is not None
+    try:
+        async for line in proc.stdout:
+            log.info("%s[%d]: %s", identifier, proc.pid, line.decode(errors="replace").rstrip())
+    finally:
+        transport = getattr(proc, "_transport", None)  # asyncio has no public close
+        if transport is not None:
+            transport.close()
 
 
 class Handled(Scopes):
@@ -41,7 +89,14 @@ class Handled(Scopes):
             self._spawn_task(self._run_action(job, handler.start))
         elif handler.kind is Kind.ONESHOT:
             self._set_state(unit, ServiceState.START)
-            self._spawn_task(self._run_oneshot(job, handler.start, ServiceState.EXITED))
+            success = ServiceState(handler.success)
+            self._spawn_task(self._run_oneshot(job, handler.start, success))
+        elif handler.kind is Kind.NOTIFY and handler.zygote:
+            self._set_state(unit, ServiceState.START)
+            self._spawn_task(self._run_forked(job, handler))
+        elif handler.kind is Kind.NOTIFY:
+            self._set_state(unit, ServiceState.START)
+            self._spawn_task(self._run_notify(job, handler))
         else:
             self._set_state(unit, ServiceState.START)
             self._spawn_task(self._run_simple(job, handler))
@@ -52,16 +107,24 @@ class Handled(Scopes):
         unit = job.unit
         assert unit.handler is not None
         status, output = -1, ""
+        context = unit.handler.context
         try:
             self._realise(unit)
             assert unit.control_group is not None
+            started = None if context is None else (lambda pid: _main_started(unit, pid))
             status, output = await spawn.run(
-                argv, self.backend, unit.control_group, user=unit.handler.user
-            )
+                argv, self.backend, unit.control_group, user=unit.handler.user,
+                context=context, started=started,
+            )  # fmt: skip
         except (spawn.SpawnError, BackendError) as e:
             output = str(e)
-        for line in output.splitlines():
-            log.info("%s: %s", unit.name, line)
+            status = EXIT_EXEC  # systemd.exec(5): 203, the command could not be run
+        if context is not None:
+            _main_exited(unit, status)
+        if context is None or context.output == "journal":
+            name = context.identifier if context is not None else unit.name
+            for line in output.splitlines():
+                log.info("%s: %s", name, line)
         if unit.job is not job:
             return  # replaced or cancelled meanwhile
         self._release_cgroup(unit)
@@ -71,18 +134,157 @@ class Handled(Scopes):
             self._finish_job(job, JobResult.DONE)
         else:
             log.warning("%s: %s exited with status %d", unit.name, argv[0] if argv else "", status)
-            unit.result = "timeout" if status == -9 else "exit-code"
+            unit.result = "timeout" if status == -9 else _result(status)
             self._set_state(unit, ServiceState.FAILED)
             self._finish_job(job, JobResult.FAILED)
 
     async def _run_simple(self, job: Job, handler: Handler) -> None:
         """Type=simple: active once the main process is forked into the unit's cgroup."""
         unit = job.unit
+        context = handler.context
+        journal = context is not None and context.output == "journal"
         try:
             self._realise(unit)
             assert unit.control_group is not None
             proc = await spawn.start(
-                handler.start, self.backend, unit.control_group, user=handler.user, capture=False
+                handler.start, self.backend, unit.control_group, user=handler.user,
+                capture=journal, context=context,
+            )  # fmt: skip
+        except (spawn.SpawnError, BackendError) as e:
+            log.warning("%s: %s", unit.name, e)
+            if unit.job is job:
+                self._release_cgroup(unit)
+                if context is not None and isinstance(e, spawn.SpawnError):
+                    # systemd.exec(5): status 203/EXEC, the service failed with exit-code
+                    _main_started(unit, 0)
+                    _main_exited(unit, EXIT_EXEC)
+                    unit.result = "exit-code"
+                else:
+                    unit.result = "resources"
+                self._set_state(unit, ServiceState.FAILED)
+                self._finish_job(job, JobResult.FAILED)
+            return
+        if context is not None:
+            _main_started(unit, proc.pid)
+            if journal:
+                self._spawn_task(_log_output(context.identifier, proc))
+        self._spawn_task(self._reap(unit, proc))
+        if unit.job is job:
+            self._set_state(unit, ServiceState.RUNNING)
+            self._finish_job(job, JobResult.DONE)
+        assert unit.control_group is not None
+        self.backend.watch_empty(unit.control_group, self._cgroup_empty)
+
+    def adopt_service(self, name: str, slice_name: str, description: str, path: str) -> Unit:
+        """Take a running service's cgroup in as a unit (a user manager's session bus, which
+        it starts before it can serve): running until its cgroup empties."""
+        for ancestor in unitname.slice_ancestors(slice_name):
+            parent = self.load_unit(ancestor)
+            if parent.active_state is not ActiveState.ACTIVE:
+                self._new_invocation(parent)
+                self._realise(parent)
+                self._set_state(parent, SliceState.ACTIVE)
+        handler = Handler(Kind.SIMPLE, description, slice=slice_name)
+        unit = Unit(
+            name,
+            UnitType.SERVICE,
+            LoadState.LOADED,
+            slice=slice_name,
+            settings={"Description": description},
+            handler=handler,
+        )
+        self._register(unit)
+        self._new_invocation(unit)
+        unit.control_group = path
+        self._by_cgroup[path] = unit
+        self.backend.label(path, unit.invocation_id.hex())
+        self._set_state(unit, ServiceState.RUNNING)
+        self.backend.watch_empty(path, self._cgroup_empty)
+        return unit
+
+    def _prepare_delegated(self, unit: Unit, handler: Handler) -> str:
+        """The unit's cgroup (delegated to its user when Delegate=yes) and the sub-cgroup its
+        main process starts in; raises SpawnError or BackendError."""
+        self._realise(unit)
+        assert unit.control_group is not None
+        path = unit.control_group
+        if handler.delegate and handler.user is not None:
+            uid, gid = spawn.ids_of(handler.user)
+            # systemd.resource-control(5) Delegate=yes: the directory and the kernel's
+            # delegatable files (/sys/kernel/cgroup/delegate) belong to the user
+            self.backend.delegate(path, uid, gid)
+            if handler.subcgroup:
+                path = path.rstrip("/") + "/" + handler.subcgroup
+                self.backend.create(path)
+                self.backend.delegate(path, uid, gid)
+        return path
+
+    async def _run_notify(self, job: Job, handler: Handler) -> None:
+        """Type=notify: active once the main process says READY=1 (a line on its standard
+        output here); failed with its last words when it exits or times out first."""
+        unit = job.unit
+        try:
+            where = self._prepare_delegated(unit, handler)
+            proc = await spawn.start(handler.start, self.backend, where, user=handler.user)
+        except (spawn.SpawnError, BackendError) as e:
+            log.warning("%s: %s", unit.name, e)
+            if unit.job is job:
+                self._release_cgroup(unit)
+                unit.result = "resources"
+                self._set_state(unit, ServiceState.FAILED)
+                self._finish_job(job, JobResult.FAILED)
+            return
+        assert proc.stdout is not None
+        last: list[str] = []
+        ready = False
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                while not ready:
+                    raw = await proc.stdout.readline()
+                    if not raw:
+                        break
+                    line = raw.decode(errors="replace").rstrip("\n")
+                    ready = line == READY
+                    if not ready:
+                        log.info("%s: %s", unit.name, line)
+                        last = [*last[-4:], line]
+        except TimeoutError:
+            last.append(f"not ready after {START_TIMEOUT:.0f} s")
+        if ready and unit.job is job:
+            log.info("%s: ready", unit.name)
+            self._spawn_task(self._follow(unit, proc))
+            self._set_state(unit, ServiceState.RUNNING)
+            self._finish_job(job, JobResult.DONE)
+            assert unit.control_group is not None
+            self.backend.watch_empty(unit.control_group, self._cgroup_empty)
+            return
+        # systemd.service(5): a notify service that exits or times out before READY=1 fails
+        # its start job; what it started goes with it
+        reason = "; ".join(last) or "exited before it was ready"
+        log.warning("%s: failed to start: %s", unit.name, reason)
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        if unit.control_group is not None:
+            self.backend.kill(unit.control_group, signal.SIGKILL)
+        unit.result = "timeout" if last and last[-1].startswith("not ready") else "exit-code"
+        if unit.job is job:
+            self._release_cgroup(unit)
+            self._set_state(unit, ServiceState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+
+    async def _run_forked(self, job: Job, handler: Handler) -> None:
+        """Type=notify from the zygote: the fork is moved into the unit's cgroup before it
+        becomes the user and runs; active once it said READY=1."""
+        unit = job.unit
+        try:
+            where = self._prepare_delegated(unit, handler)
+            assert handler.user is not None
+            request = spawn.fork_request(handler.zygote, handler.user)
+            if self.forkserver is None:
+                self.forkserver = ForkServer()
+            forked = await self.forkserver.fork(
+                request, lambda pid: self.backend.attach(where, [pid])
             )
         except (spawn.SpawnError, BackendError) as e:
             log.warning("%s: %s", unit.name, e)
@@ -92,18 +294,60 @@ class Handled(Scopes):
                 self._set_state(unit, ServiceState.FAILED)
                 self._finish_job(job, JobResult.FAILED)
             return
-        self._spawn_task(self._reap(unit, proc))
-        if unit.job is job:
+        lines = forked.output.splitlines()
+        for line in lines:
+            log.info("%s: %s", unit.name, line)
+        if forked.ready and unit.job is job:
+            log.info("%s: ready (PID %d, forked)", unit.name, forked.pid)
             self._set_state(unit, ServiceState.RUNNING)
             self._finish_job(job, JobResult.DONE)
-        assert unit.control_group is not None
-        self.backend.watch_empty(unit.control_group, self._cgroup_empty)
+            assert unit.control_group is not None
+            self.backend.watch_empty(unit.control_group, self._cgroup_empty)
+            return
+        log.warning("%s: failed to start: %s", unit.name,
+                    "; ".join(lines[-5:]) or "exited before it was ready")  # fmt: skip
+        if unit.control_group is not None:
+            self.backend.kill(unit.control_group, signal.SIGKILL)
+        unit.result = "exit-code"
+        if unit.job is job:
+            self._release_cgroup(unit)
+            self._set_state(unit, ServiceState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+
+    async def _follow(self, unit: Unit, proc: asyncio.subprocess.Process) -> None:
+        """Log what the main process writes after READY=1, then its exit status."""
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            log.info("%s: %s", unit.name, raw.decode(errors="replace").rstrip("\n"))
+        await self._reap(unit, proc)
 
     async def _reap(self, unit: Unit, proc: asyncio.subprocess.Process) -> None:
-        status = await proc.wait()
+        status = await spawn.wait(proc)
         if status != 0 and unit.sub_state == ServiceState.RUNNING:
             log.warning("%s: main process exited with status %d", unit.name, status)
-            unit.result = "exit-code"
+            unit.result = _result(status)
+        if unit.handler is None or unit.handler.context is None:
+            return
+        _main_exited(unit, status)
+        self.listener.unit_changed(unit)
+        if self.units.get(unit.name) is not unit:
+            return
+        path = unit.control_group
+        rest = self.backend.pids(path) if path is not None else []
+        if unit.sub_state != ServiceState.RUNNING:
+            if unit.active_state is ActiveState.DEACTIVATING and not rest:
+                self._scope_dead(unit, unit.result)  # a stop in progress: it is over
+            return
+        if unit.handler.success == ServiceState.EXITED and status == 0 and not rest:
+            # systemd.service(5) RemainAfterExit=yes: active after the main process exits
+            self._set_state(unit, ServiceState.EXITED)
+            return
+        if not rest:
+            self._scope_dead(unit, unit.result)
+        elif unit.setting("ExitType", "main") == "main":
+            # systemd.service(5) ExitType=main: the service stops when its main process
+            # exits; what is left in its cgroup is stopped by KillMode=
+            self._scope_signal(unit, ScopeState.STOP_SIGTERM)
 
     async def _run_action(self, job: Job, argv: Sequence[str]) -> None:
         """A power or sleep target: run the init's command once; the job ends with it."""

@@ -20,10 +20,10 @@ from compat.enums import (
 )
 from compat.properties import Assignment, merge_into, parse_assignments
 from compat.unitname import UnitType
-from shim.core import procs
+from shim.core import procs, services
 from shim.core.configured import Configured
-from shim.core.engine import DEFAULT_SLICE, Property, _pins
-from shim.core.policy import Kind
+from shim.core.engine import Property, _lists, _pins
+from shim.core.policy import LONG_RUNNING, Kind
 from shim.core.units import Job, Unit
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,10 @@ class Manager(Configured):
         aux: Sequence[tuple[str, Sequence[Property]]],
         caller_pid: int | None,
         caller_uid: int | None = 0,
+        caller: str | None = None,
     ) -> Job:
-        """Create a transient scope or slice and queue its start job (validated fully first)."""
+        """Create a transient scope, slice or service and queue its start job (validated
+        fully first). CALLER (a bus name) holds the reference AddRef=true asks for."""
         self._job_mode(mode, transient=True)  # a new unit has no queued job to conflict with
         unit_type = self._transient_type(name, properties)
         if aux:
@@ -57,6 +59,9 @@ class Manager(Configured):
             if "Slice" in settings:
                 raise errors.InvalidArgs("Slice may not be set for slice units.")
             slice_name = unitname.slice_parent(name)
+        elif unit_type is UnitType.SERVICE:
+            services.check(name, settings)
+            slice_name = str(settings.pop("Slice", None) or self._default_slice(name))
         else:
             slice_name = str(settings.pop("Slice", None) or self._default_slice(name))
             if "PIDs" not in settings:
@@ -75,8 +80,14 @@ class Manager(Configured):
         unit = Unit(
             name, unit_type, LoadState.LOADED, transient=True, slice=slice_name, settings=settings
         )
+        if unit_type is UnitType.SERVICE:
+            unit.handler = services.handler(name, settings)
         self._configure_transient(unit)
         self._register(unit)
+        if settings.get("AddRef") and caller:
+            # org.freedesktop.systemd1(5) StartTransientUnit AddRef=: a reference held by the
+            # caller's bus connection, dropped when it goes (the unit stays until then)
+            unit.refs[caller] = unit.refs.get(caller, 0) + 1
         job = self._enqueue(unit, JobType.START)
         self._pull_in(unit)
         return job
@@ -94,6 +105,8 @@ class Manager(Configured):
             if unitname.is_instance(name):
                 raise errors.InvalidArgs("Invalid argument")  # what 252 answers, observed
             return unit_type
+        if unit_type is UnitType.SERVICE:
+            return unit_type  # systemd.service(5): made of ExecStart= and friends
         if unit_type in (UnitType.TARGET, UnitType.DEVICE, UnitType.SWAP):
             raise errors.InvalidArgs(f"Unit type {unit_type} does not support transient units.")
         # systemd builds these from properties scopeshim does not know (ExecStart=, What=, ...):
@@ -109,9 +122,8 @@ class Manager(Configured):
             and unit.active_state is ActiveState.INACTIVE
         )
 
-    @staticmethod
-    def _default_slice(name: str) -> str:
-        return DEFAULT_SLICE
+    def _default_slice(self, name: str) -> str:
+        return self.instance.default_slice
 
     def _parse(
         self, unit_type: UnitType, properties: Sequence[Property], *, transient: bool
@@ -239,7 +251,27 @@ class Manager(Configured):
                 f"Job type stop is not applicable for unit {unit.name}."
             )
         unit.pinned = False
-        return self._enqueue(unit, JobType.STOP)
+        job = self._enqueue(unit, JobType.STOP)
+        self._propagate_stop(unit)
+        return job
+
+    def _propagate_stop(self, unit: Unit) -> None:
+        """systemd.unit(5) Requires=/BindsTo=: "if one of the other units is explicitly
+        stopped", the units requiring it are stopped too (logind 256+ stops only
+        user-runtime-dir@UID.service, and user@UID.service goes with it)."""
+        for other in sorted(self._needed_by.get(unit.name, ()), key=lambda u: u.name):
+            requires = any(
+                _lists(other.settings.get(k), unit.name) for k in ("Requires", "BindsTo")
+            )
+            if (
+                requires
+                and other.active_state in (ActiveState.ACTIVE, ActiveState.ACTIVATING)
+                and (other.job is None or other.job.type is not JobType.STOP)
+                and not other.perpetual
+            ):
+                other.pinned = False
+                self._enqueue(other, JobType.STOP)
+                self._propagate_stop(other)
 
     def _stop(self, job: Job) -> None:
         unit = job.unit
@@ -253,13 +285,13 @@ class Manager(Configured):
             self._maybe_finish_slice_stop(unit)
             return
         if unit.type is UnitType.SCOPE or (
-            unit.handler is not None and unit.handler.kind is Kind.SIMPLE
+            unit.handler is not None and unit.handler.kind in LONG_RUNNING
         ):
             if unit.sub_state in (ScopeState.STOP_SIGTERM, ScopeState.STOP_SIGKILL):
                 return  # already stopping: the job finishes when the cgroup empties
             self._scope_signal(unit, ScopeState.STOP_SIGTERM)
             return
-        if unit.handler is not None and unit.handler.kind is Kind.ONESHOT:
+        if unit.handler is not None and unit.handler.kind is Kind.ONESHOT and unit.handler.stop:
             if unit.sub_state != ServiceState.STOP:
                 self._set_state(unit, ServiceState.STOP)
                 self._spawn_task(self._run_oneshot(job, unit.handler.stop, ServiceState.DEAD))
@@ -312,10 +344,29 @@ class Manager(Configured):
     def processes(self, unit: Unit) -> list[tuple[str, int, str]]:
         if unit.control_group is None:
             return []
+        shown = self.instance.shown
         return [
-            (self.backend.cgroup_of(pid) or unit.control_group, pid, procs.cmdline(pid))
+            (shown(self.backend.cgroup_of(pid) or unit.control_group), pid, procs.cmdline(pid))
             for pid in self.backend.pids(unit.control_group)
         ]
+
+    def shown_cgroup(self, unit: Unit) -> str:
+        """ControlGroup: the unit's cgroup as a path in the whole hierarchy ("" if none)."""
+        return "" if unit.control_group is None else self.instance.shown(unit.control_group)
+
+    def unit_by_shown_cgroup(self, path: str) -> Unit:
+        """GetUnitByControlGroup: a user manager knows its own tree only."""
+        inner = path if path == "" else self.instance.inner(path)
+        if inner is not None:
+            if inner == "/" and self.instance.user:
+                return self.units[unitname.ROOT_SLICE]  # the user manager's own cgroup
+            try:
+                return self.unit_by_cgroup(inner)
+            except errors.NoSuchUnit:
+                pass
+        raise errors.NoSuchUnit(
+            f"Control group '{path}' is not valid or not managed by this instance"
+        )
 
     def ref(self, unit: Unit, bus_name: str) -> None:
         self._require_found(unit)
@@ -360,6 +411,13 @@ class Manager(Configured):
                 self._queue_gc(unit)
         self.controller_gone(bus_name)
 
+    def set_environment(self, unset: Sequence[str], assignments: Sequence[str]) -> None:
+        """org.freedesktop.systemd1(5) SetEnvironment/UnsetEnvironment/UnsetAndSetEnvironment:
+        the block passed to spawned processes; the set list overrides the unset list."""
+        self.instance.update_environment(unset, assignments)
+        if assignments and self.environment_hook is not None:
+            self.environment_hook(list(assignments))
+
     def reload(self) -> None:
         """Reload(): the unit files are read again (configured.py), between Reloading
         true and false."""
@@ -382,3 +440,5 @@ class Manager(Configured):
             self._cancel_timer(unit)
         for task in list(self._tasks):
             task.cancel()
+        if self.forkserver is not None:
+            self.forkserver.close()

@@ -17,9 +17,10 @@ from compat.enums import (
     parse_enum,
 )
 from compat.unitname import ROOT_SLICE, UnitType
-from shim.core import state
+from shim.core import services, state
 from shim.core.handled import Handled
-from shim.core.policy import Kind
+from shim.core.instance import INIT_SCOPE
+from shim.core.policy import LONG_RUNNING
 from shim.core.state import Saved
 from shim.core.units import Job, Unit
 
@@ -34,7 +35,7 @@ class Restore(Handled):
         self._next_job_id = max(self._next_job_id, saved.next_job_id)
         depth = {"slice": 0}
         records = sorted(
-            (r for r in saved.units if r["name"] != ROOT_SLICE),
+            (r for r in saved.units if r["name"] not in (ROOT_SLICE, INIT_SCOPE)),
             key=lambda r: (depth.get(r["type"], 1), r["name"].count("-"), r["name"]),
         )
         restored = 0
@@ -117,7 +118,13 @@ class Restore(Handled):
         unit_type = unitname.unit_type(name)
         if unit_type is None or name in self.units:
             return
-        handler = None if record["transient"] else self.policy.handler_for(name)
+        settings = {k: state.decode(v) for k, v in record["settings"].items()}
+        if not record["transient"]:
+            handler = self.policy.handler_for(name)
+        elif unit_type is UnitType.SERVICE and settings.get("ExecStart"):
+            handler = services.handler(name, settings)
+        else:
+            handler = None
         unit = Unit(
             name,
             unit_type,
@@ -125,7 +132,7 @@ class Restore(Handled):
             sub_state=record["sub_state"],
             transient=bool(record["transient"]),
             slice=record["slice"],
-            settings={k: state.decode(v) for k, v in record["settings"].items()},
+            settings=settings,
             invocation_id=bytes.fromhex(record["invocation_id"]),
             result=record["result"],
             freezer_state=record["freezer_state"],
@@ -135,13 +142,17 @@ class Restore(Handled):
             stop_when_unneeded=bool(record["stop_when_unneeded"]),
             pinned=bool(record["pinned"]),
         )
+        # a main process that was running is no child of this daemon: its end is seen as the
+        # cgroup emptying, its exit status is not known
+        unit.main = {k: int(v) for k, v in record.get("main", {}).items() if k != "reaping"}
         self._register(unit)
         if unit.invocation_id:
             self._by_invocation[unit.invocation_id] = unit
         path = record["control_group"]
+        long_running = handler is not None and handler.kind in LONG_RUNNING
         if path is None or not self.backend.exists(path):
             if unit.active_state not in (ActiveState.INACTIVE, ActiveState.FAILED) and (
-                unit.type is UnitType.SCOPE or (handler is not None and handler.kind is Kind.SIMPLE)
+                unit.type is UnitType.SCOPE or long_running
             ):
                 self._set_state(unit, ScopeState.DEAD)  # its cgroup went with the processes
             elif unit.type is UnitType.SLICE and unit.active_state is ActiveState.ACTIVE:
@@ -149,7 +160,7 @@ class Restore(Handled):
             return
         unit.control_group = path
         self._by_cgroup[path] = unit
-        if unit.type is UnitType.SCOPE or (handler is not None and handler.kind is Kind.SIMPLE):
+        if unit.type is UnitType.SCOPE or long_running:
             self.backend.watch_empty(path, self._cgroup_empty)
             if unit.sub_state in (ScopeState.STOP_SIGTERM, ScopeState.STOP_SIGKILL):
                 self._resume_stop(unit)  # finish the stop

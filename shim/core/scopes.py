@@ -3,6 +3,7 @@ TimeoutStopSec=), the empty cgroup, kill, abandon, attach, freeze; delegation.""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pwd
@@ -25,6 +26,10 @@ from shim.core.engine import DEFAULT_TIMEOUT_STOP_USEC, SIGNAL_MAX, Engine, _cgr
 from shim.core.units import Job, Unit
 
 log = logging.getLogger(__name__)
+
+# cgroup-v2.rst "Delegation Containment": moving a process from outside the delegated tree
+# fails with EACCES (no write access to the common ancestor) or ENOENT (outside the namespace)
+_NOT_OURS = (errno.EACCES, errno.EPERM, errno.ENOENT)
 
 
 class Scopes(Engine):
@@ -49,9 +54,11 @@ class Scopes(Engine):
             if procs.is_kernel_thread(pid):
                 # systemd's unit_pid_attachable(): kernel threads cannot join a cgroup
                 raise errors.InvalidArgs(f"Process {pid} is a kernel thread, refusing.")
-            if caller_uid != 0 and procs.owner(pid) != caller_uid:
+            owner = procs.owner(pid)
+            if caller_uid != 0 and owner != caller_uid:
                 # systemd's AttachProcessesToUnit() text for the same rule
                 raise errors.AccessDenied(f"Process {pid} not owned by client's UID. Refusing.")
+            self.instance.check_process_owner(pid, owner, caller_uid)
             if pid not in out:
                 out.append(pid)
         return out
@@ -78,6 +85,7 @@ class Scopes(Engine):
             self._finish_job(job, JobResult.FAILED)
             return
         attached = 0
+        refused: list[int] = []
         pids = unit.setting("PIDs", [])
         assert isinstance(pids, list)
         for pid in pids:
@@ -85,7 +93,39 @@ class Scopes(Engine):
                 self.backend.attach(unit.control_group, [pid])
                 attached += 1
             except BackendError as e:
+                if self.escalate_attach is not None and e.errno in _NOT_OURS:
+                    refused.append(pid)  # outside the delegated tree: ask the system manager
+                    continue
                 log.warning("%s: PID %d not attached: %s", unit.name, pid, e)
+        if refused:
+            task = self.loop.create_task(self._attach_through_system(job, refused, attached))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._scope_started(job, attached)
+
+    async def _attach_through_system(self, job: Job, pids: list[int], attached: int) -> None:
+        """A user manager cannot move a process from outside its tree (the kernel wants write
+        access to the common ancestor's cgroup.procs); systemd --user asks the system
+        manager's AttachProcessesToUnit on user@UID.service instead, and so do we."""
+        unit = job.unit
+        assert self.escalate_attach is not None
+        for pid in pids:
+            path = unit.control_group
+            if path is None:
+                break
+            try:
+                await self.escalate_attach(path, [pid])
+                attached += 1
+            except BackendError as e:
+                log.warning("%s: PID %d not attached through the system manager: %s",
+                            unit.name, pid, e)  # fmt: skip
+        if unit.job is job and unit.control_group is not None:
+            self._scope_started(job, attached)
+
+    def _scope_started(self, job: Job, attached: int) -> None:
+        unit = job.unit
+        assert unit.control_group is not None
         if not attached:
             # systemd.scope(5): a scope without processes cannot start
             log.warning("%s: no PIDs left to attach to the scope's control group", unit.name)
@@ -115,6 +155,24 @@ class Scopes(Engine):
             log.warning("%s: %s", unit.name, e)
             return False
         return True
+
+    @staticmethod
+    def _delegated(unit: Unit) -> bool:
+        """systemd.resource-control(5) Delegate=: set on the unit, or by its handler."""
+        return bool(unit.setting("Delegate", False)) or (
+            unit.handler is not None and unit.handler.delegate
+        )
+
+    @staticmethod
+    def ref_uid(unit: Unit) -> int | None:
+        """The uid a unit runs as (User=, or its handler's user), None if none or unknown."""
+        user = unit.handler.user if unit.handler is not None else unit.setting("User")
+        if not isinstance(user, str) or not user:
+            return None
+        try:
+            return pwd.getpwuid(int(user)).pw_uid if user.isdigit() else pwd.getpwnam(user).pw_uid
+        except (KeyError, ValueError):
+            return int(user) if user.isdigit() else None
 
     def _scope_signal(self, unit: Unit, state: ScopeState) -> None:
         """systemd.kill(5): SIGTERM (+SIGHUP) first, SIGKILL after TimeoutStopSec=."""
@@ -213,6 +271,8 @@ class Scopes(Engine):
         unit = self._by_cgroup.get(path)
         if unit is None or unit.type not in (UnitType.SCOPE, UnitType.SERVICE):
             return
+        if unit.main.get("reaping"):
+            return  # the main process is not reaped yet: its exit status decides (handled.py)
         if unit.active_state in (ActiveState.ACTIVE, ActiveState.DEACTIVATING):
             self._scope_dead(unit, unit.result)
 
@@ -257,7 +317,7 @@ class Scopes(Engine):
         """AttachProcessesToUnit: delegated units only, into an existing (sub-)cgroup."""
         if subcgroup and not subcgroup.startswith("/"):
             raise errors.InvalidArgs(f"Control group path is not absolute: {subcgroup}")
-        if not unit.setting("Delegate", False):
+        if not self._delegated(unit):
             raise errors.InvalidArgs("Process migration not available on non-delegated units.")
         if unit.control_group is None or unit.active_state is not ActiveState.ACTIVE:
             raise errors.UnitInactive("Unit is inactive.")
@@ -267,6 +327,13 @@ class Scopes(Engine):
         resolved = self._resolve_pids(list(pids), caller_pid, caller_uid)
         if not resolved:
             return
+        if not self.instance.trusted(caller_uid) and self.ref_uid(unit) != caller_uid:
+            # org.freedesktop.systemd1(5) AttachProcessesToUnit: no polkit action; a caller
+            # other than root must own the processes and the unit (its User=), which is how
+            # a user manager moves processes into its own user@UID.service
+            raise errors.AccessDenied(
+                f"Process {resolved[0]} not owned by target unit's UID. Refusing."
+            )
         target = unit.control_group.rstrip("/") + "/" + "/".join(p for p in parts if p)
         target = target.rstrip("/") or "/"
         if not self.backend.exists(target):

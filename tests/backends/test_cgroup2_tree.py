@@ -159,3 +159,32 @@ def test_delegated_files_are_the_users_and_limits_stay_roots(tmp_path):
         assert (d / "memory.max").read_text() == "1073741824\n"
     finally:
         shutil.rmtree(tree)
+
+
+def test_a_weight_after_idle_clears_cpu_idle_first(tmp_path):
+    # the kernel refuses cpu.weight while cpu.idle is 1 (pinned on the kernel in tests/vm)
+    b = make(tmp_path)
+    b.create("/s.scope")
+    d = tmp_path / "s.scope"
+    written = []
+    b.set_attribute = lambda path, attribute, value: written.append((attribute, value))
+    (d / "cpu.idle").write_text("1\n")
+    b.apply_resources("/s.scope", {"CPUWeight": 200})
+    assert written == [("cpu.idle", "0"), ("cpu.weight", "200")]
+    written.clear()
+    (d / "cpu.idle").write_text("0\n")
+    b.apply_resources("/s.scope", {"CPUWeight": 300})
+    assert written == [("cpu.weight", "300")]
+
+
+def test_io_limits_gone_from_the_settings_are_written_back_to_max(tmp_path):
+    # an empty IO*BandwidthMax= resets the list; io.max keeps limits until written to "max"
+    b = make(tmp_path)
+    b.create("/s.scope")
+    (tmp_path / "s.scope/io.max").write_text(
+        "254:0 rbps=1048576 wbps=1048576 riops=max wiops=max\n"
+    )
+    written = []
+    b.set_attribute = lambda path, attribute, value: written.append((attribute, value))
+    b.apply_resources("/s.scope", {"IOReadBandwidthMax": [], "IOWriteBandwidthMax": []})
+    assert written == [("io.max", "254:0 rbps=max"), ("io.max", "254:0 wbps=max")]

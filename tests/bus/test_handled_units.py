@@ -44,6 +44,7 @@ def helper(tmp_path: Path) -> Path:
 @pytest.fixture
 def policy(tmp_path: Path, helper: Path) -> Policy:
     return Policy(
+        user_manager=UserManager.MASKED,
         runtime_dir_helper=str(helper),
         power_actions=dict.fromkeys(POWER_TARGETS, RECORD),
         record_file=str(tmp_path / "actions.log"),
@@ -78,7 +79,7 @@ async def start_session(client: Client, pid: int, name: str = "session-1.scope")
     return str(job)
 
 
-async def test_user_manager_is_masked_by_default(daemon: Daemon, client: Client) -> None:
+async def test_user_manager_masked(daemon: Daemon, client: Client) -> None:
     name, text = await client.error("StartUnit", "ss", [USER, "replace"])
     assert (name, text) == ("org.freedesktop.systemd1.UnitMasked", f"Unit {USER} is masked.")
     assert await client.get(USER_PATH, UNIT, "LoadState") == "masked"

@@ -1,0 +1,275 @@
+"""Inside the sandbox: the per-user manager. scopeshim (user_manager = "scopeshim") and the
+unmodified logind; a login of an unprivileged user makes logind start user@UID.service, for
+which scopeshim starts `scopeshim serve --user` as the user in user@UID.service/init.scope;
+it starts the user's session bus (dbus-daemon --session at /run/user/UID/bus) in
+session.slice/dbus.service. Then, as the user, the unmodified systemctl --user (status,
+list-units, show, show-environment, set-environment), dbus-update-activation-environment
+--systemd and systemd-run --user --scope -p TasksMax=10; last the logout, after which
+logind stops user@UID.service and nothing of the user is left.
+
+Usage: scenario_user_manager.py [--logind PATH]; prints one JSON object per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.e2e.inside import CGROOT, ROOT, connect, report, stop, wait_name
+from tests.e2e.logind_kit import (
+    INSTALLED_LOGIND,
+    LOGIN1,
+    SYSTEMD1,
+    Logs,
+    Signals,
+    logind_version,
+    private_user,
+    start_logind,
+    unit_state,
+    wait_until,
+)
+
+CLIENT = Path(__file__).with_name("login_client.py")
+E2E_CONFIG = Path(__file__).with_name("scopeshim-e2e.toml")
+
+
+SITE = next((ROOT / ".venv/lib").glob("python3*/site-packages"))
+
+
+def config(run: Path, zygote: bool) -> Path:
+    """The e2e configuration with the user manager on. exec: Debian's python3 with the venv's
+    packages (the venv's interpreter lives under /root, mode 700, out of the user's reach);
+    zygote: the default, forks of the system daemon's zygote (then started with Debian's
+    python3 too, see start_scopeshim)."""
+    command = ["/usr/bin/env", f"PYTHONPATH={ROOT}:{SITE}", "/usr/bin/python3", "-m", "shim",
+               "serve", "--user", "--notify-ready", "--log-level", "debug"]  # fmt: skip
+    units = 'user_manager = "scopeshim"'
+    if not zygote:
+        units += f"\nuser_manager_command = {json.dumps(command)}"
+    text = E2E_CONFIG.read_text().replace('user_manager = "masked"', units)
+    path = run / "scopeshim-user.toml"
+    path.write_text(text)
+    return path
+
+
+def start_scopeshim(conf: Path, zygote: bool) -> subprocess.Popen[bytes]:
+    log = open(Path(os.environ["SCOPESHIM_E2E_RUN"]) / "scopeshim.log", "ab")  # noqa: SIM115
+    python, env = sys.executable, dict(os.environ)
+    if zygote:
+        # the zygote's forks import what is left to import as the user: an interpreter and
+        # packages the user may read, as an installed scopeshim has them
+        python, env["PYTHONPATH"] = "/usr/bin/python3", f"{ROOT}:{SITE}"
+    return subprocess.Popen(
+        [python, "-m", "shim", "serve", "--system", "--backend", "cgroup2",
+         "--cgroup-root", str(CGROOT), "--state-dir", "/run/scopeshim", "--log-level",
+         "debug", "--config", str(conf)],
+        cwd=ROOT, stdout=log, stderr=log, env=env,
+    )  # fmt: skip
+
+
+def as_user(uid: int, gid: int, home: str, *argv: str, timeout: float = 60) -> dict[str, Any]:
+    """Run ARGV as the user with a login's environment; its status and output."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "XDG_RUNTIME_DIR": f"/run/user/{uid}",
+        "DBUS_SESSION_BUS_ADDRESS": f"unix:path=/run/user/{uid}/bus",
+        "SYSTEMD_COLORS": "0",
+        "SYSTEMD_PAGER": "",
+        "G_MESSAGES_DEBUG": "GnomeDesktop",
+    }
+    drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
+    proc = subprocess.run(
+        [*drop, *argv], env=env, capture_output=True, text=True, timeout=timeout, cwd="/"
+    )
+    return {"status": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def processes_of(uid: int) -> dict[int, dict[str, str]]:
+    out: dict[int, dict[str, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{entry}/cgroup") as f:
+                cg = next((x.strip()[3:] for x in f if x.startswith("0::")), "")
+        except OSError:
+            continue
+        out[int(entry)] = {"cmdline": cmd, "cgroup": cg}
+    return out
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--logind", default=INSTALLED_LOGIND)
+    parser.add_argument("--zygote", action="store_true", help="the default launch (forks)")
+    args = parser.parse_args()
+    run = Path(os.environ["SCOPESHIM_E2E_RUN"])
+    user = private_user(run / "user")
+    uid, gid = user.uid, user.gid
+    report(step="setup", uid=uid, user=user.name, logind=logind_version(args.logind))
+    daemon = start_scopeshim(config(run, args.zygote), args.zygote)
+    bus = await connect()
+    logind = login = None
+    service = f"user@{uid}.service"
+    tree = f"/user.slice/user-{uid}.slice/{service}"
+    try:
+        await wait_name(bus, SYSTEMD1)
+        signals = await Signals.attach(bus)
+        logind = start_logind(args.logind, run)
+        await wait_name(bus, LOGIN1)
+        login = subprocess.Popen(
+            [sys.executable, str(CLIENT), str(uid), "--gid", str(gid)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert login.stdout is not None and login.stdin is not None
+        created = json.loads(login.stdout.readline() or "{}")
+
+        # logind started user@UID.service; its job is done once the user manager serves
+        async def user_active() -> dict[str, Any] | None:
+            state = await unit_state(bus, service)
+            return state if state.get("ActiveState") in ("active", "failed") else None
+
+        state = await wait_until(user_active, timeout=60)
+        procs = processes_of(uid)
+        report(
+            step="login",
+            created=created,
+            user_unit=state or await unit_state(bus, service),
+            processes=procs,
+            bus_socket=os.path.exists(f"/run/user/{uid}/bus"),
+            private_dir=os.path.isdir(f"/run/user/{uid}/systemd"),
+        )
+
+        home = user.home
+        ctl = ["systemctl", "--user", "--no-pager"]
+        report(
+            step="systemctl",
+            status=as_user(uid, gid, home, *ctl, "status"),
+            list_units=as_user(
+                uid, gid, home, *ctl, "list-units", "--all", "--plain", "--no-legend"
+            ),
+            show=as_user(
+                uid,
+                gid,
+                home,
+                *ctl,
+                "show",
+                "-p",
+                "ControlGroup",
+                "-p",
+                "Version",
+                "-p",
+                "SystemState",
+            ),
+            show_environment=as_user(uid, gid, home, *ctl, "show-environment"),
+            set_environment=as_user(uid, gid, home, *ctl, "set-environment", "E2E=yes"),
+            activation=as_user(
+                uid,
+                gid,
+                home,
+                "dbus-update-activation-environment",
+                "--systemd",
+                "--verbose",
+                "ACTIVATED=1",
+            ),
+            after=as_user(uid, gid, home, *ctl, "show-environment"),
+            dbus_status=as_user(uid, gid, home, *ctl, "status", "dbus.service"),
+        )
+        scope = as_user(
+            uid, gid, home, "systemd-run", "--user", "--scope", "--unit", "run-e2e",
+            "-p", "TasksMax=10", "sh", "-c",
+            "cat /proc/self/cgroup; systemctl --user show run-e2e.scope -P TasksMax",
+        )  # fmt: skip
+        report(
+            step="systemd-run",
+            scope=scope,
+            pids_max=_read(CGROOT / tree.lstrip("/") / "app.slice/run-e2e.scope/pids.max"),
+        )
+
+        # flatpak's calls over /run/user/UID/systemd/private, then gnome-desktop's
+        # gnome_start_systemd_scope from inside the user's tree (python3-gi, Debian's libraries)
+        here = Path(__file__).resolve().parent
+        report(
+            step="clients",
+            flatpak=as_user(
+                uid,
+                gid,
+                home,
+                "/usr/bin/python3",
+                str(here / "flatpak_scope.py"),
+                "org.example.App",
+            ),
+            gnome=as_user(
+                uid,
+                gid,
+                home,
+                "systemd-run",
+                "--user",
+                "--scope",
+                "--unit",
+                "run-gnome",
+                "/usr/bin/python3",
+                str(here / "gnome_scope.py"),
+                "org.example.Gnome",
+            ),
+            gnome_available=_gnome_desktop(),
+        )
+
+        # logout: the session goes, logind stops user@UID.service: everything under it goes
+        login.stdin.write("release\nexit\n")
+        login.stdin.flush()
+        login.wait(30)
+        stopped = await signals.wait(0, "UnitRemoved", service, timeout=60) is not None
+        gone = await wait_until(lambda: not processes_of(uid) or None, timeout=30)
+        slice_dir = CGROOT / f"user.slice/user-{uid}.slice"
+        # the user's slice goes once logind's stop jobs are through (user-runtime-dir@ last)
+        await wait_until(lambda: not slice_dir.exists() or None, timeout=30)
+        report(
+            step="logout",
+            user_unit_removed=stopped,
+            processes_left=processes_of(uid),
+            gone=bool(gone),
+            user_cgroup_left=(CGROOT / tree.lstrip("/")).exists(),
+            slice_cgroup_left=(CGROOT / f"user.slice/user-{uid}.slice").exists(),
+            runtime_dir_mounted=os.path.ismount(f"/run/user/{uid}"),
+        )
+    finally:
+        if login is not None and login.poll() is None:
+            login.kill()
+            login.wait()
+        bus.disconnect()
+        if logind is not None:
+            report(step="logind-exit", exit=stop(logind))
+        report(step="stopped", exit=stop(daemon))
+        report(step="logs", **Logs(run).excerpt({"logind.log": 0, "scopeshim.log": 0}))
+
+
+def _gnome_desktop() -> bool:
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import gi; gi.require_version('GnomeDesktop', '3.0')"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,107 @@
+"""The per-user manager in the sandbox with the unmodified logind: a login starts
+user@UID.service, which runs scopeshim's user manager as the user in its init.scope with
+the user's session bus; the unmodified systemctl --user, dbus-update-activation-environment
+--systemd and systemd-run --user --scope work; the logout leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_logind import VERSIONS, explain, run_scenario
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+# each logind with user managers started as commands; the default launch (forked from the
+# zygote) with logind 252
+CASES = [(v, "exec") for v in VERSIONS] + [("252", "zygote")]
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize(("version", "launch"), CASES, ids=["-".join(c) for c in CASES])
+def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, launch: str) -> None:
+    request.node.user_properties.append(
+        ("case", f"logind {version}  unprivileged  user-manager ({launch})")
+    )
+    for tool in ("systemctl", "systemd-run", "dbus-daemon", "dbus-update-activation-environment"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (make deps installs it)")
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import gi"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("python3-gi is not installed (make deps installs it)")
+    extra = ["--zygote"] if launch == "zygote" else []
+    outcome = run_scenario("scenario_user_manager.py", version, *extra, timeout=200)
+    if outcome.skipped:
+        pytest.skip(outcome.skipped)
+    events = outcome.steps
+    why = explain(events) + "\n" + outcome.stderr
+    assert outcome.returncode == 0, why
+    uid = events["setup"]["uid"]
+    tree = f"/user.slice/user-{uid}.slice/user@{uid}.service"
+
+    # login: user@UID.service is running; the manager and the session bus run as the user
+    login = events["login"]
+    assert login["created"]["ok"] is True, why
+    assert login["user_unit"]["SubState"] == "running", why
+    cgroups = {p["cgroup"]: p["cmdline"] for p in login["processes"].values()}
+    # exec: the command line says what it is; zygote: a fork of `scopeshim zygote`
+    expected = "serve --user" if launch == "exec" else "shim zygote"
+    assert expected in cgroups[tree + "/init.scope"], why
+    assert "dbus-daemon --session" in cgroups[tree + "/session.slice/dbus.service"], why
+    assert login["bus_socket"] and login["private_dir"], why
+
+    # systemctl --user: the user's own tree only
+    ctl = events["systemctl"]
+    for name in ("status", "list_units", "show", "show_environment", "set_environment",
+                 "activation", "after", "dbus_status"):  # fmt: skip
+        assert ctl[name]["status"] == 0, why
+    assert f"CGroup: {tree}" in ctl["status"]["stdout"], why
+    listed = {line.split()[0] for line in ctl["list_units"]["stdout"].splitlines()}
+    assert listed == {"-.slice", "init.scope", "session.slice", "dbus.service"}, why
+    assert f"ControlGroup={tree}" in ctl["show"]["stdout"].splitlines(), why
+    assert "Version=252" in ctl["show"]["stdout"].splitlines(), why
+    env = ctl["show_environment"]["stdout"].splitlines()
+    assert f"XDG_RUNTIME_DIR=/run/user/{uid}" in env, why
+    assert f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus" in env, why
+    assert "ignoring --systemd" not in ctl["activation"]["stderr"], why
+    assert {"E2E=yes", "ACTIVATED=1"} <= set(ctl["after"]["stdout"].splitlines()), why
+
+    # systemd-run --user --scope: the process lands in user@UID.service/app.slice/run-*.scope
+    run = events["systemd-run"]["scope"]
+    assert run["status"] == 0, why
+    assert re.search(rf"^0::{re.escape(tree)}/app\.slice/run-e2e\.scope$", run["stdout"], re.M), why
+    assert run["stdout"].split()[-1] == "10", why  # TasksMax as the user manager has it
+
+    # flatpak's exact calls over /run/user/UID/systemd/private: app.slice/app-flatpak-*.scope
+    clients = events["clients"]
+    flatpak = _last_json(clients["flatpak"]["stdout"])
+    assert clients["flatpak"]["status"] == 0, why
+    assert flatpak["removed"]["result"] == "done", why
+    assert flatpak["cgroup"] == f"{tree}/app.slice/{flatpak['unit']}", why
+    # gnome_start_systemd_scope from inside the tree: the child in app-gnome-NAME-PID.scope,
+    # and libsystemd's sd_pid_get_user_unit() names it
+    if clients["gnome_available"]:
+        gnome = _last_json(clients["gnome"]["stdout"])
+        unit = f"app-gnome-org.example.Gnome-{gnome['child']}.scope"
+        assert gnome["ok"] is True, why
+        assert gnome["child_cgroup"] == f"{tree}/app.slice/{unit}", why
+        assert gnome["child_user_unit"] == unit, why
+        assert gnome["self_user_unit"] == "run-gnome.scope", why
+
+    # logout: logind stops user@UID.service; no process, cgroup or mount of the user is left
+    out = events["logout"]
+    assert out["user_unit_removed"] is True, why
+    assert out["processes_left"] == {}, why
+    assert out["user_cgroup_left"] is False and out["slice_cgroup_left"] is False, why
+    assert out["runtime_dir_mounted"] is False, why
+    assert events["stopped"]["exit"] == 0, why
+    assert events["logs"]["refused_calls"] == [], why

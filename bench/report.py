@@ -255,6 +255,17 @@ def markdown(data: dict[str, Any]) -> str:
     else:
         what = f"error: {one_line(rp.get('error', '?'))}"
     lines += ["", "Replay parse throughput (scopeshim replay reading dbus-monitor logs): " + what]
+    em = peers.get("empty-cgroups", {})
+    if "pidfd_ms" in em:
+        what = (
+            f"pidfd (last process exits) p50 {em['pidfd_ms']['p50']} ms, max "
+            f"{em['pidfd_ms']['max']} ms; poll (moved away unseen, every "
+            f"{em['poll_interval_ms']:.0f} ms) p50 {em['poll_ms']['p50']} ms, max "
+            f"{em['poll_ms']['max']} ms; {em['repeat']} repeats (bench/empty_latency.py)"
+        )
+    else:
+        what = em.get("skipped") or em.get("error") or "not run in this invocation"
+    lines += ["", "Empty cgroup seen by the cgroup1 backend: " + what]
     lines += ["", "## Goals", "", "| goal | verdict | measured |", "|---|---|---|"]
     for goal, verdict, evidence in data["goals"]:
         lines.append(f"| {goal} | **{verdict}** | {evidence} |")

@@ -9,6 +9,7 @@ Peers, in this order (each one alone on the machine while it is measured):
   logind-scopeshim   systemd-logind 252 on scopeshim (cgroup2), in tests/e2e/sandbox.sh
   logind-systemd     systemd-logind 252 on the real systemd (real-systemd.sh)
   replay             bench/replay_parse.py, when it exists
+  empty-cgroups      bench/empty_latency.py: how soon the cgroup1 backend sees a cgroup empty
 
 Where a sandbox cannot run (not root, no namespaces, no lab kit) the peer is skipped and the
 reason goes into the results. Outputs: bench/results/{bench.json,bench.md,latency_vs_units.png}
@@ -64,6 +65,7 @@ PEERS = [
     "logind-scopeshim",
     "logind-systemd",
     "replay",
+    "empty-cgroups",
 ]
 
 
@@ -191,6 +193,21 @@ def run_replay(opts: argparse.Namespace) -> dict[str, Any]:
     return {"label": "replay", "error": f"exit {proc.returncode}, no JSON output"}
 
 
+def run_empty(opts: argparse.Namespace) -> dict[str, Any]:
+    out = RAW / "empty-cgroups.json"
+    try:
+        proc = subprocess.run(
+            [PY, str(HERE / "empty_latency.py"), *(["--quick"] if opts.quick else []),
+             "--out", str(out)],
+            capture_output=True, text=True, cwd=ROOT, timeout=opts.timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"label": "empty-cgroups", "error": f"timed out after {opts.timeout} s"}
+    if out.exists():
+        return {"label": "empty-cgroups", **json.loads(out.read_text())}
+    return {"label": "empty-cgroups", "error": f"exit {proc.returncode}: {proc.stderr[-300:]}"}
+
+
 def leftovers() -> list[str]:
     base = Path("/sys/fs/cgroup/unified")
     if not base.is_dir():
@@ -254,6 +271,7 @@ def main() -> None:
                 "--mode", "logind",
             ),
             "replay": lambda: run_replay(opts),
+            "empty-cgroups": lambda: run_empty(opts),
         }  # fmt: skip
         for name in wanted:
             say(f"{name}: running" + (" (quick)" if opts.quick else ""))

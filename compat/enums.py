@@ -178,6 +178,38 @@ class KillMode(enum.StrEnum):
     NONE = "none"
 
 
+class ServiceType(enum.StrEnum):
+    """systemd.service(5) Type=."""
+
+    SIMPLE = "simple"
+    EXEC = "exec"
+    FORKING = "forking"
+    ONESHOT = "oneshot"
+    DBUS = "dbus"
+    NOTIFY = "notify"
+    NOTIFY_RELOAD = "notify-reload"
+    IDLE = "idle"
+
+
+class ExitType(enum.StrEnum):
+    """systemd.service(5) ExitType=."""
+
+    MAIN = "main"
+    CGROUP = "cgroup"
+
+
+class ServiceRestart(enum.StrEnum):
+    """systemd.service(5) Restart=."""
+
+    NO = "no"
+    ON_SUCCESS = "on-success"
+    ON_FAILURE = "on-failure"
+    ON_ABNORMAL = "on-abnormal"
+    ON_WATCHDOG = "on-watchdog"
+    ON_ABORT = "on-abort"
+    ALWAYS = "always"
+
+
 class CollectMode(enum.StrEnum):
     """CollectMode=."""
 

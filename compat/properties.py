@@ -14,7 +14,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from compat import errors, unitname
-from compat.enums import CollectMode, DevicePolicy, KillMode, OOMPolicy
+from compat.enums import (
+    CollectMode,
+    DevicePolicy,
+    ExitType,
+    KillMode,
+    OOMPolicy,
+    ServiceRestart,
+    ServiceType,
+)
 from compat.unitname import UnitType
 
 UINT64_MAX = 2**64 - 1
@@ -50,7 +58,10 @@ class Phase(enum.Flag):
 Check = Callable[[str, object], object]
 
 _SCOPE = frozenset({UnitType.SCOPE})
-_CGROUP = frozenset({UnitType.SCOPE, UnitType.SLICE})
+_SERVICE = frozenset({UnitType.SERVICE})
+# units with processes: systemd.kill(5) and the process settings
+_PROCESSES = frozenset({UnitType.SCOPE, UnitType.SERVICE})
+_CGROUP = frozenset({UnitType.SCOPE, UnitType.SLICE, UnitType.SERVICE})
 _ANY = frozenset(UnitType)
 
 
@@ -170,6 +181,64 @@ def _text(name: str, v: object) -> object:
     if "\0" in v:
         raise _invalid(f"Invalid {name} setting")
     return v
+
+
+def _exec_command(name: str, v: object) -> object:
+    # systemd.service(5) ExecStart=: an absolute path, then argv; the bool: ignore failure
+    assert isinstance(v, list)
+    out = []
+    for path, argv, ignore in v:
+        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+            raise _invalid(f"Path {path} is not absolute.")
+        if not argv:
+            raise _invalid(f"{name} argument list is empty.")
+        out.append((path, list(argv), bool(ignore)))
+    return out
+
+
+def _environment(name: str, v: object) -> object:
+    # systemd.exec(5) Environment=: NAME=VALUE assignments
+    assert isinstance(v, list)
+    for entry in v:
+        key, eq, _ = entry.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise _invalid("Invalid environment block.")
+    return list(v)
+
+
+def _working_directory(name: str, v: object) -> object:
+    assert isinstance(v, str)
+    # systemd.exec(5): an absolute path or "~" (the user's home); a "-" prefix: may be missing
+    path = v[1:] if v.startswith("-") else v
+    if path != "~" and (not path.startswith("/") or "\0" in path):
+        raise _invalid("WorkingDirectory= expects an absolute path or '~'")
+    return v
+
+
+def _nice(name: str, v: object) -> object:
+    assert isinstance(v, int)
+    if not -20 <= v <= 19:  # setpriority(2)'s range
+        raise _invalid(f"Nice value out of range: {v}")
+    return v
+
+
+def _umask(name: str, v: object) -> object:
+    assert isinstance(v, int)
+    if not 0 <= v <= 0o777:
+        raise _invalid(f"Invalid UMask: {v}")
+    return v
+
+
+def _standard(*supported: str) -> Check:
+    # StandardInput/Output/Error: what exists here (no journal: a service's lines go to
+    # scopeshim's log; no tty, socket or file targets)
+    def check(name: str, v: object) -> object:
+        assert isinstance(v, str)
+        if v not in supported:
+            raise errors.property_read_only(name)
+        return v
+
+    return check
 
 
 def _pids(name: str, v: object) -> object:
@@ -294,20 +363,36 @@ _SPECS: list[PropertySpec] = [
     # systemd.scope(5)
     _spec("PIDs", "au", _SCOPE, _T, Merge.APPEND, _pids),
     _spec("Controller", "s", _SCOPE, _T, check=_controller),
-    _spec("TimeoutStopUSec", "t", _SCOPE, _T),
-    _spec("RuntimeMaxUSec", "t", _SCOPE, Phase.BOTH),
-    _spec("RuntimeRandomizedExtraUSec", "t", _SCOPE, Phase.BOTH),
-    _spec("OOMPolicy", "s", _SCOPE, _T, check=_enum(OOMPolicy)),
-    _spec("User", "s", _SCOPE, _T, check=_text),
-    _spec("Group", "s", _SCOPE, _T, check=_text),
+    _spec("TimeoutStopUSec", "t", _PROCESSES, _T),
+    _spec("RuntimeMaxUSec", "t", _PROCESSES, Phase.BOTH),
+    _spec("RuntimeRandomizedExtraUSec", "t", _PROCESSES, Phase.BOTH),
+    _spec("OOMPolicy", "s", _PROCESSES, _T, check=_enum(OOMPolicy)),
+    _spec("User", "s", _PROCESSES, _T, check=_text),
+    _spec("Group", "s", _PROCESSES, _T, check=_text),
+    # systemd.service(5) and systemd.exec(5): what transient services are made of
+    _spec("ExecStart", "a(sasb)", _SERVICE, _T, Merge.APPEND, _exec_command),
+    _spec("Type", "s", _SERVICE, _T, check=_enum(ServiceType)),
+    _spec("ExitType", "s", _SERVICE, _T, check=_enum(ExitType)),
+    _spec("RemainAfterExit", "b", _SERVICE, _T),
+    _spec("Restart", "s", _SERVICE, _T, check=_enum(ServiceRestart)),
+    _spec("TimeoutStartUSec", "t", _SERVICE, _T),
+    _spec("Environment", "as", _SERVICE, _T, Merge.APPEND, _environment),
+    _spec("WorkingDirectory", "s", _SERVICE, _T, check=_working_directory),
+    _spec("Nice", "i", _SERVICE, _T, check=_nice),
+    _spec("UMask", "u", _SERVICE, _T, check=_umask),
+    _spec("SyslogIdentifier", "s", _SERVICE, _T, check=_text),
+    _spec("StandardInput", "s", _SERVICE, _T, check=_standard("null")),
+    _spec("StandardOutput", "s", _SERVICE, _T, check=_standard("inherit", "journal", "null")),
+    _spec("StandardError", "s", _SERVICE, _T, check=_standard("inherit", "journal", "null")),
+    _spec("IgnoreSIGPIPE", "b", _SERVICE, _T),
     # systemd.kill(5)
-    _spec("KillMode", "s", _SCOPE, _T, check=_enum(KillMode)),
-    _spec("SendSIGHUP", "b", _SCOPE, _T),
-    _spec("SendSIGKILL", "b", _SCOPE, _T),
-    _spec("KillSignal", "i", _SCOPE, _T, check=_signal),
-    _spec("RestartKillSignal", "i", _SCOPE, _T, check=_signal),
-    _spec("FinalKillSignal", "i", _SCOPE, _T, check=_signal),
-    _spec("WatchdogSignal", "i", _SCOPE, _T, check=_signal),
+    _spec("KillMode", "s", _PROCESSES, _T, check=_enum(KillMode)),
+    _spec("SendSIGHUP", "b", _PROCESSES, _T),
+    _spec("SendSIGKILL", "b", _PROCESSES, _T),
+    _spec("KillSignal", "i", _PROCESSES, _T, check=_signal),
+    _spec("RestartKillSignal", "i", _PROCESSES, _T, check=_signal),
+    _spec("FinalKillSignal", "i", _PROCESSES, _T, check=_signal),
+    _spec("WatchdogSignal", "i", _PROCESSES, _T, check=_signal),
     # systemd.resource-control(5): transient and at runtime unless noted
     _spec("Delegate", "b", _CGROUP, _T),
     _spec("DelegateControllers", "as", _CGROUP, _T, Merge.APPEND),

@@ -355,6 +355,10 @@ def to_properties(unit_type: UnitType, section: str, key: str, value: str) -> li
         raise BadValueError(
             f"Setting '{key}' in section [Service] is not used by scopeshim, ignoring."
         )
+    if parse is None and spec is not None and unit_type in types:
+        # a setting systemd knows whose file form scopeshim does not read (IPAddressAllow=,
+        # ManagedOOMMemoryPressureLimit=, Slice= in a drop-in)
+        raise BadValueError(f"Setting '{key}' in section [{section}] is not supported, ignoring.")
     if parse is None or unit_type not in types or wanted != section:
         raise BadValueError(f"Unknown key '{key}' in section [{section}], ignoring.")
     return parse(key, value)

@@ -100,7 +100,11 @@ def StopUnit(c: Call, name: str, mode: str) -> str:
 def StartTransientUnit(c: Call, name: str, mode: str, props: list[Any], aux: list[Any]) -> str:
     converted = [(n, unwrap_properties(p)) for n, p in aux]
     properties = pidfds_to_pids(unwrap_properties(props), c.fds)
-    return _job(c.manager.start_transient_unit(name, mode, properties, converted, c.pid, c.uid))
+    return _job(
+        c.manager.start_transient_unit(
+            name, mode, properties, converted, c.pid, c.uid, caller=c.sender
+        )
+    )
 
 
 def KillUnit(c: Call, name: str, whom: str, signal: int) -> None:

@@ -224,8 +224,19 @@ _GETTERS: dict[str, Getter] = {
         )
     ),
     # systemd.service(5): the Type= a handled service imitates (shim/core/policy.py)
-    "Type": lambda m, u: "oneshot" if _remains(u) else "simple",
-    "RemainAfterExit": lambda m, u: _remains(u),
+    "Type": lambda m, u: u.settings.get("Type") or ("oneshot" if _remains(u) else "simple"),
+    "RemainAfterExit": lambda m, u: bool(u.settings.get("RemainAfterExit", _remains(u))),
+    # org.freedesktop.systemd1(5) Service: the main process (transient services)
+    "MainPID": lambda m, u: u.main.get("pid", 0) if "code" not in u.main else 0,
+    "ExecMainPID": lambda m, u: u.main.get("pid", 0),
+    "ExecMainCode": lambda m, u: u.main.get("code", 0),
+    "ExecMainStatus": lambda m, u: u.main.get("status", 0),
+    "ExecMainStartTimestamp": lambda m, u: u.main.get("start_rt", 0),
+    "ExecMainStartTimestampMonotonic": lambda m, u: u.main.get("start_mono", 0),
+    "ExecMainExitTimestamp": lambda m, u: u.main.get("exit_rt", 0),
+    "ExecMainExitTimestampMonotonic": lambda m, u: u.main.get("exit_mono", 0),
+    "ExecStart": lambda m, u: _exec_start(u),
+    "Environment": lambda m, u: u.settings.get("Environment") or [],
     # systemd.exec(5): no User=/Group= reads as (uid_t) -1; results start out "success"
     "UID": lambda m, u: 2**32 - 1,
     "GID": lambda m, u: 2**32 - 1,
@@ -247,6 +258,20 @@ _GETTERS: dict[str, Getter] = {
     "NeedDaemonReload": lambda m, u: m.need_daemon_reload(u),
     "UnitFilePreset": lambda m, u: "enabled" if u.transient else "",
 }
+
+
+def _exec_start(u: Unit) -> list[tuple[str, list[str], bool, int, int, int, int, int, int, int]]:
+    """ExecStart a(sasbttttuii): path, argv, ignore failure, then the last run's start and
+    exit times, PID, code and status."""
+    commands = u.settings.get("ExecStart", [])
+    assert isinstance(commands, list)
+    m = u.main
+    return [
+        (str(path), [str(a) for a in argv], bool(ignore), m.get("start_rt", 0),
+         m.get("start_mono", 0), m.get("exit_rt", 0), m.get("exit_mono", 0), m.get("pid", 0),
+         m.get("code", 0), m.get("status", 0))
+        for path, argv, ignore in commands
+    ]  # fmt: skip
 
 
 def _remains(u: Unit) -> bool:

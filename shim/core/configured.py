@@ -139,10 +139,12 @@ class Configured(Restore):
                 before = dict(unit.settings)
                 self._configure(unit)
                 for key in before.keys() - unit.settings.keys():
-                    # a setting no file gives any more returns to its default
+                    # a setting no file gives any more returns to its default (for a
+                    # percentage, the setting it stood for)
+                    key = SCALE_TARGETS.get(key, key)
                     default = readable.DEFAULTS.get(key)
-                    if default is not None:
-                        unit.settings[key] = default
+                    if default is not None and f"{key}Scale" not in unit.settings:
+                        unit.settings.setdefault(key, default)
                 if unit.settings != before:
                     self._apply_resources(unit)
                 self.listener.unit_changed(unit)

@@ -17,6 +17,7 @@ from compat.enums import (
     ActiveState,
     JobResult,
     LoadState,
+    ScopeState,
     ServiceState,
     SliceState,
 )
@@ -28,6 +29,46 @@ from shim.core.scopes import Scopes
 from shim.core.units import Job, Unit
 
 log = logging.getLogger(__name__)
+
+EXIT_EXEC = 203  # systemd.exec(5) "Process exit codes": the command could not be executed
+# waitid(2) si_code values, as ExecMainCode reports them
+CLD_EXITED, CLD_KILLED = 1, 2
+
+
+def _main_started(unit: Unit, pid: int) -> None:
+    now = time.time_ns() // 1000, time.monotonic_ns() // 1000
+    unit.main = {"pid": pid, "start_rt": now[0], "start_mono": now[1], "reaping": int(pid > 0)}
+
+
+def _main_exited(unit: Unit, returncode: int) -> None:
+    """Record how the main process ended: asyncio's returncode is the exit status, or minus
+    the signal that killed it."""
+    now = time.time_ns() // 1000, time.monotonic_ns() // 1000
+    killed = returncode < 0
+    unit.main.pop("reaping", None)
+    unit.main.update(
+        code=CLD_KILLED if killed else CLD_EXITED,
+        status=-returncode if killed else returncode,
+        exit_rt=now[0],
+        exit_mono=now[1],
+    )
+
+
+def _result(returncode: int) -> str:
+    # systemd.service(5) Result=: "exit-code" for a non-zero status, "signal" for a kill
+    return "signal" if returncode < 0 else "exit-code"
+
+
+async def _log_output(identifier: str, proc: asyncio.subprocess.Process) -> None:
+    """StandardOutput=journal where there is no journal: each line into scopeshim's log."""
+    assert proc.stdout is not None
+    try:
+        async for line in proc.stdout:
+            log.info("%s[%d]: %s", identifier, proc.pid, line.decode(errors="replace").rstrip())
+    finally:
+        transport = getattr(proc, "_transport", None)  # asyncio has no public close
+        if transport is not None:
+            transport.close()
 
 
 class Handled(Scopes):
@@ -48,7 +89,8 @@ class Handled(Scopes):
             self._spawn_task(self._run_action(job, handler.start))
         elif handler.kind is Kind.ONESHOT:
             self._set_state(unit, ServiceState.START)
-            self._spawn_task(self._run_oneshot(job, handler.start, ServiceState.EXITED))
+            success = ServiceState(handler.success)
+            self._spawn_task(self._run_oneshot(job, handler.start, success))
         elif handler.kind is Kind.NOTIFY and handler.zygote:
             self._set_state(unit, ServiceState.START)
             self._spawn_task(self._run_forked(job, handler))
@@ -65,16 +107,24 @@ class Handled(Scopes):
         unit = job.unit
         assert unit.handler is not None
         status, output = -1, ""
+        context = unit.handler.context
         try:
             self._realise(unit)
             assert unit.control_group is not None
+            started = None if context is None else (lambda pid: _main_started(unit, pid))
             status, output = await spawn.run(
-                argv, self.backend, unit.control_group, user=unit.handler.user
-            )
+                argv, self.backend, unit.control_group, user=unit.handler.user,
+                context=context, started=started,
+            )  # fmt: skip
         except (spawn.SpawnError, BackendError) as e:
             output = str(e)
-        for line in output.splitlines():
-            log.info("%s: %s", unit.name, line)
+            status = EXIT_EXEC  # systemd.exec(5): 203, the command could not be run
+        if context is not None:
+            _main_exited(unit, status)
+        if context is None or context.output == "journal":
+            name = context.identifier if context is not None else unit.name
+            for line in output.splitlines():
+                log.info("%s: %s", name, line)
         if unit.job is not job:
             return  # replaced or cancelled meanwhile
         self._release_cgroup(unit)
@@ -84,27 +134,40 @@ class Handled(Scopes):
             self._finish_job(job, JobResult.DONE)
         else:
             log.warning("%s: %s exited with status %d", unit.name, argv[0] if argv else "", status)
-            unit.result = "timeout" if status == -9 else "exit-code"
+            unit.result = "timeout" if status == -9 else _result(status)
             self._set_state(unit, ServiceState.FAILED)
             self._finish_job(job, JobResult.FAILED)
 
     async def _run_simple(self, job: Job, handler: Handler) -> None:
         """Type=simple: active once the main process is forked into the unit's cgroup."""
         unit = job.unit
+        context = handler.context
+        journal = context is not None and context.output == "journal"
         try:
             self._realise(unit)
             assert unit.control_group is not None
             proc = await spawn.start(
-                handler.start, self.backend, unit.control_group, user=handler.user, capture=False
-            )
+                handler.start, self.backend, unit.control_group, user=handler.user,
+                capture=journal, context=context,
+            )  # fmt: skip
         except (spawn.SpawnError, BackendError) as e:
             log.warning("%s: %s", unit.name, e)
             if unit.job is job:
                 self._release_cgroup(unit)
-                unit.result = "resources"
+                if context is not None and isinstance(e, spawn.SpawnError):
+                    # systemd.exec(5): status 203/EXEC, the service failed with exit-code
+                    _main_started(unit, 0)
+                    _main_exited(unit, EXIT_EXEC)
+                    unit.result = "exit-code"
+                else:
+                    unit.result = "resources"
                 self._set_state(unit, ServiceState.FAILED)
                 self._finish_job(job, JobResult.FAILED)
             return
+        if context is not None:
+            _main_started(unit, proc.pid)
+            if journal:
+                self._spawn_task(_log_output(context.identifier, proc))
         self._spawn_task(self._reap(unit, proc))
         if unit.job is job:
             self._set_state(unit, ServiceState.RUNNING)
@@ -259,10 +322,32 @@ class Handled(Scopes):
         await self._reap(unit, proc)
 
     async def _reap(self, unit: Unit, proc: asyncio.subprocess.Process) -> None:
-        status = await proc.wait()
+        status = await spawn.wait(proc)
         if status != 0 and unit.sub_state == ServiceState.RUNNING:
             log.warning("%s: main process exited with status %d", unit.name, status)
-            unit.result = "exit-code"
+            unit.result = _result(status)
+        if unit.handler is None or unit.handler.context is None:
+            return
+        _main_exited(unit, status)
+        self.listener.unit_changed(unit)
+        if self.units.get(unit.name) is not unit:
+            return
+        path = unit.control_group
+        rest = self.backend.pids(path) if path is not None else []
+        if unit.sub_state != ServiceState.RUNNING:
+            if unit.active_state is ActiveState.DEACTIVATING and not rest:
+                self._scope_dead(unit, unit.result)  # a stop in progress: it is over
+            return
+        if unit.handler.success == ServiceState.EXITED and status == 0 and not rest:
+            # systemd.service(5) RemainAfterExit=yes: active after the main process exits
+            self._set_state(unit, ServiceState.EXITED)
+            return
+        if not rest:
+            self._scope_dead(unit, unit.result)
+        elif unit.setting("ExitType", "main") == "main":
+            # systemd.service(5) ExitType=main: the service stops when its main process
+            # exits; what is left in its cgroup is stopped by KillMode=
+            self._scope_signal(unit, ScopeState.STOP_SIGTERM)
 
     async def _run_action(self, job: Job, argv: Sequence[str]) -> None:
         """A power or sleep target: run the init's command once; the job ends with it."""

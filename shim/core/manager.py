@@ -20,7 +20,7 @@ from compat.enums import (
 )
 from compat.properties import Assignment, merge_into, parse_assignments
 from compat.unitname import UnitType
-from shim.core import procs
+from shim.core import procs, services
 from shim.core.configured import Configured
 from shim.core.engine import Property, _lists, _pins
 from shim.core.policy import LONG_RUNNING, Kind
@@ -40,8 +40,10 @@ class Manager(Configured):
         aux: Sequence[tuple[str, Sequence[Property]]],
         caller_pid: int | None,
         caller_uid: int | None = 0,
+        caller: str | None = None,
     ) -> Job:
-        """Create a transient scope or slice and queue its start job (validated fully first)."""
+        """Create a transient scope, slice or service and queue its start job (validated
+        fully first). CALLER (a bus name) holds the reference AddRef=true asks for."""
         self._job_mode(mode, transient=True)  # a new unit has no queued job to conflict with
         unit_type = self._transient_type(name, properties)
         if aux:
@@ -57,6 +59,9 @@ class Manager(Configured):
             if "Slice" in settings:
                 raise errors.InvalidArgs("Slice may not be set for slice units.")
             slice_name = unitname.slice_parent(name)
+        elif unit_type is UnitType.SERVICE:
+            services.check(name, settings)
+            slice_name = str(settings.pop("Slice", None) or self._default_slice(name))
         else:
             slice_name = str(settings.pop("Slice", None) or self._default_slice(name))
             if "PIDs" not in settings:
@@ -75,8 +80,14 @@ class Manager(Configured):
         unit = Unit(
             name, unit_type, LoadState.LOADED, transient=True, slice=slice_name, settings=settings
         )
+        if unit_type is UnitType.SERVICE:
+            unit.handler = services.handler(name, settings)
         self._configure_transient(unit)
         self._register(unit)
+        if settings.get("AddRef") and caller:
+            # org.freedesktop.systemd1(5) StartTransientUnit AddRef=: a reference held by the
+            # caller's bus connection, dropped when it goes (the unit stays until then)
+            unit.refs[caller] = unit.refs.get(caller, 0) + 1
         job = self._enqueue(unit, JobType.START)
         self._pull_in(unit)
         return job
@@ -94,6 +105,8 @@ class Manager(Configured):
             if unitname.is_instance(name):
                 raise errors.InvalidArgs("Invalid argument")  # what 252 answers, observed
             return unit_type
+        if unit_type is UnitType.SERVICE:
+            return unit_type  # systemd.service(5): made of ExecStart= and friends
         if unit_type in (UnitType.TARGET, UnitType.DEVICE, UnitType.SWAP):
             raise errors.InvalidArgs(f"Unit type {unit_type} does not support transient units.")
         # systemd builds these from properties scopeshim does not know (ExecStart=, What=, ...):
@@ -278,7 +291,7 @@ class Manager(Configured):
                 return  # already stopping: the job finishes when the cgroup empties
             self._scope_signal(unit, ScopeState.STOP_SIGTERM)
             return
-        if unit.handler is not None and unit.handler.kind is Kind.ONESHOT:
+        if unit.handler is not None and unit.handler.kind is Kind.ONESHOT and unit.handler.stop:
             if unit.sub_state != ServiceState.STOP:
                 self._set_state(unit, ServiceState.STOP)
                 self._spawn_task(self._run_oneshot(job, unit.handler.stop, ServiceState.DEAD))

@@ -81,6 +81,19 @@ class UserManager(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ExecContext:
+    """systemd.exec(5) settings a service's processes start with (transient services)."""
+
+    group: str | None = None  # Group=; None: the user's primary group
+    environment: tuple[str, ...] = ()  # Environment= NAME=VALUE, over the clean base
+    working_directory: str | None = None  # WorkingDirectory= ("~": the user's home)
+    nice: int | None = None  # Nice=
+    umask: int = 0o022  # UMask=
+    output: str = "journal"  # StandardOutput=/StandardError=: journal (our log), null, inherit
+    identifier: str = ""  # SyslogIdentifier=: the name its output lines carry
+
+
+@dataclass(frozen=True, slots=True)
 class Handler:
     """What stands behind one non-transient unit."""
 
@@ -92,6 +105,8 @@ class Handler:
     user: str | None = None  # run the commands as this user (name or UID)
     stop_when_unneeded: bool = False  # systemd.unit(5) StopWhenUnneeded=
     requires: tuple[str, ...] = ()  # systemd.unit(5) Requires= (with After=)
+    context: ExecContext | None = None  # a transient service's execution settings
+    success: str = "exited"  # the state a oneshot reaches (RemainAfterExit=yes: exited)
     # systemd.resource-control(5) Delegate=yes: the unit's cgroup belongs to `user`
     delegate: bool = False
     subcgroup: str = ""  # the main process runs in this sub-cgroup (user@: "init.scope")

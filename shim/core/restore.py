@@ -17,7 +17,7 @@ from compat.enums import (
     parse_enum,
 )
 from compat.unitname import ROOT_SLICE, UnitType
-from shim.core import state
+from shim.core import services, state
 from shim.core.handled import Handled
 from shim.core.instance import INIT_SCOPE
 from shim.core.policy import LONG_RUNNING
@@ -92,7 +92,13 @@ class Restore(Handled):
         unit_type = unitname.unit_type(name)
         if unit_type is None or name in self.units:
             return
-        handler = None if record["transient"] else self.policy.handler_for(name)
+        settings = {k: state.decode(v) for k, v in record["settings"].items()}
+        if not record["transient"]:
+            handler = self.policy.handler_for(name)
+        elif unit_type is UnitType.SERVICE and settings.get("ExecStart"):
+            handler = services.handler(name, settings)
+        else:
+            handler = None
         unit = Unit(
             name,
             unit_type,
@@ -100,7 +106,7 @@ class Restore(Handled):
             sub_state=record["sub_state"],
             transient=bool(record["transient"]),
             slice=record["slice"],
-            settings={k: state.decode(v) for k, v in record["settings"].items()},
+            settings=settings,
             invocation_id=bytes.fromhex(record["invocation_id"]),
             result=record["result"],
             freezer_state=record["freezer_state"],
@@ -110,6 +116,9 @@ class Restore(Handled):
             stop_when_unneeded=bool(record["stop_when_unneeded"]),
             pinned=bool(record["pinned"]),
         )
+        # a main process that was running is no child of this daemon: its end is seen as the
+        # cgroup emptying, its exit status is not known
+        unit.main = {k: int(v) for k, v in record.get("main", {}).items() if k != "reaping"}
         self._register(unit)
         if unit.invocation_id:
             self._by_invocation[unit.invocation_id] = unit

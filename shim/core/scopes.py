@@ -271,6 +271,8 @@ class Scopes(Engine):
         unit = self._by_cgroup.get(path)
         if unit is None or unit.type not in (UnitType.SCOPE, UnitType.SERVICE):
             return
+        if unit.main.get("reaping"):
+            return  # the main process is not reaped yet: its exit status decides (handled.py)
         if unit.active_state in (ActiveState.ACTIVE, ActiveState.DEACTIVATING):
             self._scope_dead(unit, unit.result)
 

@@ -7,12 +7,14 @@ anything it forks ever runs outside (systemd forks into the cgroup the same way)
 from __future__ import annotations
 
 import asyncio
+import grp
 import os
 import pwd
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from backends.base import BackendError, CgroupBackend
+from shim.core.policy import ExecContext
 
 # sh waits for one line on stdin (the go-ahead), then becomes the command
 _GATE = 'read -r _ || exit 1; exec "$@" </dev/null'
@@ -22,18 +24,23 @@ class SpawnError(Exception):
     """The command could not be started (missing program, unknown user, cgroup refused)."""
 
 
-def _credentials(user: str | None) -> dict[str, object]:
+def _credentials(user: str | None, group: str | None = None) -> dict[str, object]:
+    out: dict[str, object] = {}
+    if group is not None:
+        # systemd.exec(5) Group=: a name or a GID
+        try:
+            out["group"] = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise SpawnError(f"group {group} does not exist") from None
     if user is None or user in ("root", "0"):
-        return {}
+        return out
     try:
         entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
     except (KeyError, ValueError):
         raise SpawnError(f"user {user} does not exist") from None
-    return {
-        "user": entry.pw_uid,
-        "group": entry.pw_gid,
-        "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid),
-    }
+    gid = int(str(out.get("group", entry.pw_gid)))
+    return {"user": entry.pw_uid, "group": gid,
+            "extra_groups": os.getgrouplist(entry.pw_name, gid)}  # fmt: skip
 
 
 def ids_of(user: str) -> tuple[int, int]:
@@ -64,6 +71,29 @@ def _environment(user: str | None) -> dict[str, str]:
     return env
 
 
+def _directory(context: ExecContext | None, env: dict[str, str]) -> str | None:
+    """systemd.exec(5) WorkingDirectory=: "~" is the user's home; "-": may be missing."""
+    if context is None or context.working_directory is None:
+        return None
+    wanted = context.working_directory
+    optional = wanted.startswith("-")
+    path = env.get("HOME", "/root") if wanted.lstrip("-") == "~" else wanted.lstrip("-")
+    if not os.path.isdir(path):
+        if optional:
+            return None
+        raise SpawnError(f"changing to the requested working directory failed: {path}")
+    return path
+
+
+def _gate(context: ExecContext | None) -> str:
+    """The gate, with systemd.exec(5) UMask= and Nice= applied before the command (the
+    daemon's own niceness is 0, so nice(1)'s increment is the value)."""
+    if context is None:
+        return _GATE
+    nice = f"nice -n {context.nice} " if context.nice is not None else ""
+    return f'read -r _ || exit 1; umask {context.umask:04o}; exec {nice}"$@" </dev/null'
+
+
 def fork_request(argv: Sequence[str], user: str) -> dict[str, object]:
     """What the zygote needs to become USER and run `scopeshim ARGV` (shim/zygote.py): the
     same credentials and clean environment as start() gives a command."""
@@ -88,6 +118,7 @@ async def start(
     *,
     user: str | None = None,
     capture: bool = True,
+    context: ExecContext | None = None,
     env: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
     """Start ARGV in CGROUP; with capture, stdout and stderr come back through a pipe. ENV
@@ -96,13 +127,20 @@ async def start(
         raise SpawnError("no command configured")
     if shutil.which(argv[0]) is None:
         raise SpawnError(f"cannot run {argv[0]}: not an executable file")
-    credentials = _credentials(user)
+    credentials = _credentials(user, context.group if context else None)
     output = asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL
+    env = _environment(user) if env is None else env
+    extra: dict[str, object] = {}
+    if context is not None:
+        env.update(e.split("=", 1) for e in context.environment)  # type: ignore[misc]
+        extra["cwd"] = _directory(context, env)
+        if context.output == "inherit":
+            output = None  # type: ignore[assignment]
     try:
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", _GATE, "scopeshim-exec", *argv,
+            "/bin/sh", "-c", _gate(context), "scopeshim-exec", *argv,
             stdin=asyncio.subprocess.PIPE, stdout=output, stderr=asyncio.subprocess.STDOUT,
-            env=_environment(user) if env is None else env, start_new_session=True, **credentials,  # type: ignore[arg-type]
+            env=env, start_new_session=True, **credentials, **extra,  # type: ignore[arg-type]
         )  # fmt: skip
     except OSError as e:
         raise SpawnError(f"cannot run {argv[0]}: {e.strerror}") from None
@@ -126,10 +164,15 @@ async def run(
     *,
     user: str | None = None,
     timeout: float = 90.0,
+    context: ExecContext | None = None,
+    started: Callable[[int], None] | None = None,
 ) -> tuple[int, str]:
     """Run ARGV to completion in CGROUP: (exit status, its output). A command that outlives
-    TIMEOUT is killed and reported as status -9, as TimeoutStartSec= would end it."""
-    proc = await start(argv, backend, cgroup, user=user)
+    TIMEOUT is killed and reported as status -9, as TimeoutStartSec= would end it. STARTED
+    hears the PID once the command runs."""
+    proc = await start(argv, backend, cgroup, user=user, context=context)
+    if started is not None:
+        started(proc.pid)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -138,3 +181,32 @@ async def run(
         return -9, out.decode(errors="replace")
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
+
+
+async def wait(proc: asyncio.subprocess.Process) -> int:
+    """The exit status as soon as the process ends. asyncio's Process.wait() also waits until
+    every pipe is closed, which a child left behind (`sleep 300 &`) keeps open: here the
+    process's pidfd says when it ended, then asyncio's child watcher reaps it."""
+    if proc.returncode is not None:
+        return proc.returncode
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:
+        fd = -1  # reaped already: the watcher is about to report it
+    if fd >= 0:
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await ended
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+    while proc.returncode is None:
+        await asyncio.sleep(0.001)  # the child watcher's report is one loop turn away
+    return proc.returncode

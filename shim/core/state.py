@@ -131,6 +131,7 @@ def unit_record(unit: Unit) -> dict[str, Any]:
         "timestamps": {k: [t.realtime, t.monotonic] for k, t in unit.timestamps.items()},
         "stop_when_unneeded": unit.stop_when_unneeded,
         "pinned": unit.pinned,
+        "main": dict(unit.main),
     }
 
 

@@ -72,6 +72,9 @@ class Unit:
     handler: Handler | None = None  # what stands behind a non-transient unit (policy.py)
     stop_when_unneeded: bool = False  # systemd.unit(5) StopWhenUnneeded=
     pinned: bool = False  # started by a client's StartUnit: needed until stopped
+    # a service's main process (org.freedesktop.systemd1(5) ExecMain*): pid, code, status,
+    # start/exit realtime/monotonic; empty until one started
+    main: dict[str, int] = field(default_factory=dict)
     # unit files (configured.py): the settings of the unit itself, before its files apply
     base_settings: dict[str, object] | None = None
     fragment_path: str = ""  # FragmentPath=

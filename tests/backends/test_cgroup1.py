@@ -473,31 +473,58 @@ def test_discover_on_this_machine_is_read_only_and_consistent():
 # -- empty cgroups -----------------------------------------------------------------------
 
 
-async def wait_called(calls: list[tuple[str, float]], timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    while not calls and time.monotonic() < deadline:
+async def until(cond) -> None:
+    """Until COND() holds: no clock (pytest's timeout ends a wait that never ends)."""
+    while not cond():
         await asyncio.sleep(0.01)
-    assert calls, "the callback was not called"
-    return calls[0][1]
+
+
+async def wait_called(calls: list[tuple[str, float]]) -> None:
+    await until(lambda: calls)
 
 
 def recorder(calls):
     return lambda path: calls.append((path, time.monotonic()))
 
 
+def rechecks(b: Cgroup1Backend) -> list[int]:
+    """Counts the backend's re-checks of its watched cgroups (each poll makes one)."""
+    done: list[int] = []
+    original = b._recheck
+
+    def counting(which):
+        done.append(1)
+        original(which)
+
+    b._recheck = counting
+    return done
+
+
+def held(*script: str) -> subprocess.Popen[bytes]:
+    """A shell that runs SCRIPT once release() gives it a line (no sleep decides when)."""
+    return subprocess.Popen(["sh", "-c", "read go; " + " ".join(script)], stdin=subprocess.PIPE)
+
+
+def release(p: subprocess.Popen[bytes]) -> None:
+    assert p.stdin is not None
+    p.stdin.write(b"go\n")
+    p.stdin.close()
+
+
 async def test_legacy_exit_of_the_last_process_is_seen_through_its_pidfd(tmp_path):
-    b = legacy(tmp_path, poll_interval=60)
+    b = legacy(tmp_path, poll_interval=3600)  # no poll in the test: only the pidfd can tell
     b.create("/w.scope")
     procs = tmp_path / "systemd/w.scope/cgroup.procs"
     # the process empties its "cgroup.procs" as it exits, as the kernel would
-    p = subprocess.Popen(["sh", "-c", f"sleep 0.3; : > {procs}"])
+    p = held(f": > {procs}")
     try:
         procs.write_text(f"{p.pid}\n")
         calls: list[tuple[str, float]] = []
         b.watch_empty("/w.scope", recorder(calls))
-        await asyncio.sleep(0.1)
-        assert calls == [] and p.pid in b._pidfds
-        await wait_called(calls, 5)  # well before the 60 s poll
+        await asyncio.sleep(0)
+        assert calls == [] and p.pid in b._pidfds  # held: still there
+        release(p)
+        await wait_called(calls)
         assert calls[0][0] == "/w.scope" and b._pidfds == {}
     finally:
         p.kill()
@@ -506,19 +533,21 @@ async def test_legacy_exit_of_the_last_process_is_seen_through_its_pidfd(tmp_pat
 
 
 async def test_legacy_forked_children_are_adopted_when_the_parent_exits(tmp_path):
-    b = legacy(tmp_path, poll_interval=60)
+    b = legacy(tmp_path, poll_interval=3600)
     b.create("/f.scope")
     procs = tmp_path / "systemd/f.scope/cgroup.procs"
-    child = subprocess.Popen(["sh", "-c", f"sleep 0.6; : > {procs}"])
-    parent = subprocess.Popen(["sh", "-c", f"sleep 0.2; echo {child.pid} > {procs}"])
+    child = held(f": > {procs}")
+    parent = held(f"echo {child.pid} > {procs}")
     try:
         procs.write_text(f"{parent.pid}\n")
         calls: list[tuple[str, float]] = []
         b.watch_empty("/f.scope", recorder(calls))
         assert list(b._pidfds) == [parent.pid]
-        await asyncio.sleep(0.4)
+        release(parent)
+        await until(lambda: list(b._pidfds) != [parent.pid])
         assert calls == [] and list(b._pidfds) == [child.pid]  # adopted after the parent left
-        await wait_called(calls, 5)
+        release(child)
+        await wait_called(calls)
     finally:
         for p in (child, parent):
             p.kill()
@@ -527,7 +556,7 @@ async def test_legacy_forked_children_are_adopted_when_the_parent_exits(tmp_path
 
 
 async def test_legacy_a_process_moved_away_unseen_is_caught_by_the_poll(tmp_path):
-    b = legacy(tmp_path, poll_interval=0.2)
+    b = legacy(tmp_path, poll_interval=0.05)
     b.create("/m.scope")
     procs = tmp_path / "systemd/m.scope/cgroup.procs"
     p = subprocess.Popen(["sleep", "60"])
@@ -535,11 +564,11 @@ async def test_legacy_a_process_moved_away_unseen_is_caught_by_the_poll(tmp_path
         procs.write_text(f"{p.pid}\n")
         calls: list[tuple[str, float]] = []
         b.watch_empty("/m.scope", recorder(calls))
-        await asyncio.sleep(0.3)
+        polls = rechecks(b)
+        await until(lambda: len(polls) >= 2)  # polled while it was there: nothing fired
         assert calls == []
-        moved = time.monotonic()
-        procs.write_text("")  # someone else moved it: it did not exit
-        assert await wait_called(calls, 3) - moved < 0.2 + 0.15
+        procs.write_text("")  # someone else moved it: it did not exit, so only a poll sees it
+        await wait_called(calls)
         assert b._timer is None  # no watch left: no poll either
     finally:
         p.kill()
@@ -558,7 +587,7 @@ async def test_legacy_attach_elsewhere_rechecks_the_cgroup_left(tmp_path):
         b.watch_empty("/a.scope", recorder(calls))
         (tmp_path / "systemd/a.scope/cgroup.procs").write_text("")  # as the kernel would
         b.attach("/b.scope", [p.pid])
-        await wait_called(calls, 2)
+        await wait_called(calls)
         assert text(tmp_path / "systemd/b.scope/cgroup.procs") == f"{p.pid}\n"
     finally:
         p.kill()
@@ -571,14 +600,16 @@ async def test_watching_an_empty_cgroup_fires_at_once_and_unwatch_cancels(tmp_pa
     b.create("/e.scope")
     calls: list[tuple[str, float]] = []
     b.watch_empty("/e.scope", recorder(calls))
-    await wait_called(calls, 1)
+    await wait_called(calls)
     b.create("/busy.scope")
     (tmp_path / "systemd/busy.scope/cgroup.procs").write_text("999999\n")
     b.watch_empty("/busy.scope", recorder(calls))
     b.unwatch("/busy.scope")
     (tmp_path / "systemd/busy.scope/cgroup.procs").write_text("")
-    await asyncio.sleep(0.2)
-    assert len(calls) == 1 and b._timer is None
+    assert b._timer is None  # no watch left: no poll armed
+    b._recheck(lambda w: True)  # what a poll would do: the unwatched cgroup is not reported
+    await asyncio.sleep(0)
+    assert len(calls) == 1
     b.close()
 
 
@@ -589,8 +620,8 @@ async def test_hybrid_uses_inotify_on_cgroup_events(tmp_path):
     events.write_text("populated 1\nfrozen 0\n")
     calls: list[tuple[str, float]] = []
     b.watch_empty("/i.scope", recorder(calls))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)
     assert calls == [] and b._timer is None and b._pidfds == {}
     events.write_text("populated 0\nfrozen 0\n")
-    await wait_called(calls, 2)
+    await wait_called(calls)
     b.close()

@@ -508,8 +508,10 @@ async def test_attach_is_for_delegated_units(daemon: Daemon, client: Client, pro
 async def test_aux_units_are_ignored_as_systemd_252_does(
     daemon: Daemon, client: Client, processes
 ) -> None:
-    """systemd 252 starts the main unit and leaves auxiliary units unstarted (observed)."""
+    """systemd 252 starts the main unit and leaves auxiliary units unstarted, their processes
+    where they were (observed: fixtures/oracle/aux.jsonl)."""
     p1, p2 = processes(), processes()
+    where = daemon.backend.cgroup_of(p2.pid)
     (job,) = await client.ok(
         "StartTransientUnit",
         STU,
@@ -518,6 +520,7 @@ async def test_aux_units_are_ignored_as_systemd_252_does(
     done = await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
     assert done.body[3] == "done"
     assert "aux1.scope" not in daemon.manager.units
+    assert daemon.backend.cgroup_of(p2.pid) == where
     assert daemon.backend.cgroup_of(p2.pid) is None
 
 

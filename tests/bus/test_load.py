@@ -98,6 +98,32 @@ class Worker:
         self.results.append(await asyncio.wait_for(fut, 30))
 
 
+async def manager_call(address: str, member: str) -> Message:
+    bus = await MessageBus(bus_address=address).connect()
+    try:
+        reply = await bus.call(
+            Message(destination="org.freedesktop.systemd1", path="/org/freedesktop/systemd1",
+                    interface="org.freedesktop.systemd1.Manager", member=member)
+        )  # fmt: skip
+        assert reply is not None
+        return reply
+    finally:
+        bus.disconnect()
+        await bus.wait_for_disconnect()
+
+
+async def until_serving(address: str) -> None:
+    """Until the daemon owns its name and answers (no clock: pytest's timeout ends a hang)."""
+    while (await manager_call(address, "ListUnits")).message_type is not MessageType.METHOD_RETURN:
+        await asyncio.sleep(0.05)
+
+
+async def until_no_scope(address: str) -> None:
+    """Until the daemon lists no scope: every stopped one collected, its cgroup removed."""
+    while any(u[0].endswith(".scope") for u in (await manager_call(address, "ListUnits")).body[0]):
+        await asyncio.sleep(0.05)
+
+
 async def run_load(address: str, cycles: int) -> list[str]:
     workers = [Worker(i, address) for i in range(CLIENTS)]
     try:
@@ -118,12 +144,12 @@ async def test_concurrent_cycles_all_done_nothing_left_memory_back(
         cwd=ROOT,
     )  # fmt: skip
     try:
-        await asyncio.sleep(1.5)
+        await until_serving(private_bus.address)
         warm = await run_load(private_bus.address, CLIENTS * 2)  # first-use allocations
         assert set(warm) == {"done"}
         before = rss_kib(daemon.pid)
         results = await run_load(private_bus.address, CYCLES)
-        await asyncio.sleep(0.5)  # the last empty cgroups are removed
+        await until_no_scope(private_bus.address)
         after = rss_kib(daemon.pid)
         assert len(results) == 2 * (CYCLES // CLIENTS) * CLIENTS
         assert set(results) == {"done"}, [r for r in results if r != "done"][:5]

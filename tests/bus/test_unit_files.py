@@ -301,6 +301,17 @@ async def test_revert_and_reload(
     await client.ok("Reload")
     assert daemon.backend.get_attribute(cg, "memory.max") == str(GIB)
     assert daemon.backend.get_attribute(cg, "cpu.max") == "50000 100000"
+    # a percentage that goes: the limit it stood for returns to infinity
+    put(root, "/etc/systemd/system/user-.slice.d/50-memory.conf", "[Slice]\nMemoryMax=50%\n")
+    await client.ok("Reload")
+    half = (5000 * (2**32 - 1) + 5000) // 10000  # 50% as the bus carries it
+    assert daemon.backend.get_attribute(cg, "memory.max") == str(
+        daemon.backend.totals.memory * half // (2**32 - 1)
+    )
+    put(root, "/etc/systemd/system/user-.slice.d/50-memory.conf", "[Slice]\n")
+    await client.ok("Reload")
+    assert daemon.backend.get_attribute(cg, "memory.max") == "max"
+    assert await client.get(USER, SLICE, "MemoryMax") == INFINITY
     assert await client.ok("RevertUnitFiles", "as", [["nothing.slice"]]) == [[]]
 
 

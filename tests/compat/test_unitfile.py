@@ -281,3 +281,9 @@ def test_tasks_max_percentage_is_written_as_given() -> None:
     entries, _ = unitfile.parse(written[1])
     (prop,) = unitvalues.to_properties(SLICE, "Slice", entries[0].key, entries[0].value)
     assert prop == ("TasksMaxScale", "u", (2000 * UINT32_MAX + 5000) // 10000)
+
+
+def test_known_settings_without_a_file_form_are_named_as_unsupported() -> None:
+    with pytest.raises(BadValueError) as e:
+        unitvalues.to_properties(SLICE, "Slice", "IPAddressAllow", "10.0.0.0/8")
+    assert str(e.value) == "Setting 'IPAddressAllow' in section [Slice] is not supported, ignoring."

@@ -100,22 +100,18 @@ def test_legacy_and_hybrid_tracking_on_the_real_kernel(python: str) -> None:
         "proc_line": "/scopeshim/test.slice/a.scope",
         "outside": None,
     }
-    # empty detection through pidfds: at once, not after the 30 s poll
-    sigterm = events["sigterm"]
-    assert (sigterm["count"], sigterm["exit"]) == (1, -15)
-    assert 0 <= sigterm["latency"] < 0.5
+    # empty detection through pidfds: the backend polls every 30 s, the scenario waits 5 s at
+    # most, so anything seen came through a pidfd (how fast: `make bench`, not a test)
+    assert events["sigterm"] == {"step": "sigterm", "count": 1, "exit": -15, "seen": True}
     fork = events["fork-empty"]
-    assert fork["children"] == 1 and fork["adopted"] is True
-    assert abs(fork["latency"]) < 0.25
+    assert fork == {"step": "fork-empty", "children": 1, "adopted": True, "seen_after_child": True}
     kill = events["sigkill"]
     # forks keep coming; the loop's one short-lived `sleep 0.01` may end by itself meanwhile
     assert kill["before"] >= 10 and kill["count"] >= kill["before"] - 1
-    assert kill["exit"] == -9 and kill["empty"] is True and kill["latency"] < 1
+    assert kill["exit"] == -9 and kill["empty"] is True and kill["seen"] is True
     assert events["stubborn"] == {"step": "stubborn", "alive_after_term": True, "exit": -9}
-    # a process moved away without exiting: only the poll sees it, within its interval
-    poll = events["poll"]
-    assert poll["still_alive"] is True
-    assert 0 < poll["latency"] < poll["interval"] + 0.3
+    # a process moved away without exiting: no pidfd tells, only the poll sees it
+    assert events["poll"] == {"step": "poll", "seen": True, "still_alive": True}
     assert events["remove"] == {
         "step": "remove",
         "freeze_refused": True,
@@ -130,7 +126,6 @@ def test_legacy_and_hybrid_tracking_on_the_real_kernel(python: str) -> None:
     assert scope["result"] == "done"
     assert scope["cgroup"] == "/scopeshim-daemon/user.slice/user-1000.slice/c1.scope"
     assert scope["dir"] is True and scope["dir_after"] is False
-    assert scope["latency"] < 1
     assert events["daemon-stop"] == {
         "step": "daemon-stop",
         "freeze": "org.freedesktop.DBus.Error.NotSupported",
@@ -151,10 +146,9 @@ def test_legacy_and_hybrid_tracking_on_the_real_kernel(python: str) -> None:
         "thawed": True,
         "count": 1,
         "exit": -9,
-        "latency": events["hybrid"]["latency"],
+        "seen": True,
         "cgroup_id": True,
     }
-    assert events["hybrid"]["latency"] < 0.5
     assert events["hybrid-removed"]["exists"] is False
 
 

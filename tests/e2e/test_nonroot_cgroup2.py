@@ -7,7 +7,8 @@ from tests.e2e.conftest import HERE, run_in_sandbox
 
 def test_unprivileged_daemon_in_a_delegated_subtree(python: str) -> None:
     events = {e["step"]: e for e in run_in_sandbox(python, str(HERE / "scenario_nonroot.py"))}
-    assert events["daemon"]["uid"] == 65534
+    # nobody runs a copy of the code: the checkout may be anywhere, a 0700 directory too
+    assert events["daemon"] == {"step": "daemon", "uid": 65534, "hidden": True, "code": True}
     assert events["inside"] == {
         "step": "inside",
         "job": "done",

@@ -132,13 +132,19 @@ case $init in
     install -m 0755 "$here/witness.sh" "$r/etc/init.d/scopeshim-boot-witness"
     enable_sysv ;;
   runit)
+    # runit's preinst: the current service directory; no getty (there are no ttys here)
+    ln -sfn /etc/runit/runsvdir/default "$r/etc/runit/runsvdir/current"
     rm -f "$r/etc/runit/runsvdir/default/getty-tty1"
     install -m 0755 "$here/witness.sh" "$r/etc/init.d/scopeshim-boot-witness"
     enable_sysv ;;
   openrc)
     install -m 0755 "$here/witness.openrc" "$r/etc/init.d/scopeshim-boot-witness"
+    # openrc's postinst: rc2.d's services into default (dbus), its cgroups service into
+    # sysinit; cgroup2 alone at /sys/fs/cgroup (README step 2), never the host's v1 hierarchies
     mkdir -p "$r"/etc/runlevels/{sysinit,boot,default,shutdown,nonetwork}
     ln -sf /etc/init.d/dbus "$r/etc/runlevels/default/dbus"
+    ln -sf /etc/init.d/cgroups "$r/etc/runlevels/sysinit/cgroups"
+    echo 'rc_cgroup_mode="unified"' >>"$r/etc/rc.conf"
     ln -sf /etc/init.d/scopeshim-boot-witness "$r/etc/runlevels/default/scopeshim-boot-witness" ;;
 esac
 umount -n "$r"

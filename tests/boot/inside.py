@@ -101,8 +101,13 @@ def booted(init: str, n: str) -> None:
             busy = any(a.split(" ")[0] in ("openrc", "/sbin/openrc") for a in argvs)
             ok = soft.exists() and soft.read_text().strip() == "default" and not busy
         else:
+            # runit has no end of boot: runsvdir is up and every enabled service says "up"
+            # (sv check: its check script, where it has one)
             busy = any("run_sysv_scripts" in a or "/etc/runit/1" in a for a in argvs)
             ok = not busy and any(a.startswith("runsvdir") for a in argvs)
+        # and the services the README enabled say they run (the runlevel may be entered
+        # an instant before its scripts start)
+        ok = ok and all(status(init, name)["rc"] == 0 for name in enabled(init))
         if ok:
             break
         time.sleep(0.2)
@@ -148,12 +153,23 @@ def init_owns(init: str, p: dict[str, Any], procs: list[dict[str, Any]]) -> dict
     return {"parent": pargv, "ok": pargv.startswith("runsv scopeshim")}
 
 
-def status(init: str) -> dict[str, Any]:
+def enabled(init: str) -> list[str]:
+    """Which of scopeshim and logind the init starts at boot."""
+    names = ("scopeshim", "systemd-logind")
     if init == "sysvinit":
-        return run("/etc/init.d/scopeshim", "status")
+        return [n for n in names if list(Path("/etc/rc2.d").glob(f"S[0-9][0-9]{n}"))]
     if init == "openrc":
-        return run("rc-service", "scopeshim", "status")
-    return run("sv", "status", "scopeshim")
+        return [n for n in names if Path(f"/etc/runlevels/default/{n}").exists()]
+    return [n for n in names if Path(f"/etc/service/{n}").exists()]
+
+
+def status(init: str, name: str = "scopeshim") -> dict[str, Any]:
+    """The init's own status command for NAME (runit: sv check, which runs the check script)."""
+    if init == "sysvinit":
+        return run(f"/etc/init.d/{name}", "status")
+    if init == "openrc":
+        return run("rc-service", name, "status")
+    return run("sv", "-w", "1", "check", name)
 
 
 def check(init: str, n: str) -> None:
@@ -161,10 +177,11 @@ def check(init: str, n: str) -> None:
     shims = [p for p in procs if is_scopeshim(p)]
     logind = [p for p in procs if is_logind(p)]
     emit(step="check", boot=int(n),
-         scopeshim=[{"pid": p["pid"], "start": p["start"], "argv": p["argv"],
+         scopeshim=[{"pid": p["pid"], "start": p["start"], "argv": p["argv"], "cgroup": p["cgroup"],
                      "init": init_owns(init, p, procs)} for p in shims],
-         logind=[{"pid": p["pid"], "start": p["start"]} for p in logind],
+         logind=[{"pid": p["pid"], "start": p["start"], "cgroup": p["cgroup"]} for p in logind],
          owner=owner_pid(SYSTEMD1), login1_owner=owner_pid(LOGIN1), status=status(init),
+         logind_status=status(init, "systemd-logind"),
          activations=[p["argv"] for p in procs
                       if any("scopeshim/activate" in a for a in p["argv"])],
          version=run(*VERSION)["out"].strip())  # fmt: skip

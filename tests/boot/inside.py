@@ -87,6 +87,12 @@ def owner_pid(name: str) -> int | None:
     return int(out.split()[1]) if out else None
 
 
+def connection_serial(name: str) -> int | None:
+    """N of the unique name ":1.N" of NAME's owner: the bus numbers connections in order."""
+    out = bus_call("GetNameOwner", "s", name)
+    return int(out.split(".")[-1].rstrip('"')) if out else None
+
+
 def booted(init: str, n: str) -> None:
     """Waits (at most 120 s) until the init has run its boot: the runlevel's scripts done."""
     t0 = time.monotonic()
@@ -173,6 +179,14 @@ def status(init: str, name: str = "scopeshim") -> dict[str, Any]:
 
 
 def check(init: str, n: str) -> None:
+    """The facts once things settled (30 s at most): both names owned, no activation under
+    way; the tests judge them."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:
+        busy = [p for p in processes() if any("scopeshim/activate" in a for a in p["argv"])]
+        if owner_pid(SYSTEMD1) and owner_pid(LOGIN1) and not busy:
+            break
+        time.sleep(0.2)
     procs = processes()
     shims = [p for p in procs if is_scopeshim(p)]
     logind = [p for p in procs if is_logind(p)]
@@ -182,6 +196,8 @@ def check(init: str, n: str) -> None:
          logind=[{"pid": p["pid"], "start": p["start"], "cgroup": p["cgroup"]} for p in logind],
          owner=owner_pid(SYSTEMD1), login1_owner=owner_pid(LOGIN1), status=status(init),
          logind_status=status(init, "systemd-logind"),
+         connections={"scopeshim": connection_serial(SYSTEMD1),
+                      "logind": connection_serial(LOGIN1)},
          activations=[p["argv"] for p in procs
                       if any("scopeshim/activate" in a for a in p["argv"])],
          version=run(*VERSION)["out"].strip())  # fmt: skip

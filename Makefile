@@ -14,7 +14,7 @@ APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-v
 LOGIND_VERSIONS := 254 257 262
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv logind vm-kernel run test test-vm e2e demo fuzz stress lint bench clean
+.PHONY: all deps venv logind vm-kernel run test test-vm e2e e2e-init demo fuzz stress lint bench clean
 
 all: venv
 
@@ -71,6 +71,14 @@ E2E_ARGS ?=
 e2e: deps venv logind
 	$(BIN)/python -m pytest -p tests.e2e.caselines -q --no-header --tb=short \
 	  -o console_output_style=classic $(E2E_ARGS) tests/e2e
+
+# real boots (tests/boot/boot.sh; part of `make test` too): Debian 12's sysvinit, OpenRC and
+# runit as PID 1 in namespaces over an overlay of this machine's root (packages fetched into
+# ${SCOPESHIM_CACHE:-/var/cache/scopeshim}/inits, nothing installed here), scopeshim installed
+# the README's way, then SCOPESHIM_BOOTS boots (default 3) each checked; SCOPESHIM_BOOT_KEEP=DIR
+# keeps every boot's console log and witness
+e2e-init: deps venv
+	$(BIN)/pytest -q tests/boot
 
 # a real logind session through scopeshim in the sandbox, shown step by step, then torn down
 # (tests/e2e/demo.py; DEMO_ARGS="--user root" or "--logind PATH")

@@ -299,6 +299,11 @@ class Cgroup2Backend:
     def apply_resources(self, path: str, settings: Mapping[str, object]) -> list[str]:
         plan = unified_plan(settings, self.totals, block_device_number)
         wanted = {attribute.split(".")[0] for attribute, _ in plan.writes} - {"cgroup"}
+        # systemd-system.conf(5) DefaultMemoryAccounting=yes, DefaultTasksAccounting=yes (what
+        # the Manager reports): memory and pids count for every unit from its start, so that
+        # a MemoryMax=/TasksMax= set later holds what is already there (memory stays charged
+        # where it was allocated, cgroup-v2.rst "Memory Ownership"; seen in tests/vm)
+        wanted |= {"memory", "pids"} & self._controllers("/", "cgroup.controllers")
         if settings.get("Delegate"):
             # systemd.resource-control(5) Delegate=: yes enables every supported controller
             delegated = settings.get("DelegateControllers")

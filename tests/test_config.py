@@ -80,3 +80,29 @@ def test_errors_name_the_line_too(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load(path)
     assert str(e.value).startswith(f"{path}:6: units.user_manager: ")
+
+
+def test_user_manager_defaults_and_zygote_key(tmp_path: Path) -> None:
+    """user@UID.service is scopeshim's user manager by default: Type=notify-like, Delegate=yes
+    with init.scope, as the user, forked from the zygote; user_manager_zygote = false (or a
+    command) runs `serve --user` for each user instead."""
+    handler = Policy().handler_for("user@1000.service")
+    assert handler is not None
+    assert (handler.kind, handler.user, handler.delegate, handler.subcgroup) == (
+        Kind.NOTIFY, "1000", True, "init.scope",
+    )  # fmt: skip
+    assert handler.requires == ("user-runtime-dir@1000.service",)
+    assert handler.zygote == ("serve", "--user", "--notify-ready")
+    assert handler.start[-3:] == ("serve", "--user", "--notify-ready")
+    policy = load(write(tmp_path, "[units]\nuser_manager_zygote = false\n"))["policy"]
+    forked = policy.handler_for("user@1000.service")
+    assert forked is not None and forked.zygote == ()
+    with_command = Policy(user_manager_command=("/bin/mgr", "%i")).handler_for("user@7.service")
+    assert with_command is not None
+    assert (with_command.start, with_command.zygote) == (("/bin/mgr", "7"), ())
+    # a user manager's own policy has none of the system's units
+    user = Policy.for_user_instance()
+    for name in ("user@1000.service", "user-runtime-dir@1000.service", "poweroff.target"):
+        assert user.handler_for(name) is None
+    with pytest.raises(ConfigError, match=r"units\.user_manager_zygote"):
+        load(write(tmp_path, '[units]\nuser_manager_zygote = "maybe"\n'))

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Coroutine, Sequence
+from functools import partial
 from typing import Any
 
 from backends.base import BackendError
@@ -29,6 +31,45 @@ from shim.core.scopes import Scopes
 from shim.core.units import Job, Unit
 
 log = logging.getLogger(__name__)
+
+RESTART_BURST = 5  # systemd.unit(5): StartLimitBurst= defaults to 5
+RESTART_INTERVAL = 10.0  # ... within StartLimitIntervalSec=10s
+
+
+async def _exited(loop: asyncio.AbstractEventLoop, pid: int) -> None:
+    """Return once process PID has exited (pidfd_open(2): readable when it terminates)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return  # gone already
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def _said_ready(unit: Unit, proc: asyncio.subprocess.Process) -> bool:
+    """Read the main process's output up to READY=1 (logged), within START_TIMEOUT."""
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(START_TIMEOUT):
+            while raw := await proc.stdout.readline():
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line == READY:
+                    return True
+                log.info("%s: %s", unit.name, line)
+    except TimeoutError:
+        pass
+    return False
+
 
 EXIT_EXEC = 203  # systemd.exec(5) "Process exit codes": the command could not be executed
 # waitid(2) si_code values, as ExecMainCode reports them
@@ -219,6 +260,16 @@ class Handled(Scopes):
                 self.backend.delegate(path, uid, gid)
         return path
 
+    def _not_started(self, job: Job, error: Exception) -> None:
+        """The main process could not be started: the unit fails with Result=resources."""
+        unit = job.unit
+        log.warning("%s: %s", unit.name, error)
+        if unit.job is job:
+            self._release_cgroup(unit)
+            unit.result = "resources"
+            self._set_state(unit, ServiceState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+
     async def _run_notify(self, job: Job, handler: Handler) -> None:
         """Type=notify: active once the main process says READY=1 (a line on its standard
         output here); failed with its last words when it exits or times out first."""
@@ -227,12 +278,7 @@ class Handled(Scopes):
             where = self._prepare_delegated(unit, handler)
             proc = await spawn.start(handler.start, self.backend, where, user=handler.user)
         except (spawn.SpawnError, BackendError) as e:
-            log.warning("%s: %s", unit.name, e)
-            if unit.job is job:
-                self._release_cgroup(unit)
-                unit.result = "resources"
-                self._set_state(unit, ServiceState.FAILED)
-                self._finish_job(job, JobResult.FAILED)
+            self._not_started(job, e)
             return
         assert proc.stdout is not None
         last: list[str] = []
@@ -253,6 +299,7 @@ class Handled(Scopes):
         if ready and unit.job is job:
             log.info("%s: ready", unit.name)
             self._spawn_task(self._follow(unit, proc))
+            self._spawn_task(self._supervise(unit, handler, proc.pid))
             self._set_state(unit, ServiceState.RUNNING)
             self._finish_job(job, JobResult.DONE)
             assert unit.control_group is not None
@@ -287,18 +334,14 @@ class Handled(Scopes):
                 request, lambda pid: self.backend.attach(where, [pid])
             )
         except (spawn.SpawnError, BackendError) as e:
-            log.warning("%s: %s", unit.name, e)
-            if unit.job is job:
-                self._release_cgroup(unit)
-                unit.result = "resources"
-                self._set_state(unit, ServiceState.FAILED)
-                self._finish_job(job, JobResult.FAILED)
+            self._not_started(job, e)
             return
         lines = forked.output.splitlines()
         for line in lines:
             log.info("%s: %s", unit.name, line)
         if forked.ready and unit.job is job:
             log.info("%s: ready (PID %d, forked)", unit.name, forked.pid)
+            self._spawn_task(self._supervise(unit, handler, forked.pid))
             self._set_state(unit, ServiceState.RUNNING)
             self._finish_job(job, JobResult.DONE)
             assert unit.control_group is not None
@@ -313,6 +356,50 @@ class Handled(Scopes):
             self._release_cgroup(unit)
             self._set_state(unit, ServiceState.FAILED)
             self._finish_job(job, JobResult.FAILED)
+
+    async def _supervise(self, unit: Unit, handler: Handler, pid: int) -> None:
+        """A user manager that dies (SIGKILL, a crash) while its unit runs is started again
+        in the same init.scope; it takes its units back from its state directory, and the
+        user's processes never leave their scopes (at most RESTART_BURST times per
+        RESTART_INTERVAL seconds, systemd.unit(5) StartLimitBurst=/StartLimitIntervalSec=)."""
+        restarts: list[float] = []
+        while True:
+            await _exited(self.loop, pid)
+            if (
+                self.units.get(unit.name) is not unit
+                or unit.sub_state != ServiceState.RUNNING
+                or unit.job is not None
+                or unit.control_group is None
+            ):
+                return
+            now = self.loop.time()
+            restarts = [t for t in restarts if now - t < RESTART_INTERVAL] + [now]
+            if len(restarts) > RESTART_BURST:
+                log.warning("%s: the main process keeps dying; not started again", unit.name)
+                return
+            log.warning("%s: main process %d is gone while the unit runs: starting it again",
+                        unit.name, pid)  # fmt: skip
+            where = unit.control_group.rstrip("/") + "/" + handler.subcgroup
+            try:
+                if handler.zygote:
+                    assert handler.user is not None and self.forkserver is not None
+                    request = spawn.fork_request(handler.zygote, handler.user)
+                    forked = await self.forkserver.fork(request, partial(self._place, where))
+                    pid, ready = forked.pid, forked.ready
+                else:
+                    proc = await spawn.start(handler.start, self.backend, where, user=handler.user)
+                    pid, ready = proc.pid, await _said_ready(unit, proc)
+                    self._spawn_task(self._follow(unit, proc))
+            except (spawn.SpawnError, BackendError) as e:
+                log.warning("%s: not started again: %s", unit.name, e)
+                return
+            if not ready:
+                log.warning("%s: started again, but it did not get ready", unit.name)
+                continue
+            log.info("%s: ready again (PID %d)", unit.name, pid)
+
+    def _place(self, cgroup: str, pid: int) -> None:
+        self.backend.attach(cgroup, [pid])
 
     async def _follow(self, unit: Unit, proc: asyncio.subprocess.Process) -> None:
         """Log what the main process writes after READY=1, then its exit status."""

@@ -188,3 +188,23 @@ def test_io_limits_gone_from_the_settings_are_written_back_to_max(tmp_path):
     b.set_attribute = lambda path, attribute, value: written.append((attribute, value))
     b.apply_resources("/s.scope", {"IOReadBandwidthMax": [], "IOWriteBandwidthMax": []})
     assert written == [("io.max", "254:0 rbps=max"), ("io.max", "254:0 wbps=max")]
+
+
+def test_memory_and_pids_count_for_every_unit_from_its_start(tmp_path):
+    # DefaultMemoryAccounting=yes, DefaultTasksAccounting=yes: a unit with no limits still has
+    # memory and pids on, so that a limit set later holds what it already uses (tests/vm)
+    (tmp_path / "cgroup.controllers").write_text("cpu io memory pids\n")
+    b = make(tmp_path)
+    b.create("/system.slice/a.scope")
+    assert b.apply_resources("/system.slice/a.scope", {}) == []
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +pids\n"
+    assert (tmp_path / "system.slice/cgroup.subtree_control").read_text() == "+memory +pids\n"
+
+
+def test_no_accounting_controller_where_the_hierarchy_has_none(tmp_path):
+    # this machine kind's cgroup2 carries no controller: nothing to enable, nothing to report
+    (tmp_path / "cgroup.controllers").write_text("\n")
+    b = make(tmp_path)
+    b.create("/system.slice/a.scope")
+    assert b.apply_resources("/system.slice/a.scope", {}) == []
+    assert not (tmp_path / "cgroup.subtree_control").exists()

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from dbus_fast import Variant
+from dbus_fast import MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from backends.base import BackendError
@@ -29,6 +29,7 @@ from tests.bus.test_user_instance import stop_daemon
 from tests.conftest import BUS_CONFIG, Client, Daemon, PrivateBus
 
 UID = os.getuid()
+UNIT_IFACE = "org.freedesktop.systemd1.Unit"
 USER = f"user@{UID}.service"
 SERVICE = f"/user.slice/user-{UID}.slice/user@{UID}.service"
 
@@ -376,5 +377,66 @@ async def test_user_manager_forked_from_the_zygote(
         assert not system.backend.exists(tree)
         assert system.backend.pids("/") == []
     finally:
+        client.bus.disconnect()
+        await stop_everything(system)
+
+
+async def test_a_killed_user_manager_is_started_again_and_takes_its_scopes_back(
+    private_bus: PrivateBus,
+    user_bus: str,
+    tmp_path: Path,
+    processes: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    """SIGKILL of the user manager while a user's scope runs: the system instance starts it
+    again in init.scope; it takes the scope back from its state directory, the process never
+    left it."""
+    command = ["/usr/bin/env", f"XDG_RUNTIME_DIR={tmp_path}",
+               sys.executable, "-m", "shim", "serve", "--user", "--backend", "fake",
+               "--cgroup-root", str(tmp_path / "user-cgroupfs"), "--state-dir",
+               str(tmp_path / "user-state"), "--address", user_bus, "--notify-ready"]  # fmt: skip
+    system = await system_daemon(private_bus.address, tmp_path / "cg", policy_with(command))
+    client = await connect(private_bus.address)
+    user_client = await connect(user_bus)
+    try:
+        assert await run_job(client, "StartUnit", USER) == "done"
+        (first,) = system.backend.pids(SERVICE)
+        p = processes()
+        (job,) = await user_client.ok(
+            "StartTransientUnit",
+            "ssa(sv)a(sa(sv))",
+            ["run-k.scope", "fail", [["PIDs", Variant("au", [p.pid])]], []],
+        )
+        await user_client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+        # on a real hierarchy the system sees the scope in its user@ tree; each fake backend
+        # has its own directory, so the system's is told
+        system.backend.create(SERVICE + "/app.slice/run-k.scope")
+        system.backend.attach(SERVICE + "/app.slice/run-k.scope", [p.pid])
+        os.kill(first, signal.SIGKILL)
+        second = None
+        for _ in range(400):
+            await asyncio.sleep(0.05)
+            now = system.backend.pids(SERVICE + "/init.scope")
+            if now and now[0] != first:
+                second = now[0]
+                break
+        assert second is not None, "the user manager was not started again"
+        assert system.backend.cgroup_of(second) == SERVICE + "/init.scope"
+        assert system.manager.units[USER].sub_state == "running"
+        # the new manager answers for the scope it took back; the process is still in it
+        unit_path_k = None
+        for _ in range(200):
+            reply = await user_client.call("GetUnit", "s", ["run-k.scope"])
+            if reply.message_type is MessageType.METHOD_RETURN:
+                unit_path_k = reply.body[0]
+                break
+            await asyncio.sleep(0.05)
+        assert unit_path_k is not None
+        assert await user_client.get(unit_path_k, UNIT_IFACE, "ActiveState") == "active"
+        (procs,) = await user_client.ok("GetUnitProcesses", "s", ["run-k.scope"])
+        assert [x[1] for x in procs] == [p.pid]
+        assert await run_job(client, "StopUnit", USER) == "done"
+        assert not system.backend.exists(SERVICE)
+    finally:
+        user_client.bus.disconnect()
         client.bus.disconnect()
         await stop_everything(system)

@@ -245,6 +245,29 @@ async def main() -> None:
             slice_cgroup_left=(CGROOT / f"user.slice/user-{uid}.slice").exists(),
             runtime_dir_mounted=os.path.ismount(f"/run/user/{uid}"),
         )
+        # linger: logind starts user@UID.service without a login (SetUserLinger, what
+        # `loginctl enable-linger` calls); turned off, it stops it and nothing is left.
+        # /var/lib/systemd is a tmpfs of this sandbox's mount namespace: the host's is untouched
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=755", "scopeshim-linger",
+                        "/var/lib/systemd"], check=True)  # fmt: skip
+        mark = signals.mark()
+        enabled = _linger(uid, True)
+        lingering = await wait_until(user_active, timeout=60)
+        env_lingering = as_user(uid, gid, home, *ctl, "show-environment")
+        disabled = _linger(uid, False)
+        stopped = await signals.wait(mark, "UnitRemoved", service, timeout=60) is not None
+        await wait_until(lambda: not processes_of(uid) or None, timeout=30)
+        await wait_until(lambda: not slice_dir.exists() or None, timeout=30)
+        report(
+            step="linger",
+            enabled=enabled,
+            user_unit=lingering,
+            show_environment=env_lingering,
+            disabled=disabled,
+            user_unit_removed=stopped,
+            processes_left=processes_of(uid),
+            slice_cgroup_left=slice_dir.exists(),
+        )
     finally:
         if login is not None and login.poll() is None:
             login.kill()
@@ -254,6 +277,17 @@ async def main() -> None:
             report(step="logind-exit", exit=stop(logind))
         report(step="stopped", exit=stop(daemon))
         report(step="logs", **Logs(run).excerpt({"logind.log": 0, "scopeshim.log": 0}))
+
+
+def _linger(uid: int, on: bool) -> dict[str, Any]:
+    """login1's SetUserLinger(uid, on, interactive=false), as root."""
+    proc = subprocess.run(
+        ["busctl", "--system", "call", "org.freedesktop.login1", "/org/freedesktop/login1",
+         "org.freedesktop.login1.Manager", "SetUserLinger", "ubb", str(uid),
+         "true" if on else "false", "false"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return {"status": proc.returncode, "stderr": proc.stderr}
 
 
 def _gnome_desktop() -> bool:

@@ -103,5 +103,14 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
     assert out["processes_left"] == {}, why
     assert out["user_cgroup_left"] is False and out["slice_cgroup_left"] is False, why
     assert out["runtime_dir_mounted"] is False, why
+
+    # linger on: logind starts user@UID.service with no login, and it serves; off: it goes
+    linger = events["linger"]
+    assert linger["enabled"]["status"] == 0 and linger["disabled"]["status"] == 0, why
+    assert linger["user_unit"]["SubState"] == "running", why
+    assert linger["show_environment"]["status"] == 0, why
+    assert f"XDG_RUNTIME_DIR=/run/user/{uid}" in linger["show_environment"]["stdout"], why
+    assert linger["user_unit_removed"] is True, why
+    assert linger["processes_left"] == {} and linger["slice_cgroup_left"] is False, why
     assert events["stopped"]["exit"] == 0, why
     assert events["logs"]["refused_calls"] == [], why

@@ -253,6 +253,31 @@ async def memory_max_set(shim: Shim) -> dict[str, Any]:
 
 
 @check
+async def memory_max_lowered_under_usage(shim: Shim) -> dict[str, Any]:
+    # SetUnitProperties lowers MemoryMax under what the scope already holds: the kernel
+    # reclaims, cannot (no swap), and OOM-kills (cgroup-v2.rst memory.max)
+    sleeper, worker = subprocess.Popen(["sleep", "3600"]), Worker("hold", "100")
+    unit = "mlower.scope"
+    assert worker.proc.stdout is not None
+    try:
+        out: dict[str, Any] = {"job": await shim.start(unit, [sleeper.pid, worker.pid])}
+        out["worker"] = await worker.go()
+        out["held"] = int(read(unit, "memory.current") or 0)
+        await shim.set(unit, MemoryMax=t(32 * MIB))
+        out["set"] = {f: read(unit, f) for f in MEM_FILES}
+        out["exit"] = await asyncio.to_thread(worker.proc.wait, 60)
+        out["sleeper"] = sleeper.poll()
+        out["after"] = {f: read(unit, f) for f in MEM_FILES}
+        out["events"] = read(unit, "cgroup.events")
+        return out
+    finally:
+        worker.end()
+        with contextlib.suppress(RuntimeError):
+            await shim.stop(unit)
+        sleeper.wait(10)
+
+
+@check
 async def memory_high(shim: Shim) -> dict[str, Any]:
     # page cache over memory.high is reclaimed, not killed (cgroup-v2.rst memory.high)
     worker = Worker("cached_read", IO_DEVICE, "48")

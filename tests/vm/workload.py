@@ -23,6 +23,15 @@ def alloc(mib: str) -> dict[str, object]:
     return {"allocated_mib": len(data) // MIB}
 
 
+HELD: list[bytes] = []
+
+
+def hold(mib: str) -> dict[str, object]:
+    """Allocate and keep it until stdin closes (a limit lowered under it must act)."""
+    HELD.append(b"x" * (int(mib) * MIB))
+    return {"holding_mib": len(HELD[0]) // MIB}
+
+
 def forks(count: str) -> dict[str, object]:
     made, error = 0, None
     for _ in range(int(count)):
@@ -95,6 +104,7 @@ def opens(*probes: str) -> dict[str, object]:
 ACTIONS = {
     "open": opens,
     "alloc": alloc,
+    "hold": hold,
     "fork": forks,
     "burn": burn,
     "affinity": affinity,

@@ -74,9 +74,8 @@ def start_scopeshim(conf: Path, zygote: bool) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def as_user(uid: int, gid: int, home: str, *argv: str, timeout: float = 60) -> dict[str, Any]:
-    """Run ARGV as the user with a login's environment; its status and output."""
-    env = {
+def _user_env(uid: int, home: str) -> dict[str, str]:
+    return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": home,
         "XDG_RUNTIME_DIR": f"/run/user/{uid}",
@@ -85,6 +84,11 @@ def as_user(uid: int, gid: int, home: str, *argv: str, timeout: float = 60) -> d
         "SYSTEMD_PAGER": "",
         "G_MESSAGES_DEBUG": "GnomeDesktop",
     }
+
+
+def as_user(uid: int, gid: int, home: str, *argv: str, timeout: float = 60) -> dict[str, Any]:
+    """Run ARGV as the user with a login's environment; its status and output."""
+    env = _user_env(uid, home)
     drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
     proc = subprocess.run(
         [*drop, *argv], env=env, capture_output=True, text=True, timeout=timeout, cwd="/"
@@ -197,6 +201,46 @@ async def main() -> None:
             scope=scope,
             pids_max=_read(CGROOT / tree.lstrip("/") / "app.slice/run-e2e.scope/pids.max"),
         )
+
+        # SIGKILL of the user manager while a scope of the user runs: it is started again and
+        # takes the scope back; the process never leaves it
+        keeper = subprocess.Popen(
+            ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "systemd-run",
+             "--user", "--scope", "--unit", "run-keep", "sleep", "300"],
+            env=_user_env(uid, home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        scope_dir = CGROOT / tree.lstrip("/") / "app.slice/run-keep.scope"
+        # once systemd-run has its job and exec'd sleep (a client still waiting for JobRemoved
+        # on the private socket would lose its connection with the manager, as with systemd)
+        await wait_until(
+            lambda: (
+                (_read(Path(f"/proc/{keeper.pid}/cmdline")) or "").startswith("sleep")
+                and _read(scope_dir / "cgroup.procs")
+            ),
+            timeout=30,
+        )
+        init_dir = CGROOT / tree.lstrip("/") / "init.scope"
+        before = (_read(init_dir / "cgroup.procs") or "").split()
+        for pid in before:
+            os.kill(int(pid), 9)
+
+        def new_manager() -> str | None:
+            now = (_read(init_dir / "cgroup.procs") or "").split()
+            return now[0] if now and now[0] not in before else None
+
+        after = await wait_until(new_manager, timeout=30)
+        await asyncio.sleep(1)
+        report(
+            step="sigkill",
+            killed=before,
+            new_manager=after,
+            keeper_cgroup=_read(scope_dir / "cgroup.procs"),
+            keeper_pid=keeper.pid,
+            show=as_user(uid, gid, home, *ctl, "show", "run-keep.scope", "-P", "ActiveState"),
+            user_unit=await unit_state(bus, service),
+        )
+        keeper.kill()
+        keeper.wait()
 
         # flatpak's calls over /run/user/UID/systemd/private, then gnome-desktop's
         # gnome_start_systemd_scope from inside the user's tree (python3-gi, Debian's libraries)

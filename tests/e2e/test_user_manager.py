@@ -81,6 +81,14 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
     assert re.search(rf"^0::{re.escape(tree)}/app\.slice/run-e2e\.scope$", run["stdout"], re.M), why
     assert run["stdout"].split()[-1] == "10", why  # TasksMax as the user manager has it
 
+    # SIGKILL of the user manager with a scope running: started again in init.scope, the
+    # scope taken back, its process never moved
+    killed = events["sigkill"]
+    assert killed["new_manager"] and killed["new_manager"] not in killed["killed"], why
+    assert killed["keeper_cgroup"] == str(killed["keeper_pid"]), why
+    assert killed["show"]["stdout"].strip() == "active", why
+    assert killed["user_unit"]["SubState"] == "running", why
+
     # flatpak's exact calls over /run/user/UID/systemd/private: app.slice/app-flatpak-*.scope
     clients = events["clients"]
     flatpak = _last_json(clients["flatpak"]["stdout"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import time
 from typing import Any
@@ -21,6 +22,7 @@ NEEDS_CALLER = frozenset(
     {"StartTransientUnit", "GetUnitByPID", "GetUnitByInvocationID", "AttachProcessesToUnit"}
 )
 
+NAMES_PER_STEP = 500  # ListUnitsByNames names handled per loop turn
 UnitTuple = tuple[str, str, str, str, str, str, str, int, str, str]
 JobTuple = tuple[int, str, str, str, str, str]
 
@@ -170,8 +172,16 @@ def ListUnitsByPatterns(c: Call, states: list[str], patterns: list[str]) -> list
     return [unit_tuple(u) for u in c.manager.list_units(states, patterns)]
 
 
-def ListUnitsByNames(c: Call, names: list[str]) -> list[UnitTuple]:
-    return [unit_tuple(u) for u in c.manager.list_units(names=names)]
+async def ListUnitsByNames(c: Call, names: list[str]) -> list[UnitTuple]:
+    # any caller may ask about any number of names: a long list is answered in steps, so
+    # that other callers (root's, logind's) are served between them
+    out: list[UnitTuple] = []
+    for start in range(0, len(names), NAMES_PER_STEP):
+        if start:
+            await asyncio.sleep(0)
+        chunk = names[start : start + NAMES_PER_STEP]
+        out.extend(unit_tuple(u) for u in c.manager.list_units(names=chunk))
+    return out
 
 
 def ListJobs(c: Call) -> list[JobTuple]:

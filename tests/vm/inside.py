@@ -427,8 +427,10 @@ async def allowed_cpus_set(shim: Shim) -> dict[str, Any]:
 
 @check
 async def slice_memory_max(shim: Shim) -> dict[str, Any]:
-    # a slice's MemoryMax= holds every scope below it (the shape of logind's user-UID.slice)
-    parent, slice_ = CGROOT / "user.slice", "user-4242.slice"
+    # a slice's MemoryMax= holds every scope below it (the shape of logind's user-UID.slice,
+    # under another name: Debian's user-.slice.d/10-defaults.conf, which the VM's /usr has and
+    # scopeshim reads, makes user slices StopWhenUnneeded=yes, gone with their last scope)
+    parent, slice_ = CGROOT / "limits.slice", "limits-4242.slice"
     out: dict[str, Any] = {"slice_job": await shim.start(slice_, None, MemoryMax=t(64 * MIB))}
     try:
         out["slice_max"] = read(slice_, "memory.max", parent)
@@ -846,7 +848,7 @@ async def run(results: Any, only: set[str]) -> None:
             record(results, check=f"_exit_{name}", exit=code)
         left = sorted(
             f"{s.name}/{p.name}"
-            for s in (SLICE, CGROOT / "user.slice")
+            for s in (SLICE, CGROOT / "user.slice", CGROOT / "limits.slice")
             if s.is_dir()
             for p in s.iterdir()
             if p.is_dir()

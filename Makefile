@@ -5,15 +5,16 @@ BIN    := $(VENV)/bin
 # Debian 12 packages the tests and `make run` use (dbus-daemon, busctl, gdbus, systemd-escape;
 # pam_systemd.so and pamtester for the e2e PAM login; python3-dbusmock: the polkit peer;
 # systemd-container: machined and systemd-nspawn for the Controller=/RequestStop e2e test;
-# python3-gi, gir1.2-gnomedesktop-3.0: flatpak's GDBus calls and gnome_start_systemd_scope)
+# python3-gi, gir1.2-gnomedesktop-3.0: flatpak's GDBus calls and gnome_start_systemd_scope;
+# qemu-system-x86 and busybox-static: the VM tier, tests/vm)
 APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv \
 	libpam-systemd pamtester python3-dbusmock runc busybox-static systemd-container \
-	python3-gi gir1.2-gnomedesktop-3.0
+	python3-gi gir1.2-gnomedesktop-3.0 qemu-system-x86
 # the logind versions e2e fetches into ${SCOPESHIM_CACHE:-/var/cache/scopeshim} (252 is installed)
-LOGIND_VERSIONS := 254 257
+LOGIND_VERSIONS := 254 257 262
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv logind run test e2e demo fuzz stress lint bench clean
+.PHONY: all deps venv logind vm-kernel run test test-vm e2e e2e-init demo fuzz stress lint bench clean
 
 all: venv
 
@@ -39,24 +40,45 @@ venv: $(BIN)/scopeshim
 run: deps venv
 	@packaging/run-private-bus.sh $(BIN)/scopeshim
 
-# Debian's unmodified logind 254/257 into the cache (tests/e2e/get-logind.sh; a cache hit is
-# instant). A failure prints its reason and stops nothing: the e2e tests of that version then
-# skip with it (exit 77: no network, not root) or fail with it (anything else).
+# Debian's unmodified logind 254/257/262 and their clients into the cache
+# (tests/e2e/get-logind.sh; a cache hit is instant). A failure prints its reason and stops
+# nothing: the e2e tests of that version then skip with it (exit 77: no network, not root) or
+# fail with it (anything else).
 logind:
 	@for v in $(LOGIND_VERSIONS); do tests/e2e/get-logind.sh $$v >/dev/null || true; done
 
-test: deps venv logind
+# Debian's own kernel for the VM tier into ${SCOPESHIM_CACHE:-/var/cache/scopeshim}/vm
+# (tests/vm/get-kernel.sh; a cache hit is instant). A failure stops nothing: the VM tier then
+# skips with the reason (exit 77) or fails with it.
+vm-kernel:
+	@tests/vm/get-kernel.sh >/dev/null || true
+
+test: deps venv logind vm-kernel
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# root + namespaces (tests/e2e/sandbox.sh): the logind matrix {252,254,257} x {root,
-# unprivileged} x {each lifecycle step}, PAM logins, 200 session cycles, the other sandbox
-# tests; one line per case (tests/e2e/caselines.py), then "N passed, M failed"; last, a check
-# that no cgroup, mount or process of the run is left. SCOPESHIM_E2E_JOBS: sandbox runs of the
+# the VM tier alone (tests/vm, docs/vm-tier.md): one qemu boot of Debian's kernel running every
+# kernel-enforced check through scopeshim; SCOPESHIM_VM_KEEP=DIR keeps the guest's logs
+test-vm: deps venv vm-kernel
+	$(BIN)/pytest $(PYTEST_ARGS) tests/vm
+
+# root + namespaces (tests/e2e/sandbox.sh): the logind matrix {252,254,257,262} x {hybrid,
+# unified cgroup view} x {root, unprivileged} x {each lifecycle step}, PAM logins, the clients
+# of 252/257/262 as root, 200 session cycles, the other sandbox tests; one line per case
+# (tests/e2e/caselines.py), then "N passed, M failed"; last, a check that no cgroup, mount or
+# process of the run is left. SCOPESHIM_E2E_JOBS: sandbox runs of the
 # matrix at a time (default 3); SCOPESHIM_E2E_KEEP=DIR keeps every run's logs in DIR.
 E2E_ARGS ?=
 e2e: deps venv logind
 	$(BIN)/python -m pytest -p tests.e2e.caselines -q --no-header --tb=short \
 	  -o console_output_style=classic $(E2E_ARGS) tests/e2e
+
+# real boots (tests/boot/boot.sh; part of `make test` too): Debian 12's sysvinit, OpenRC and
+# runit as PID 1 in namespaces over an overlay of this machine's root (packages fetched into
+# ${SCOPESHIM_CACHE:-/var/cache/scopeshim}/inits, nothing installed here), scopeshim installed
+# the README's way, then SCOPESHIM_BOOTS boots (default 3) each checked; SCOPESHIM_BOOT_KEEP=DIR
+# keeps every boot's console log and witness
+e2e-init: deps venv
+	$(BIN)/pytest -q tests/boot
 
 # a real logind session through scopeshim in the sandbox, shown step by step, then torn down
 # (tests/e2e/demo.py; DEMO_ARGS="--user root" or "--logind PATH")

@@ -139,6 +139,11 @@ class FakeBackend:
         if self.pids(path):
             raise BackendError(f"cgroup {path} is populated", errno.EBUSY)
         d = self._dir(path)
+        for gone in [p for p in (*self.labels, *self.delegated) if _within(p, path)]:
+            # what the kernel forgets with the directory (a long-running fake daemon would
+            # otherwise keep one entry per cgroup it ever made)
+            self.labels.pop(gone, None)
+            self.delegated.pop(gone, None)
         if not d.is_dir():
             return
         for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):

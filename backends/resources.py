@@ -121,11 +121,16 @@ def cpu_quota(settings: Mapping[str, object]) -> tuple[int | None, int]:
     period = settings.get("CPUQuotaPeriodUSec")
     if not isinstance(period, int) or period == UINT64_MAX:
         period = DEFAULT_CPU_QUOTA_PERIOD_USEC
+    # systemd.resource-control(5) CPUQuotaPeriodSec=: "clamped to the range supported by the
+    # kernel, which is [1ms, 1000ms]" (cpu.max refuses anything else: seen in tests/vm)
+    period = min(max(period, 1000), USEC_PER_SEC)
     per_sec = settings.get("CPUQuotaPerSecUSec")
     if not isinstance(per_sec, int) or per_sec == UINT64_MAX:
         return None, period
-    # systemd.resource-control(5): the quota is per second; the kernel takes it per period,
-    # and never less than 1ms
+    # ibid.: "the period is adjusted up so that the quota interval is also at least 1ms"
+    if per_sec > 0:
+        period = min(max(period, -(-1000 * USEC_PER_SEC // per_sec)), USEC_PER_SEC)
+    # the quota is per second; the kernel takes it per period, and never less than 1ms
     return max(per_sec * period // USEC_PER_SEC, 1000), period
 
 

@@ -207,6 +207,10 @@ class FileNotFound(SystemdError):
     error_name = _DBUS + "FileNotFound"
 
 
+class InconsistentMessage(SystemdError):
+    error_name = _DBUS + "InconsistentMessage"
+
+
 # sd-bus turns a bare errno into "System.Error.<NAME>"; systemd 252 answers a property whose
 # variant has the wrong type with ENXIO ("Unexpected message contents"); the cgroupfs errnos
 # below reach clients the same way
@@ -226,6 +230,10 @@ class ENOSPC(SystemdError):
 
 class EAGAIN(SystemdError):
     error_name = "System.Error.EAGAIN"
+
+
+class ENOTTY(SystemdError):
+    error_name = "System.Error.ENOTTY"  # an fd that is not a pidfd, where one is wanted
 
 
 def _table() -> dict[str, type[SystemdError]]:

@@ -115,7 +115,8 @@ init_files() {
       echo "0755 $i/runit/run.in $SYSCONFDIR/sv/scopeshim/run runit/scopeshim/run"
       echo "0755 $i/runit/check.in $SYSCONFDIR/sv/scopeshim/check runit/scopeshim/check"
       echo "0755 $i/runit/log/run $SYSCONFDIR/sv/scopeshim/log/run runit/scopeshim/log/run"
-      echo "0755 $i/runit-logind/run $SYSCONFDIR/sv/systemd-logind/run runit/systemd-logind/run" ;;
+      echo "0755 $i/runit-logind/run $SYSCONFDIR/sv/systemd-logind/run runit/systemd-logind/run"
+      echo "0755 $i/runit-logind/check $SYSCONFDIR/sv/systemd-logind/check runit/systemd-logind/check" ;;
     s6)
       echo "0644 $i/s6/type $SYSCONFDIR/s6/sv/scopeshim/type s6/scopeshim/type"
       echo "0755 $i/s6/run.in $SYSCONFDIR/s6/sv/scopeshim/run s6/scopeshim/run"

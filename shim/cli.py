@@ -138,6 +138,11 @@ def _replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         action="store_true",
         help="a private bus and scopeshim (fake backend) per trace (the default)",
     )
+    r.add_argument(
+        "--against",
+        metavar="ADDRESS",
+        help="differential: replay on this bus's systemd1 too and compare it with the first",
+    )
     r.add_argument("--rules", metavar="FILE", action="append", default=[], help="rules (TOML)")
     r.add_argument("--junit", metavar="FILE", help="write JUnit XML results to FILE")
     r.add_argument("-v", "--verbose", action="store_true", help="list allowed differences")
@@ -359,7 +364,7 @@ def _reloader(path: str) -> Callable[[], Reloaded]:
             settings = load(path)
         except ConfigError as e:
             raise ReloadError(str(e)) from None
-        return Reloaded(settings["policy"], str(settings["log_level"]))
+        return Reloaded(settings["policy"], str(settings["log_level"]), path)
 
     return reload
 

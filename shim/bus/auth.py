@@ -41,9 +41,10 @@ def _each(interface: str, action: str | None, members: str) -> dict[tuple[str, s
 # reload-daemon. Every member of every systemd1 interface served is listed (a test checks),
 # and a member missing from it is refused to unprivileged callers all the same.
 ACTIONS: dict[tuple[str, str], str | None] = {
-    **_each(_MANAGER, _OPEN, "GetUnit GetUnitByPID GetUnitByInvocationID GetUnitByControlGroup "
-            "LoadUnit ListUnits ListUnitsFiltered ListUnitsByPatterns ListUnitsByNames ListJobs "
-            "GetJob GetUnitProcesses Subscribe Unsubscribe RefUnit UnrefUnit"),
+    **_each(_MANAGER, _OPEN, "GetUnit GetUnitByPID GetUnitByPIDFD GetUnitByInvocationID "
+            "GetUnitByControlGroup LoadUnit ListUnits ListUnitsFiltered ListUnitsByPatterns "
+            "ListUnitsByNames ListJobs GetJob GetUnitProcesses Subscribe Unsubscribe RefUnit "
+            "UnrefUnit"),
     **_each(_MANAGER, MANAGE_UNITS, "StartUnit StartUnitReplace StopUnit ReloadUnit RestartUnit "
             "TryRestartUnit ReloadOrRestartUnit ReloadOrTryRestartUnit KillUnit QueueSignalUnit "
             "ResetFailedUnit SetUnitProperties StartTransientUnit AttachProcessesToUnit "

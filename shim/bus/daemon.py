@@ -43,6 +43,7 @@ class Reloaded:
 
     policy: Policy
     log_level: str
+    source: str  # the file read
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,8 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
 async def _drop_gone_clients(bus: MessageBus, manager: Manager) -> None:
     """After a restart: clients that left while we were down hold no references any more
     (systemd tracks references per client and drops those of a client that is gone)."""
-    for name in sorted(manager.referencing_clients()):
+
+    async def there(name: str) -> bool:
         reply = await bus.call(
             Message(
                 destination="org.freedesktop.DBus",
@@ -179,8 +181,14 @@ async def _drop_gone_clients(bus: MessageBus, manager: Manager) -> None:
             )
         )
         ok = reply is not None and reply.message_type is MessageType.METHOD_RETURN
-        if not (ok and reply is not None and reply.body[0]):
-            manager.bus_name_gone(name)  # gone, or not a bus name (a private connection)
+        return bool(ok and reply is not None and reply.body[0])
+
+    names = sorted(manager.referencing_clients())
+    for start in range(0, len(names), 256):  # asked 256 at a time, not one round trip each
+        chunk = names[start : start + 256]
+        for name, present in zip(chunk, await asyncio.gather(*map(there, chunk)), strict=True):
+            if not present:
+                manager.bus_name_gone(name)  # gone, or not a bus name (a private connection)
 
 
 async def run(options: Options, backend: CgroupBackend) -> int:
@@ -263,7 +271,7 @@ def _reload_config(service: Service, reload: Callable[[], Reloaded] | None) -> N
         return
     service.manager.policy = settings.policy
     logging.getLogger().setLevel(settings.log_level.upper())
-    log.info("SIGHUP: reloaded the configuration")
+    log.info("SIGHUP: reloaded %s", settings.source)
 
 
 async def _idle(manager: Manager, timeout: float) -> None:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import time
 from typing import Any
 
-from compat import buspath, readable
+from compat import buspath, errors, readable
 from compat.properties import UINT64_MAX
 from shim.bus.call import Call
 from shim.bus.convert import pidfds_to_pids, unwrap_properties
 from shim.bus.router import Interface, Method, Prop, Signal
-from shim.bus.units import default_tasks_max
+from shim.bus.units import default_tasks_max, queue_signal
 from shim.core.manager import Manager
 from shim.core.units import Job, Unit
 
@@ -21,6 +22,7 @@ NEEDS_CALLER = frozenset(
     {"StartTransientUnit", "GetUnitByPID", "GetUnitByInvocationID", "AttachProcessesToUnit"}
 )
 
+NAMES_PER_STEP = 500  # ListUnitsByNames names handled per loop turn
 UnitTuple = tuple[str, str, str, str, str, str, str, int, str, str]
 JobTuple = tuple[int, str, str, str, str, str]
 
@@ -85,6 +87,32 @@ def GetUnitByInvocationID(c: Call, invocation_id: bytes) -> str:
     return buspath.UNIT_PATH_PREFIX + buspath.label_escape(unit.invocation_id.hex())
 
 
+def _pid_from_pidfd(fds: list[int], index: int) -> int:
+    """The PID behind the pidfd at INDEX, with the errors systemd 262 answers (fdinfo's Pid:
+    is the pidfd's process, -1 once it is gone; proc(5)); nothing else is a pidfd."""
+    if not 0 <= index < len(fds):
+        raise errors.InconsistentMessage("Bad message")  # sd-bus rejects the message
+    try:
+        with open(f"/proc/self/fdinfo/{fds[index]}") as f:
+            pid = next((int(x.split()[1]) for x in f if x.startswith("Pid:")), None)
+    except (OSError, ValueError):
+        pid = None
+    if pid is None:
+        raise errors.ENOTTY("Failed to get PID from PIDFD: Inappropriate ioctl for device")
+    if pid < 0:
+        raise errors.UnixProcessIdUnknown("Failed to get PID from PIDFD: No such process")
+    return pid
+
+
+def GetUnitByPIDFD(c: Call, pidfd: int) -> tuple[str, str, bytes]:
+    # org.freedesktop.systemd1(5): the unit's path, its name and its invocation ID
+    pid = _pid_from_pidfd(c.fds, pidfd)
+    unit = c.manager.unit_by_pid(pid)
+    if _pid_from_pidfd(c.fds, pidfd) != pid:  # gone meanwhile: the PID may be another's
+        raise errors.UnixProcessIdUnknown("Failed to get PID from PIDFD: No such process")
+    return _unit(unit), unit.name, unit.invocation_id
+
+
 def GetUnitByControlGroup(c: Call, cgroup: str) -> str:
     return _unit(c.manager.unit_by_shown_cgroup(cgroup))
 
@@ -109,6 +137,10 @@ def StartTransientUnit(c: Call, name: str, mode: str, props: list[Any], aux: lis
 
 def KillUnit(c: Call, name: str, whom: str, signal: int) -> None:
     c.manager.kill(c.manager.get_unit(name), whom, signal)
+
+
+def QueueSignalUnit(c: Call, name: str, whom: str, signo: int, value: int) -> None:
+    queue_signal(c.manager.get_unit(name), whom, signo, value)
 
 
 def AbandonScope(c: Call, name: str) -> None:
@@ -140,8 +172,16 @@ def ListUnitsByPatterns(c: Call, states: list[str], patterns: list[str]) -> list
     return [unit_tuple(u) for u in c.manager.list_units(states, patterns)]
 
 
-def ListUnitsByNames(c: Call, names: list[str]) -> list[UnitTuple]:
-    return [unit_tuple(u) for u in c.manager.list_units(names=names)]
+async def ListUnitsByNames(c: Call, names: list[str]) -> list[UnitTuple]:
+    # any caller may ask about any number of names: a long list is answered in steps, so
+    # that other callers (root's, logind's) are served between them
+    out: list[UnitTuple] = []
+    for start in range(0, len(names), NAMES_PER_STEP):
+        if start:
+            await asyncio.sleep(0)
+        chunk = names[start : start + NAMES_PER_STEP]
+        out.extend(unit_tuple(u) for u in c.manager.list_units(names=chunk))
+    return out
 
 
 def ListJobs(c: Call) -> list[JobTuple]:
@@ -219,10 +259,25 @@ _METHODS = [
         "GetUnitByInvocationID", "ay", "o", GetUnitByInvocationID, ("invocation_id",), ("unit",)
     ),
     Method("GetUnitByControlGroup", "s", "o", GetUnitByControlGroup, ("cgroup",), ("unit",)),
+    Method(
+        "GetUnitByPIDFD",
+        "h",
+        "osay",
+        GetUnitByPIDFD,
+        ("pidfd",),
+        ("unit", "unit_id", "invocation_id"),
+    ),
     Method("LoadUnit", "s", "o", LoadUnit, ("name",), ("unit",)),
     Method("StartUnit", "ss", "o", StartUnit, ("name", "mode"), ("job",)),
     Method("StopUnit", "ss", "o", StopUnit, ("name", "mode"), ("job",)),
     Method("KillUnit", "ssi", "", KillUnit, ("name", "whom", "signal")),
+    Method(
+        "QueueSignalUnit",
+        "ssii",
+        "",
+        QueueSignalUnit,
+        ("name", "whom", "signal", "value"),
+    ),
     Method("FreezeUnit", "s", "", FreezeUnit, ("name",)),
     Method("ThawUnit", "s", "", ThawUnit, ("name",)),
     Method("ResetFailedUnit", "s", "", ResetFailedUnit, ("name",)),

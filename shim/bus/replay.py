@@ -292,6 +292,7 @@ class Replayer:
         self.departed: set[str] = set()
         self.done_actions: set[int] = set()
         self.fds: list[int] = []
+        self.fd_unit: str | None = None  # the unit the call being sent puts processes into
 
     # -- collecting signals ----------------------------------------------------------------
 
@@ -390,7 +391,14 @@ class Replayer:
         if isinstance(t, str):
             if t == "h":
                 proc = subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL)
-                self.sleepers[Sym("fd-process", str(proc.pid))] = proc
+                # the first process a call puts into a unit by pidfd stands in for the unit's
+                # recorded PID (the actions name it so: pid:session-c1.scope)
+                sym = Sym("pid", self.fd_unit) if self.fd_unit else None
+                if sym is None or sym in self.sleepers or self.live.live_value(sym) is not None:
+                    sym = Sym("fd-process", str(proc.pid))
+                else:
+                    self.live.bind_pid(proc.pid, sym)
+                self.sleepers[sym] = proc
                 fd = os.pidfd_open(proc.pid)
                 self.fds.append(fd)
                 out.append(fd)
@@ -415,7 +423,9 @@ class Replayer:
             )
         body = self.rec.walk(rec, None, self._leaf)
         fds: list[int] = []
-        if "h" in rec.signature:
+        if "h" in rec.signature or "v" in rec.signature:  # PIDFDs come in a variant
+            unit = body[0] if rec.member in _PUTS_PIDS and body else None
+            self.fd_unit = unit if isinstance(unit, str) else None
             body = [self._fds(t, v, fds) for t, v in zip(rec.types, body, strict=True)]
         path = self._path(rec.path or "/")
         msg = Message(
@@ -574,7 +584,12 @@ class Replayer:
         for ev in self.events:
             final.learn(ev.msg, ev.call)
         live = self.result
+        # an inferred world is made here, not in the recording: its jobs number nothing
+        fresh = self.plan.world is not None and bool(self.plan.world.calls)
         for ev in self.events:
+            if fresh and ev.step > self.plan.main_start:
+                final.new_phase(self._setup_jobs())
+                fresh = False
             if ev.kind == "reply" and ev.call is not None:
                 live.replies[ev.step] = final.reply(ev.msg, ev.call)
             elif ev.kind == "signal":
@@ -582,6 +597,24 @@ class Replayer:
             else:
                 final.call(ev.msg)
         return live
+
+    def _setup_jobs(self) -> list[int]:
+        """The ids of the jobs the setup made (its replies, JobNew/JobRemoved before the first
+        compared call)."""
+        out: list[int] = []
+        for ev in self.events:
+            if ev.step > self.plan.main_start or ev.kind == "call":
+                continue
+            body = ev.msg.body
+            first = body[0] if body else None
+            if ev.kind == "signal" and ev.msg.member in ("JobNew", "JobRemoved"):
+                if isinstance(first, int):
+                    out.append(first)
+            elif isinstance(first, str) and first.startswith(JOB_PATH_PREFIX):
+                tail = first[len(JOB_PATH_PREFIX) :]
+                if tail.isdigit():
+                    out.append(int(tail))
+        return out
 
     async def _cleanup(self) -> None:
         for client in self.clients.values():
@@ -599,6 +632,7 @@ class Replayer:
             await asyncio.wait_for(self.collector.wait_for_disconnect(), 5)  # type: ignore[no-untyped-call]
 
 
+_PUTS_PIDS = frozenset({"StartTransientUnit", "AttachProcessesToUnit"})
 _READS = frozenset({
     "Get", "GetAll", "Introspect", "Ping", "GetMachineId", "GetUnit", "GetUnitByPID",
     "GetUnitByInvocationID", "GetUnitByControlGroup", "ListUnits", "ListUnitsFiltered",

@@ -9,9 +9,11 @@ queued job, and anything else is UnknownObject, as sd-bus answers.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
@@ -49,6 +51,21 @@ UNIT_NODE = MANAGER_PATH + "/unit"
 JOB_NODE = MANAGER_PATH + "/job"
 # Intermediate nodes so that `busctl tree` finds the whole tree from "/"
 _NODES = {"/": ["org"], "/org": ["freedesktop"], "/org/freedesktop": ["systemd1"]}
+
+
+@dataclass(frozen=True, slots=True)
+class _Later:
+    """A handler's answer still being worked out (an awaitable), and its signature."""
+
+    work: Awaitable[Any]
+    sig: str
+
+
+def _body(sig: str, result: Any) -> list[Any]:
+    """A handler's result as a message body for the out signature SIG."""
+    if not sig:
+        return []
+    return [result] if len(split_signature(sig)) == 1 else list(result)
 
 
 class Service:
@@ -289,7 +306,11 @@ class Service:
         state is answered through SEND once what it changed is on disk (Manager.after_commit;
         a failed write turns the answer into the errno's error)."""
         mark = self.manager.commit_mark()
-        reply = self._answer(msg, sender, creds)
+        answered = self._answer(msg, sender, creds)
+        if isinstance(answered, _Later):
+            self._finish_later(msg, answered, send)
+            return True
+        reply = answered
         if not self.manager.commit_pending():
             return reply
 
@@ -302,11 +323,38 @@ class Service:
         self.manager.after_commit(deliver, since=mark)
         return True
 
-    def _answer(self, msg: Message, sender: str, creds: Credentials | None) -> Message | bool:
+    def _finish_later(self, msg: Message, later: _Later, send: Callable[[Message], object]) -> None:
+        """A handler that works in steps (a coroutine that yields to the loop between them, so
+        that other callers are served meanwhile): its reply is sent once it is done."""
+
+        async def finish() -> None:
+            try:
+                result = await later.work
+                reply = Message.new_method_return(msg, later.sig, _body(later.sig, result))
+            except errors.SystemdError as e:
+                reply = Message.new_error(msg, e.error_name, e.message)
+            except Exception:
+                log.exception("internal error handling %s.%s", msg.interface, msg.member)
+                reply = Message.new_error(
+                    msg, errors.Failed.error_name, "Internal error, see the scopeshim log."
+                )
+            if not msg.flags & 0x1:
+                send(reply)
+
+        task = asyncio.get_running_loop().create_task(finish())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _answer(
+        self, msg: Message, sender: str, creds: Credentials | None
+    ) -> Message | bool | _Later:
         no_reply = bool(msg.flags & 0x1)
         try:
             try:
-                signature, body = self._call(msg, sender, creds or Credentials(None, None))
+                answered = self._call(msg, sender, creds or Credentials(None, None))
+                if isinstance(answered, _Later):
+                    return answered
+                signature, body = answered
             finally:
                 for fd in msg.unix_fds:  # ours once received; the handler has used them
                     os.close(fd)
@@ -337,7 +385,9 @@ class Service:
             return True
         return Message.new_method_return(msg, signature, body)
 
-    def _call(self, msg: Message, sender: str, creds: Credentials) -> tuple[str, list[Any]]:
+    def _call(
+        self, msg: Message, sender: str, creds: Credentials
+    ) -> tuple[str, list[Any]] | _Later:
         pid = creds.pid
         path = msg.path or "/"
         interface, member = msg.interface, msg.member or ""
@@ -367,11 +417,9 @@ class Service:
                 continue
             self._check(msg, iface.name, member, method.in_sig)
             result = method.handler(call, *msg.body)
-            if not method.out_sig:
-                return "", []
-            return method.out_sig, [result] if len(split_signature(method.out_sig)) == 1 else list(
-                result
-            )
+            if inspect.isawaitable(result):
+                return _Later(result, method.out_sig)
+            return method.out_sig, _body(method.out_sig, result)
         raise unknown_method(interface, member)
 
     @staticmethod

@@ -116,6 +116,9 @@ class Engine:
         # told of SetEnvironment's assignments (a user manager's session bus hears them)
         self.environment_hook: Callable[[list[str]], None] | None = None
         self._lost_jobs: list[Job] = []  # jobs a crash interrupted (restore.py)
+        self._orphan_jobs: list[dict[str, object]] = []  # ... whose unit is gone
+        # jobs that ended while restoring, before anyone could hear their JobRemoved
+        self._unannounced: list[tuple[Job, JobResult]] | None = None
         root = Unit(
             ROOT_SLICE,
             UnitType.SLICE,
@@ -621,6 +624,8 @@ class Engine:
         if result is not JobResult.DONE and result is not JobResult.SKIPPED:
             self.n_failed_jobs += 1
         self.listener.job_removed(job, result)
+        if self._unannounced is not None:
+            self._unannounced.append((job, result))  # before the bus name is ours (restore.py)
         if job.unit.job is job:
             job.unit.job = None
             self.listener.unit_changed(job.unit)

@@ -260,6 +260,16 @@ class Handled(Scopes):
                 self.backend.delegate(path, uid, gid)
         return path
 
+    def _not_started(self, job: Job, error: Exception) -> None:
+        """The main process could not be started: the unit fails with Result=resources."""
+        unit = job.unit
+        log.warning("%s: %s", unit.name, error)
+        if unit.job is job:
+            self._release_cgroup(unit)
+            unit.result = "resources"
+            self._set_state(unit, ServiceState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+
     async def _run_notify(self, job: Job, handler: Handler) -> None:
         """Type=notify: active once the main process says READY=1 (a line on its standard
         output here); failed with its last words when it exits or times out first."""
@@ -268,12 +278,7 @@ class Handled(Scopes):
             where = self._prepare_delegated(unit, handler)
             proc = await spawn.start(handler.start, self.backend, where, user=handler.user)
         except (spawn.SpawnError, BackendError) as e:
-            log.warning("%s: %s", unit.name, e)
-            if unit.job is job:
-                self._release_cgroup(unit)
-                unit.result = "resources"
-                self._set_state(unit, ServiceState.FAILED)
-                self._finish_job(job, JobResult.FAILED)
+            self._not_started(job, e)
             return
         assert proc.stdout is not None
         last: list[str] = []
@@ -329,12 +334,7 @@ class Handled(Scopes):
                 request, lambda pid: self.backend.attach(where, [pid])
             )
         except (spawn.SpawnError, BackendError) as e:
-            log.warning("%s: %s", unit.name, e)
-            if unit.job is job:
-                self._release_cgroup(unit)
-                unit.result = "resources"
-                self._set_state(unit, ServiceState.FAILED)
-                self._finish_job(job, JobResult.FAILED)
+            self._not_started(job, e)
             return
         lines = forked.output.splitlines()
         for line in lines:

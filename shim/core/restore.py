@@ -50,11 +50,16 @@ class Restore(Handled):
                 if self._persisting is not None:
                     self._persisting.store.set_aside_unit(name, f"not usable: {e!r}")
         self._lost_jobs = []
+        self._unannounced = []  # until fail_lost_jobs(): signals sent now reach nobody
         for record in saved.jobs:
             # held by their units until fail_lost_jobs() (nothing collects them meanwhile)
             unit = self.units.get(str(record["unit"]))
             job_type = parse_enum(JobType, str(record["type"]))
             if unit is None or job_type is None or unit.job is not None:
+                # its unit went (collected once its stop was done) or has another job: the
+                # waiter still gets its JobRemoved
+                done = unit is None and job_type is JobType.STOP
+                self._orphan_jobs.append({**record, "result": "done" if done else "failed"})
                 continue
             job = Job(int(record["id"]), unit, job_type)
             self.jobs[job.id] = job
@@ -86,6 +91,27 @@ class Restore(Handled):
                             job.type, unit.name)  # fmt: skip
                 self._finish_job(job, JobResult.FAILED)
         self._lost_jobs = []
+        # jobs that ended between restore() and now (e.g. a stop whose cgroup emptied): their
+        # JobRemoved went out before the name was ours, so nobody heard it
+        early, self._unannounced = self._unannounced or [], None
+        for job, result in early:
+            self.listener.job_removed(job, result)
+        # a JobRemoved still in the dead daemon's output buffer never reached its waiter:
+        # the last jobs that ended are announced again (a waiter that saw it ignores the
+        # repeat; job ids are never reused, so it cannot be mistaken for another job)
+        again = [r for r in [*saved.ended, *self._orphan_jobs] if int(r["id"]) not in self.jobs]
+        self._orphan_jobs = []
+        for record in again:
+            name = str(record["unit"])
+            unit_type = unitname.unit_type(name)
+            if unit_type is None:
+                continue
+            owner = self.units.get(name) or Unit(name, unit_type, LoadState.NOT_FOUND)
+            job_type = parse_enum(JobType, str(record["type"])) or JobType.START
+            job = Job(int(record["id"]), owner, job_type)
+            self.listener.job_removed(job, str(record["result"]))
+        if again:
+            log.info("announced again the %d jobs that ended last before the crash", len(again))
 
     def _restore_unit(self, record: dict[str, Any]) -> None:
         name = record["name"]

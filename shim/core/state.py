@@ -19,13 +19,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compat import errors, unitname
-from compat.enums import JobType, LoadState, parse_enum
+from compat.enums import JobResult, JobType, LoadState, parse_enum
 from shim.core.events import Listener
 from shim.core.units import Job, Timestamp, Unit
 
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 FORMAT = 2  # 2: refs counted per client ({name: count}); 1: one list entry per reference
 FORMATS = (1, 2)
 JOB_ID_BLOCK = 1024  # job ids reserved per write of manager.json
+ENDED_KEPT = 256  # ended jobs announced again after a crash (their JobRemoved may be lost)
 UINT32_MAX = 2**32 - 1  # org.freedesktop.systemd1(5): job ids are uint32, 0 is never used
 
 CommitCallback = Callable[[errors.SystemdError | None], None]
@@ -88,6 +91,83 @@ def write_atomic(path: str | Path, text: str, sync: bool = True) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+_SYNC_THREADS = 16  # fsyncs of one batch in flight at once (one journal commit for all)
+_sync_pool: ThreadPoolExecutor | None = None
+
+
+def _fsync_all(fds: list[int]) -> list[OSError | None]:
+    """fsync every fd, concurrently when there are several: file systems with a journal
+    commit the waiting fsyncs together, so a batch costs about one flush to the disk."""
+    global _sync_pool
+
+    def one(fd: int) -> OSError | None:
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            return e
+        return None
+
+    if len(fds) < 2:
+        return [one(fd) for fd in fds]
+    if _sync_pool is None:
+        _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="scopeshim-fsync")
+    return list(_sync_pool.map(one, fds))
+
+
+def write_group(files: list[tuple[str, str]], sync: bool = True) -> dict[str, OSError]:
+    """write_atomic() for several files at once; the paths that could not be written. With
+    SYNC, all temporary files are flushed together, then renamed, then their directories
+    flushed once each (so that the renames last)."""
+    if not sync:
+        failed: dict[str, OSError] = {}
+        for path, text in files:
+            try:
+                write_atomic(path, text, sync=False)
+            except OSError as e:
+                failed[path] = e
+        return failed
+    failed, opened = {}, []
+    for path, text in files:
+        head, name = os.path.split(path)
+        tmp = os.path.join(head, f".{name}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            failed[path] = e
+            continue
+        try:
+            data = memoryview(text.encode())
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError as e:
+            failed[path] = e
+        opened.append((path, tmp, fd))
+    for (path, tmp, fd), problem in zip(
+        opened, _fsync_all([fd for _, _, fd in opened]), strict=True
+    ):
+        os.close(fd)
+        if problem is not None:
+            failed.setdefault(path, problem)
+        if path in failed:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            continue
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            failed[path] = e
+    for head in {os.path.dirname(p) for p, _ in files if p not in failed}:
+        try:
+            fd = os.open(head, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            log.warning("cannot flush the directory %s: %s", head, e)
+    return failed
 
 
 def _in_memory(directory: Path) -> bool:
@@ -207,16 +287,20 @@ def check_job_record(record: object) -> dict[str, Any]:
     )
     _want(isinstance(record.get("unit"), str), "bad unit")
     _want(parse_enum(JobType, str(record.get("type"))) is not None, "bad job type")
+    if "result" in record:  # a job that ended (kept so that a restart announces it again)
+        _want(parse_enum(JobResult, str(record["result"])) is not None, "bad job result")
     return record
 
 
 @dataclass(slots=True)
 class Saved:
-    """What a previous run left: unit records, jobs in flight, the next job id."""
+    """What a previous run left: unit records, jobs in flight, the next job id, and the jobs
+    that ended last (their JobRemoved may have died with the daemon's unsent output)."""
 
     units: list[dict[str, Any]]
     jobs: list[dict[str, Any]]
     next_job_id: int
+    ended: list[dict[str, Any]] = field(default_factory=list)
 
 
 class StateStore:
@@ -227,7 +311,7 @@ class StateStore:
         self.units_dir = self.dir / "units"
         try:
             self.units_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:  # e.g. read-only: serve anyway, refusing changes (save_unit)
+        except OSError as e:  # e.g. read-only: serve anyway, refusing changes (save_units)
             log.error("cannot create the state directory %s: %s", self.units_dir, e)
         self.corrupt_dir = self.dir / "corrupt"
         self._units_prefix = os.fspath(self.units_dir) + "/"
@@ -292,10 +376,12 @@ class StateStore:
                 os.replace(path, self._unit_file(name))
             units[name] = record
             self._written[name] = json.dumps(record, sort_keys=True)
-        jobs = self._load_jobs()
-        next_id = self._load_next_job_id(jobs)
+        records = self._load_jobs()
+        next_id = self._load_next_job_id(records)
         self._reserved_job_id = next_id
-        return Saved(list(units.values()), jobs, next_id)
+        jobs = [r for r in records if "result" not in r]
+        ended = [r for r in records if "result" in r]
+        return Saved(list(units.values()), jobs, next_id, ended)
 
     def _load_jobs(self) -> list[dict[str, Any]]:
         path = self.dir / "jobs.json"
@@ -339,26 +425,39 @@ class StateStore:
     def has_unit(self, name: str) -> bool:
         return name in self._written
 
-    def save_unit(self, unit: Unit) -> None:
-        text = json.dumps(unit_record(unit), sort_keys=True)
-        if self._written.get(unit.name) == text:
-            return
-        try:
-            write_atomic(self._unit_file(unit.name), text, self._sync)
-        except FileNotFoundError:
-            self.units_dir.mkdir(parents=True, exist_ok=True)  # raises what stops us (EROFS)
-            write_atomic(self._unit_file(unit.name), text, self._sync)
-        self._written[unit.name] = text
+    def save_units(
+        self, units: Iterable[Unit], jobs: list[dict[str, Any]] | None = None
+    ) -> dict[str, OSError]:
+        """Write UNITS (and the JOBS file's records, when given) in one group; the names that
+        could not be written ("" for the jobs file)."""
+        files, names, texts = [], {}, {}
+        for unit in units:
+            text = json.dumps(unit_record(unit), sort_keys=True)
+            if self._written.get(unit.name) == text:
+                continue
+            path = self._unit_file(unit.name)
+            files.append((path, text))
+            names[path], texts[unit.name] = unit.name, text
+        if jobs is not None:
+            path = os.fspath(self.dir / "jobs.json")
+            files.append((path, json.dumps(jobs)))
+            names[path] = ""
+        if files and not self.units_dir.is_dir():
+            try:
+                self.units_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # e.g. EROFS: every write of the batch fails alike
+                return {names[p]: e for p, _ in files}
+        failed = {names[p]: e for p, e in write_group(files, self._sync).items()}
+        for name, text in texts.items():
+            if name not in failed:
+                self._written[name] = text
+        return failed
 
     def drop_unit(self, name: str) -> None:
         if self._written.pop(name, None) is None:
             return  # never written (e.g. a not-found unit): no system call at all
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._unit_file(name))
-
-    def save_jobs(self, jobs: list[Job]) -> None:
-        records = [{"id": j.id, "unit": j.unit.name, "type": str(j.type)} for j in jobs]
-        write_atomic(self.dir / "jobs.json", json.dumps(records), self._sync)
 
     def reserve_job_id(self, job_id: int) -> None:
         """Make sure a restart begins after JOB_ID (ids wrap at 2^32-1, and a restart begins
@@ -393,6 +492,7 @@ class Persisting:
         self._created: set[str] = set()  # names first registered in this batch
         self._job_units: set[str] = set()  # names whose job came or went in this batch
         self._jobs: dict[int, Job] = {}
+        self._ended: deque[dict[str, Any]] = deque(maxlen=ENDED_KEPT)
         self._jobs_dirty = False
         self._waiters: list[tuple[set[str], CommitCallback]] = []
         self._reserve_failed: dict[str, OSError] = {}  # manager.json not written for a job
@@ -436,22 +536,28 @@ class Persisting:
         waiters, self._waiters = self._waiters, []
         self._log = []
         failed, self._reserve_failed = self._reserve_failed, {}
+        saving = []
         for name, unit in units.items():
-            try:
-                if unit is None or unit.load_state is LoadState.NOT_FOUND:
+            if unit is None or unit.load_state is LoadState.NOT_FOUND:
+                try:
                     self.store.drop_unit(name)
-                else:
-                    self.store.save_unit(unit)
-            except OSError as e:
-                failed[name] = e
+                except OSError as e:
+                    failed[name] = e
+            else:
+                saving.append(unit)
+        jobs = None
         if self._jobs_dirty:
-            self._jobs_dirty = False
-            try:
-                self.store.save_jobs(list(self._jobs.values()))
-            except OSError as e:
-                self._jobs_dirty = True  # written again with the next change
-                for name in job_units:
-                    failed.setdefault(name, e)
+            jobs = [{"id": j.id, "unit": j.unit.name, "type": str(j.type)}
+                    for j in self._jobs.values()]  # fmt: skip
+            jobs += self._ended
+        self._jobs_dirty = False
+        for name, problem in self.store.save_units(saving, jobs).items():
+            if name:
+                failed.setdefault(name, problem)
+                continue
+            self._jobs_dirty = True  # written again with the next change
+            for job_unit in job_units:
+                failed.setdefault(job_unit, problem)
         for name, problem in failed.items():
             log.error("cannot write the state of %s to %s: %s", name, self.store.dir, problem)
         lost = {n for n in failed if n in created}
@@ -508,6 +614,9 @@ class Persisting:
 
     def job_removed(self, job: Job, result: str) -> None:
         self._jobs.pop(job.id, None)
+        self._ended.append(
+            {"id": job.id, "unit": job.unit.name, "type": str(job.type), "result": str(result)}
+        )
         self._job_dirty(job)
         self.inner.job_removed(job, result)
 

@@ -1,8 +1,11 @@
-"""`scopeshim replay [--address ADDR | --spawn] [--rules FILE] [--junit FILE] TRACE...`
+"""`scopeshim replay [--address ADDR | --spawn] [--against ADDR2] [--rules FILE] [--junit FILE]
+TRACE...`
 
 Each TRACE (a capture, or a directory searched for captures) is replayed against a daemon:
 the one at ADDR (all traces in turn, on one daemon), or, by default (`--spawn`), a fresh
-private dbus-daemon + `scopeshim serve --backend fake` per trace. Exit status: 0 when every
+private dbus-daemon + `scopeshim serve --backend fake` per trace. With `--against ADDR2` it is
+replayed on both, and ADDR2's conversation is compared with the first's (differential replay)
+instead of with the recording. Exit status: 0 when every
 trace matches its recording (allowed and known differences listed), 1 when one differs,
 2 when a trace, a metadata or rules file cannot be used or the daemon cannot be reached.
 """
@@ -77,7 +80,47 @@ async def replay_all(
     return [await _replay_one(t, rules, address, drive) for t in traces]
 
 
+async def _differ_one(
+    path: str, rules: RuleSet, first: str | None, second: str, drive: Driver
+) -> Result:
+    """The trace replayed on `first` (None: a spawned scopeshim) and on `second`; the
+    second's conversation compared with the first's."""
+    from shim.replay.differential import differ
+    from shim.replay.plan import build
+
+    started = time.monotonic()
+    try:
+        plan = build(path, rules)
+    except (TraceError, MetaError) as e:
+        return Result(path, error=str(e))
+    lives = []
+    for address in (first, second):
+        try:
+            lives.append(await drive(plan, address))
+        except Exception as e:  # a bug of ours: one line, not a traceback, and go on
+            lives.append(Live(error=f"internal error of the replayer: {type(e).__name__}: {e}"))
+    result = differ(plan, lives[0], lives[1], first or "scopeshim (spawned)", second)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+async def differ_all(
+    traces: list[str], rules: RuleSet, first: str | None, second: str, drive: Driver
+) -> list[Result]:
+    return [await _differ_one(t, rules, first, second, drive) for t in traces]
+
+
 def run(args: argparse.Namespace, drive: Driver) -> int:
+    try:
+        return _run(args, drive)
+    except BrokenPipeError:  # `scopeshim replay --show X | head`: the reader left
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace, drive: Driver) -> int:
     rules = RuleSet()
     try:
         if args.rules:
@@ -100,7 +143,13 @@ def run(args: argparse.Namespace, drive: Driver) -> int:
 
     if getattr(args, "show", False):
         return _show(traces, rules)
-    results = asyncio.run(replay_all(traces, rules, args.address, drive))
+    against = getattr(args, "against", None)
+    if against:
+        first = args.address or "scopeshim (spawned)"
+        print(f"differential replay: expected = what {first} answered, got = what {against} did")
+        results = asyncio.run(differ_all(traces, rules, args.address, against, drive))
+    else:
+        results = asyncio.run(replay_all(traces, rules, args.address, drive))
     for r in results:
         print(report.text(r, verbose=args.verbose))
     if args.junit:
@@ -130,6 +179,10 @@ def _show(traces: list[str], rules: RuleSet) -> int:
             status = 2
             continue
         print(report.conversation(plan))
+        if plan.world is not None and plan.world.lines():
+            print("  inferred before the first call (made first, not compared):")
+            for line in plan.world.lines():
+                print(f"    {line}")
         for issue in plan.issues:
             print(f"    type not recovered: {issue}")
     return status

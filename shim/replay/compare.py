@@ -83,6 +83,8 @@ class Result:
     error: str | None = None
     compared: bool = True
     provenance: dict[str, Any] = field(default_factory=dict)
+    inferred: list[str] = field(default_factory=list)  # the world made before the trace
+    not_made: list[str] = field(default_factory=list)  # inferred setup calls that failed
 
     @property
     def ok(self) -> bool:
@@ -277,7 +279,7 @@ def _compare_reply(plan: Plan, step: Step, got: NReply, result: Result) -> None:
     unit = _call_unit(step)
     member = step.ncall.member
     polls = _poll_replies(plan, step)
-    if polls is not None and any(_same_reply(p, got) for p in polls):
+    if polls is not None and any(same_reply(p, got) for p in polls):
         return
     diffs: list[tuple[str, str, str, str]] = []
     if exp.kind != got.kind:
@@ -306,7 +308,7 @@ def _compare_reply(plan: Plan, step: Step, got: NReply, result: Result) -> None:
         result.add(d)
 
 
-def _same_reply(a: NReply, b: NReply) -> bool:
+def same_reply(a: NReply, b: NReply) -> bool:
     return (
         a.kind == b.kind
         and a.error_name == b.error_name
@@ -449,9 +451,19 @@ def _changes(signals: list[NSignal]) -> list[list[str] | None]:
 def compare(plan: Plan, live: Live) -> Result:
     result = Result(plan.trace, provenance=dict(plan.meta.provenance))
     result.issues = list(plan.issues)
+    if plan.world is not None:
+        result.inferred = plan.world.lines()
     if live.error is not None:
         result.error = live.error
         return result
+    made = len(plan.world.calls) if plan.world is not None else 0
+    for step in plan.steps[:made]:
+        got = live.replies.get(step.index)
+        why = live.not_sent.get(step.index)
+        if why is None and got is not None and got.kind == "error":
+            why = f"{got.error_name} {render(got.body, 120)}"
+        if why is not None:
+            result.not_made.append(f"{describe_call(step)}: {why}")
     for step in plan.compared_steps:
         result.calls += 1
         if step.index in live.not_sent:

@@ -195,6 +195,18 @@ class Normalizer:
             self.by_sym[sym] = job_id
         return sym
 
+    def new_phase(self, earlier_jobs: Iterable[int] = ()) -> None:
+        """Jobs from here on are numbered afresh per unit: the jobs of a setup this side ran
+        and the other did not record (an inferred world) do not shift the names; those of
+        `earlier_jobs` not named yet are named as the setup's."""
+        for job_id in earlier_jobs:
+            if job_id not in self.jobs:
+                unit = self.job_unit.get(job_id, "?")
+                sym = Sym("job", f"{unit} (setup {job_id})")
+                self.jobs[job_id] = sym
+                self.by_sym[sym] = job_id
+        self.unit_jobs.clear()
+
     def pid(self, pid: int) -> Sym | int:
         if pid == 0:
             return 0
@@ -454,7 +466,7 @@ def introspection(xml: str, path: str) -> dict[str, Any] | None:
         return None
     try:
         root = ET.fromstring(xml[start:])
-    except ET.ParseError:
+    except (ET.ParseError, ValueError):  # not XML, or not UTF-8 (a damaged capture)
         return None
     interfaces: dict[str, Any] = {}
     for iface in root.findall("interface"):

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shim.replay.conversation import Emitted, Exchange, MarkerError, select
+from shim.replay.conversation import Conversation, Emitted, Exchange, MarkerError, select
+from shim.replay.infer import World, infer
 from shim.replay.normalize import NCall, Normalizer, NReply, NSignal
 from shim.replay.rules import Action, MetaError, RuleSet, TraceMeta
 from shim.replay.trace import Issue, Message, TraceError, load
@@ -61,6 +62,7 @@ class Plan:
     recorded: Normalizer = field(default_factory=Normalizer)
     issues: list[Issue] = field(default_factory=list)
     main_start: int = 0  # steps before this index are setup
+    world: World | None = None  # what was inferred to exist before the first call
     owners: list[str] = field(default_factory=list)
 
     @property
@@ -86,6 +88,16 @@ def _chain(path: str, seen: tuple[str, ...] = ()) -> list[tuple[str, TraceMeta]]
     return out
 
 
+def _in_order(conv: Conversation) -> list[Exchange | Emitted]:
+    """Calls and signals in capture order."""
+    items: list[tuple[int, int, Exchange | Emitted]] = [
+        (ex.call.line, 0, ex) for ex in conv.exchanges
+    ]
+    items += [(e.msg.line, 1, e) for e in conv.signals]
+    items.sort(key=lambda x: (x[0], x[1]))
+    return [it for _, _, it in items]
+
+
 def build(path: str, extra: RuleSet | None = None) -> Plan:
     """The plan to replay one trace; TraceError or MetaError when it cannot be made."""
     chain = _chain(path)
@@ -99,9 +111,8 @@ def build(path: str, extra: RuleSet | None = None) -> Plan:
     clients_raw: list[str] = []
     pids_raw: dict[str, int] = {}
     owners: list[str] = []
-    base = 0
-    for n, (p, m) in enumerate(chain):
-        setup = n < len(chain) - 1
+    convs: list[tuple[str, TraceMeta, Conversation]] = []
+    for p, m in chain:
         trace = load(p)
         plan.issues.extend(trace.issues)
         try:
@@ -113,6 +124,15 @@ def build(path: str, extra: RuleSet | None = None) -> Plan:
             )
         except MarkerError as e:
             raise TraceError(p, 0, str(e)) from None
+        convs.append((p, m, conv))
+    # what the trace (with the traces it requires) needs to exist before its first call
+    world = infer(path, [it for _, _, c in convs for it in _in_order(c)])
+    plan.world = world
+    base = len(world.calls)
+    for n, (unique, call) in enumerate(world.calls, 1):
+        ordered.append((path, True, Exchange(n, unique, call), 0))
+    for n, (p, m, conv) in enumerate(convs):
+        setup = n < len(chain) - 1
         for o in conv.owners:
             if o not in owners:
                 owners.append(o)
@@ -123,12 +143,7 @@ def build(path: str, extra: RuleSet | None = None) -> Plan:
                 clients_raw.append(unique)
         for name, pid in conv.client_pids.items():
             pids_raw.setdefault(name, pid)
-        items: list[tuple[int, int, Exchange | Emitted]] = [
-            (ex.call.line, 0, ex) for ex in conv.exchanges
-        ]
-        items += [(e.msg.line, 1, e) for e in conv.signals]
-        items.sort(key=lambda x: (x[0], x[1]))
-        for _, _, item in items:
+        for item in _in_order(conv):
             ordered.append((p, setup, item, base))
         for after, unique in conv.departures:
             plan.departures.append((after + base, unique))
@@ -139,6 +154,9 @@ def build(path: str, extra: RuleSet | None = None) -> Plan:
             plan.actions = [Action(a.after + base, a.kill, a.signal, a.delay) for a in m.actions]
         base += len(conv.exchanges)
     plan.owners = owners
+    for unique, _ in world.calls:  # the inferred world's own client comes last
+        if unique not in clients_raw:
+            clients_raw.append(unique)
     # only clients with a departure among the clients keep their departure
     plan.departures = [(a, u) for a, u in plan.departures if u in clients_raw]
     rec = Normalizer(rules.options(), owners=owners, clients=clients_raw, client_pids=pids_raw)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shim.replay.signatures import PROPERTIES_IFACE, Signatures, interfaces_for_path
-from shim.replay.trace import CALL, ERROR, RETURN, SIGNAL, Issue, Message, Trace
+from shim.replay.trace import CALL, ERROR, RETURN, SIGNAL, Issue, Message, Trace, TraceError
 from shim.replay.values import (
     UNKNOWN,
     SignatureError,
@@ -210,6 +210,49 @@ def _props_hint(sigs: Signatures, ifaces: list[str]) -> Hint:
     return hint
 
 
+_SD = "org.freedesktop.systemd1"
+
+
+def _check_count(trace: Trace, sigs: Signatures, msg: Message, call: Message | None) -> None:
+    """A systemd1 message whose values are fewer or more than its interface's signature has
+    is a damaged capture (cut off, or a string whose quoting swallowed the next value): a
+    TraceError naming its line, rather than a call that systemd would refuse."""
+    sig: str | None = None
+    what = ""
+    if msg.kind == CALL and (msg.interface or "").startswith(_SD):
+        found = sigs.method(msg.interface, msg.member)
+        sig, what = (found[0] if found else None), f"{msg.member}"
+    elif msg.kind == RETURN and call is not None and (call.interface or "").startswith(_SD):
+        found = sigs.method(call.interface, call.member)
+        sig, what = (found[1] if found else None), f"the reply to {call.member}"
+    elif msg.kind == SIGNAL and (msg.interface or "").startswith(_SD):
+        sig, what = sigs.signal(msg.interface, msg.member), f"the signal {msg.member}"
+    if sig is None:
+        return
+    try:
+        want = len(parse_signature(sig))
+    except SignatureError:
+        return
+    got = len(msg.raw)
+    if got == want:
+        return
+    last = msg is trace.messages[-1]
+    if got < want and last:
+        why = "the capture ends inside this message (cut off)"
+    elif got < want:
+        why = "values are missing (a damaged capture?)"
+    else:
+        why = "a string's quoting is damaged, or values were added"
+    strings = [v for t, v in msg.raw if t in ("s", "o") and isinstance(v, str)]
+    if any("\n" in v and ('string "' in v or 'object path "' in v) for v in strings):
+        why = "a string without its closing quote swallowed the lines after it"
+    raise TraceError(
+        trace.source,
+        msg.line,
+        f"{what} carries {want} values ({sig}), the capture shows {got}: {why}",
+    )
+
+
 def recover(trace: Trace, sigs: Signatures | None = None) -> Trace:
     """Give every text message its types and values; record what stays unknown."""
     sigs = sigs or Signatures()
@@ -224,6 +267,11 @@ def recover(trace: Trace, sigs: Signatures | None = None) -> Trace:
                 sigs.add_introspection(msg.raw[0][1])
     rec = _Recovery(trace, sigs)
     for msg in trace.messages:
+        if trace.format == "text":
+            reply_to = None
+            if msg.kind == RETURN:
+                reply_to = calls.get((msg.destination, msg.reply_serial))
+            _check_count(trace, sigs, msg, reply_to)
         if msg.recovered or not msg.raw:
             msg.recovered = True
             continue

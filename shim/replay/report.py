@@ -29,6 +29,17 @@ def text(result: Result, *, verbose: bool = False) -> str:
             f"{len(result.known)} known differences, {len(result.allowed)} allowed "
             f"({result.seconds:.1f} s)"
         )
+    units = sum(1 for x in result.inferred if x.startswith(("exists: ", "subscribed: ")))
+    gaps = sum(1 for x in result.inferred if x.startswith("missing: "))
+    if units or gaps or (verbose and result.inferred):
+        lines.append(
+            f"    began mid-flight: {units} units or subscriptions made first from the trace "
+            f"(not compared; `--show` lists them), {gaps} facts missing"
+        )
+        if verbose or not result.ok:
+            lines.extend(f"      {x}" for x in result.inferred)
+    for x in result.not_made:
+        lines.append(f"    inferred setup failed: {x}")
     for issue in result.issues:
         lines.append(f"    type not recovered: {issue}")
     lines.extend(grouped(result.failures, "    "))

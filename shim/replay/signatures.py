@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from compat import readable
 from compat.buspath import JOB_PATH_PREFIX, MANAGER_PATH, unit_name_from_path
 from compat.properties import PROPERTIES as SETTABLE
-from shim.replay import systemd252
+from shim.replay import systemd252, systemd262
 
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
@@ -162,6 +162,9 @@ class Signatures:
             self.methods[(MANAGER, name)] = (ins, outs)
         for iface, table in _COMPAT_PROPS.items():
             self.props.setdefault(iface, {}).update({n: s for n, s, _ in table})
+        for iface, newer in systemd262.PROPERTIES.items():  # newer ones, where 252 has none
+            known = self.props.setdefault(iface, {})
+            known.update({n: sig for n, sig in newer.items() if n not in known})
         for iface, (bmethods, bsignals, bprops) in _BUILTIN.items():
             for name, (ins, outs) in bmethods.items():
                 self.methods[(iface, name)] = (ins, outs)
@@ -186,7 +189,7 @@ class Signatures:
             return False
         try:
             root = ET.fromstring(xml[start:])
-        except ET.ParseError:
+        except (ET.ParseError, ValueError):  # not XML, or not UTF-8 (a damaged capture)
             return False
         for iface in root.findall("interface"):
             iname = iface.get("name", "")

@@ -29,7 +29,8 @@ _FOLLOW = re.compile(
     r"|file descriptor|unix fd|[\]\)\}][ \t]*$)"
     r"|[ \t]*$"
 )
-_FD_DETAIL = re.compile(r"(?:inode: |type: |address family: |name |peer )")
+_FD_DETAIL = re.compile(r"(?:inode: |type: ?|address family: |name |peer )")
+_FD_TYPE_CLOSE = re.compile(r"(\s*type:(?: [^\s\]\)\}]+)?)\s+([\]\)\}]\s*)$")
 _INTS = {
     "int16": "n",
     "uint16": "q",
@@ -46,6 +47,8 @@ Node = tuple[Type, Any]
 class _Parser:
     def __init__(self, text: str, source: str) -> None:
         self.lines = text.split("\n")
+        # dbus-monitor ends every line: a last line without its newline was cut off
+        self.cut = bool(self.lines) and self.lines[-1].strip() != ""
         if self.lines and self.lines[-1] == "":
             self.lines.pop()
         self.n = len(self.lines)
@@ -77,14 +80,28 @@ class _Parser:
                 continue
             m = header(line)
             if m is None:
-                raise self.fail(i, self._not_a_header(line))
-            current = self._header(m, i)
+                raise self.fail(i, self._not_a_header(line, i))
+            try:
+                current = self._header(m, i)
+            except TraceError as e:
+                if i != n - 1:
+                    raise
+                raise self.fail(
+                    i, f"{e.message} (the capture ends on this line: cut off)"
+                ) from None
             messages.append(current)
             i += 1
+        if self.cut and n > 0:
+            raise self.fail(n - 1, "the capture ends in the middle of this line (cut off)")
         return Trace(self.source, "text", messages)
 
-    def _not_a_header(self, line: str) -> str:
+    def _not_a_header(self, line: str, i: int = -1) -> str:
         shown = line if len(line) <= 60 else line[:57] + "..."
+        if "\x00" in line or any("\udc80" <= c <= "\udcff" for c in line[:200]):
+            # bytes that are not UTF-8 text: not what dbus-monitor prints
+            return "binary data, not a capture dbus-monitor writes (text, --pcap or --binary)"
+        if i == self.n - 1 and line.startswith(tuple(_KINDS)):
+            return f"the capture ends in the middle of a message header (cut off): {shown!r}"
         if line.startswith(("sig\t", "mc\t", "mr\t", "err\t")):
             return f"dbus-monitor --profile output carries no message bodies: {shown!r}"
         return f"not a dbus-monitor message header or value: {shown!r}"
@@ -184,7 +201,15 @@ class _Parser:
             j = i + 1
             info = []
             while j < self.n and _FD_DETAIL.match(self.lines[j].lstrip(" \t")):
-                info.append(self.lines[j].strip())
+                line = self.lines[j]
+                cut = _FD_TYPE_CLOSE.match(line)
+                if cut is not None:
+                    # dbus-monitor ends a type it cannot name (a pidfd's anon inode) without
+                    # a newline: the closer of the enclosing container follows on that line
+                    info.append(cut.group(1).strip())
+                    self.lines[j] = " " * (len(line) - len(cut.group(2))) + cut.group(2)
+                    break
+                info.append(line.strip())
                 j += 1
             return ("h", Fd(None, "; ".join(info))), j
         if word == "unix" and rest.startswith("fd "):

@@ -112,6 +112,8 @@ def load(path: str | Path, *, recover: bool = True, name: str | None = None) -> 
 
 
 def loads(data: bytes, source: str = "<trace>", *, recover: bool = True) -> Trace:
+    if not data.strip():
+        raise TraceError(source, 0, "an empty capture (no messages)")
     fmt = detect_format(data[:16])
     if fmt == "text":
         from shim.replay import textlog

@@ -218,6 +218,14 @@ def parse_pcap(data: bytes, source: str = "<pcap>") -> Trace:
             raise TraceError(
                 source, record, f"record {record}: truncated by the capture ({incl} of {orig})"
             )
+        if pos + incl > len(data):
+            # dbus-monitor's --pcap output is block-buffered: stopped by a signal, it leaves
+            # its last record part-written
+            raise TraceError(
+                source, record, f"record {record}: the file ends inside it ({len(data) - pos} "
+                f"of {incl} bytes; a monitor stopped mid-write?): the records before it end at "
+                f"byte {pos - 16} (head -c {pos - 16})",
+            )  # fmt: skip
         chunk = data[pos : pos + incl]
         time = sec + frac / (1e9 if nano else 1e6)
         msg, length = _message(chunk, record, time, source)

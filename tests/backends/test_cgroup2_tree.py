@@ -159,3 +159,52 @@ def test_delegated_files_are_the_users_and_limits_stay_roots(tmp_path):
         assert (d / "memory.max").read_text() == "1073741824\n"
     finally:
         shutil.rmtree(tree)
+
+
+def test_a_weight_after_idle_clears_cpu_idle_first(tmp_path):
+    # the kernel refuses cpu.weight while cpu.idle is 1 (pinned on the kernel in tests/vm)
+    b = make(tmp_path)
+    b.create("/s.scope")
+    d = tmp_path / "s.scope"
+    written = []
+    b.set_attribute = lambda path, attribute, value: written.append((attribute, value))
+    (d / "cpu.idle").write_text("1\n")
+    b.apply_resources("/s.scope", {"CPUWeight": 200})
+    assert written == [("cpu.idle", "0"), ("cpu.weight", "200")]
+    written.clear()
+    (d / "cpu.idle").write_text("0\n")
+    b.apply_resources("/s.scope", {"CPUWeight": 300})
+    assert written == [("cpu.weight", "300")]
+
+
+def test_io_limits_gone_from_the_settings_are_written_back_to_max(tmp_path):
+    # an empty IO*BandwidthMax= resets the list; io.max keeps limits until written to "max"
+    b = make(tmp_path)
+    b.create("/s.scope")
+    (tmp_path / "s.scope/io.max").write_text(
+        "254:0 rbps=1048576 wbps=1048576 riops=max wiops=max\n"
+    )
+    written = []
+    b.set_attribute = lambda path, attribute, value: written.append((attribute, value))
+    b.apply_resources("/s.scope", {"IOReadBandwidthMax": [], "IOWriteBandwidthMax": []})
+    assert written == [("io.max", "254:0 rbps=max"), ("io.max", "254:0 wbps=max")]
+
+
+def test_memory_and_pids_count_for_every_unit_from_its_start(tmp_path):
+    # DefaultMemoryAccounting=yes, DefaultTasksAccounting=yes: a unit with no limits still has
+    # memory and pids on, so that a limit set later holds what it already uses (tests/vm)
+    (tmp_path / "cgroup.controllers").write_text("cpu io memory pids\n")
+    b = make(tmp_path)
+    b.create("/system.slice/a.scope")
+    assert b.apply_resources("/system.slice/a.scope", {}) == []
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +pids\n"
+    assert (tmp_path / "system.slice/cgroup.subtree_control").read_text() == "+memory +pids\n"
+
+
+def test_no_accounting_controller_where_the_hierarchy_has_none(tmp_path):
+    # this machine kind's cgroup2 carries no controller: nothing to enable, nothing to report
+    (tmp_path / "cgroup.controllers").write_text("\n")
+    b = make(tmp_path)
+    b.create("/system.slice/a.scope")
+    assert b.apply_resources("/system.slice/a.scope", {}) == []
+    assert not (tmp_path / "cgroup.subtree_control").exists()

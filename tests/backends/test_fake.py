@@ -94,3 +94,15 @@ async def test_attributes_and_freezer(tmp_path):
     with pytest.raises(BackendError):
         b.set_attribute("/s", "../escape", "1")
     b.close()
+
+
+def test_removed_cgroups_leave_no_bookkeeping(tmp_path):
+    """A removed cgroup's label and delegation go with it (a long-running fake daemon kept
+    one entry per cgroup it ever made: the `make stress` RSS growth, issue 15)."""
+    b = FakeBackend(tmp_path)
+    for i in range(3):
+        b.create(f"/s/u{i}.scope/sub")
+        b.label(f"/s/u{i}.scope", "ab" * 16)
+        b.delegate(f"/s/u{i}.scope", 1000, 1000)
+        b.remove(f"/s/u{i}.scope")
+    assert b.labels == {} and b.delegated == {}

@@ -63,7 +63,17 @@ def test_cpu_quota():
         ("cpu.max", "2000 10000")
     ]
     assert writes({"CPUQuotaPerSecUSec": UINT64_MAX}) == [("cpu.max", "max 100000")]
-    assert cpu_quota({"CPUQuotaPerSecUSec": 1}) == (1000, 100_000)  # never below 1ms
+    # systemd.resource-control(5) CPUQuotaPeriodSec=: the period is clamped to [1ms, 1000ms]
+    # and adjusted up so that the quota per period is at least 1ms
+    assert cpu_quota({"CPUQuotaPerSecUSec": 5_000}) == (1000, 200_000)  # 0.5%, not 1%
+    assert cpu_quota({"CPUQuotaPerSecUSec": 3_000}) == (1000, 333_334)  # rounded up, not 999
+    assert cpu_quota({"CPUQuotaPerSecUSec": 1}) == (1000, 1_000_000)  # never below 1ms
+    assert cpu_quota({"CPUQuotaPerSecUSec": 200_000, "CPUQuotaPeriodUSec": 2_000_000}) == (
+        200_000,
+        1_000_000,
+    )
+    assert cpu_quota({"CPUQuotaPerSecUSec": 200_000, "CPUQuotaPeriodUSec": 500}) == (1000, 5000)
+    assert cpu_quota({"CPUQuotaPeriodUSec": 5_000_000}) == (None, 1_000_000)
 
 
 def test_io():

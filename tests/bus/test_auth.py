@@ -252,7 +252,8 @@ asyncio.run(main(sys.argv[1], sys.argv[2:]))
 # org.freedesktop.systemd1(5) "Security": reading, Subscribe/Unsubscribe and Ref/Unref are
 # open to every client; everything else changes the system and needs authorization
 OPEN_MEMBERS = {
-    "GetUnit", "GetUnitByPID", "GetUnitByInvocationID", "GetUnitByControlGroup", "LoadUnit",
+    "GetUnit", "GetUnitByPID", "GetUnitByPIDFD", "GetUnitByInvocationID",
+    "GetUnitByControlGroup", "LoadUnit",
     "ListUnits", "ListUnitsFiltered", "ListUnitsByPatterns", "ListUnitsByNames", "ListJobs",
     "GetJob", "GetUnitProcesses", "Subscribe", "Unsubscribe", "RefUnit", "UnrefUnit", "Ref",
     "Unref", "GetProcesses", "GetAfter", "GetBefore",

@@ -60,9 +60,11 @@ DBUS = [
     "InteractiveAuthorizationRequired",
     "UnixProcessIdUnknown",
     "FileNotFound",
+    "InconsistentMessage",  # systemd 262: GetUnitByPIDFD with an fd index past the message's
 ]
 # errno-derived names sd-bus answers with (observed from systemd 252, tests/bus/test_bad_input.py)
 SYSTEM = ["ENXIO", "EBUSY", "ENOSPC", "EAGAIN"]
+SYSTEM += ["ENOTTY"]  # systemd 262: GetUnitByPIDFD of an fd that is no pidfd
 EXPECTED = (
     {f"org.freedesktop.systemd1.{n}" for n in SYSTEMD1}
     | {f"org.freedesktop.DBus.Error.{n}" for n in DBUS}

@@ -63,5 +63,9 @@ def test_implemented_manager_methods_have_systemds_signatures(ifaces):
     from shim.bus.manager import MANAGER
 
     real = {n: (i, o) for n, i, o in systemd252.methods(ifaces["org.freedesktop.systemd1.Manager"])}
+    # members of systemd 254+: held against systemd 262's XML in tests/bus/test_since252.py
+    since_252 = {"GetUnitByPIDFD", "QueueSignalUnit"}
     for name, method in MANAGER.methods.items():
-        assert real[name] == (method.in_sig, method.out_sig), name
+        if name not in since_252:
+            assert real[name] == (method.in_sig, method.out_sig), name
+    assert not since_252 & set(real)

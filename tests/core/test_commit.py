@@ -8,8 +8,9 @@ import asyncio
 import errno
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,10 +28,13 @@ class FailingStore(StateStore):
 
     refuse: set[str]
 
-    def save_unit(self, unit: Unit) -> None:
-        if unit.name in self.refuse:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        super().save_unit(unit)
+    def save_units(
+        self, units: Iterable[Unit], jobs: list[dict[str, Any]] | None = None
+    ) -> dict[str, OSError]:
+        units = list(units)
+        failed = super().save_units([u for u in units if u.name not in self.refuse], jobs)
+        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return failed | {u.name: full for u in units if u.name in self.refuse}
 
 
 @pytest.fixture

@@ -34,11 +34,16 @@ class Steps:
         return list(self.events)
 
 
-def run_scenario(python: str, script: str, *args: str, timeout: int = 300) -> Steps:
+def run_scenario(
+    python: str, script: str, *args: str, timeout: int = 300, unified: bool = False
+) -> Steps:
     extra: list[str] = []
     if os.environ.get("SCOPESHIM_CAPTURE_TRACES"):
         extra = ["--capture", str(TRACES)]
-    return Steps(run_in_sandbox(python, str(HERE / script), *args, *extra, timeout=timeout))
+    events = run_in_sandbox(
+        python, str(HERE / script), *args, *extra, timeout=timeout, unified=unified
+    )
+    return Steps(events)
 
 
 def explain(facts: Any) -> str:

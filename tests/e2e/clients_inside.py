@@ -152,9 +152,14 @@ def cgroup_walk(root: Path, below: str = "") -> list[str]:
     base = root / below.lstrip("/")
     if not base.is_dir():
         return []
-    return sorted(
-        "/" + str(p.relative_to(root)) for p in base.rglob("*") if (p / "cgroup.procs").exists()
-    )
+    for _ in range(10):  # a cgroup removed while it is walked: walk again
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(
+                "/" + str(p.relative_to(root))
+                for p in base.rglob("*")
+                if (p / "cgroup.procs").exists()
+            )
+    return []
 
 
 def xattrs(path: Path) -> dict[str, str]:
@@ -167,7 +172,9 @@ def xattrs(path: Path) -> dict[str, str]:
 
 class Daemon:
     """scopeshim as the scenarios run it: cgroup2 backend on the sandbox's tree, debug log,
-    --mark-booted (systemctl, systemd-run, loginctl and runc need /run/systemd/system)."""
+    --mark-booted (systemctl, systemd-run, loginctl and runc need /run/systemd/system),
+    /run/systemd/private (root's systemctl and systemd-run 257+ talk only there) on the
+    sandbox's own tmpfs /run."""
 
     def __init__(self, run_dir: Path, cgroot: Path) -> None:
         self.log_path = run_dir / "scopeshim.log"
@@ -180,6 +187,7 @@ class Daemon:
             [sys.executable, "-m", "shim", "serve", "--system", "--backend", "cgroup2",
              "--cgroup-root", str(self.cgroot), "--state-dir", "/run/scopeshim",
              "--log-level", "debug", "--mark-booted",
+             "--private-socket", "/run/systemd/private",
              "--config", str(E2E / "scopeshim-e2e.toml")],
             cwd=ROOT,
             stdout=log,

@@ -21,10 +21,14 @@ SKIP = 77
 TAG = os.environ.setdefault("SCOPESHIM_E2E_TAG", f"p{os.getpid()}")
 
 
-def run_in_sandbox(*command: str, stdin: str = "", timeout: int = 120) -> list[dict[str, Any]]:
-    """Run COMMAND in a fresh sandbox; return the JSON lines it printed."""
+def run_in_sandbox(
+    *command: str, stdin: str = "", timeout: int = 120, unified: bool = False
+) -> list[dict[str, Any]]:
+    """Run COMMAND in a fresh sandbox (UNIFIED: its unified cgroup2 view); return the JSON
+    lines it printed."""
+    view = ["--unified"] if unified else []
     proc = subprocess.run(
-        [str(HERE / "sandbox.sh"), "--timeout", str(timeout), "--", *command],
+        [str(HERE / "sandbox.sh"), "--timeout", str(timeout), *view, "--", *command],
         input=stdin,
         capture_output=True,
         text=True,

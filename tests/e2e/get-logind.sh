@@ -5,8 +5,12 @@
 # Usage: get-logind.sh [--dir DIR] [--refresh] VERSION
 #   252  the installed /lib/systemd/systemd-logind (Debian 12's own; nothing is fetched)
 #   254  systemd + libsystemd-shared from bookworm-backports; bookworm's libc runs it
-#   257  systemd + libsystemd-shared + libc6 + libssl3t64 from trixie; it runs through
-#        trixie's own dynamic loader (ld-linux ... --library-path), not the host's
+#   257  systemd + libsystemd-shared + libc6 + libssl3t64 (+ libpam-systemd) from trixie; it
+#        runs through trixie's own dynamic loader (ld-linux ... --library-path), not the host's
+#   262  the same from sid (Debian unstable), with the newer libraries libsystemd-shared-262
+#        links against, through sid's loader
+# The clients of the same build (systemctl, systemd-run, loginctl, busctl, systemd-cgls) and
+# pam_systemd.so come in the same packages; DIR/bin/TOOL runs each of them the same way.
 #   --dir DIR   where VERSION lives (default ${SCOPESHIM_CACHE:-/var/cache/scopeshim}/logind-VERSION)
 #   --refresh   fetch again even when DIR already holds a working copy
 #
@@ -26,7 +30,7 @@ prog=get-logind
 say() { echo "$prog: $*" >&2; }
 broken() { say "error: $*"; exit 1; }
 unavailable() { say "cannot fetch logind $version here: $*"; exit 77; }
-usage() { sed -n '2,12s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '2,16s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 
 dir="" refresh=0 version=""
 while [ $# -gt 0 ]; do
@@ -39,8 +43,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case $version in
-  252 | 254 | 257) ;;
-  *) say "VERSION must be 252, 254 or 257 (got '${version}')"; usage ;;
+  252 | 254 | 257 | 262) ;;
+  *) say "VERSION must be 252, 254, 257 or 262 (got '${version}')"; usage ;;
 esac
 
 # "systemd 254 (254.26-1~bpo12+1)" -> ok when the major version is $version
@@ -64,7 +68,7 @@ dir=${dir%/}
 runner=$dir/systemd-logind
 
 # the fast path: no lock, no network
-if [ "$refresh" = 0 ] && [ -x "$runner" ] && answers_version "$runner"; then
+if [ "$refresh" = 0 ] && [ -x "$runner" ] && [ -x "$dir/bin/systemctl" ] && answers_version "$runner"; then
   echo "$runner"
   exit 0
 fi
@@ -78,14 +82,20 @@ mkdir -p "$(dirname "$dir")" 2>/dev/null && [ -w "$(dirname "$dir")" ] ||
 # one fetch per directory at a time; whoever waited finds the copy ready
 exec 9>"$dir.lock"
 flock -w 600 9 || broken "another fetch has held $dir.lock for 10 minutes"
-if [ "$refresh" = 0 ] && [ -x "$runner" ] && answers_version "$runner"; then
+if [ "$refresh" = 0 ] && [ -x "$runner" ] && [ -x "$dir/bin/systemctl" ] && answers_version "$runner"; then
   echo "$runner"
   exit 0
 fi
 
 case $version in
   254) suite=bookworm-backports; packages=(systemd libsystemd-shared) ;;
-  257) suite=trixie; packages=(systemd libsystemd-shared libc6 libssl3t64) ;;
+  257) suite=trixie; packages=(systemd libsystemd-shared libc6 libssl3t64 libpam-systemd) ;;
+  # bookworm's libraries are too old for 262's (symbol versions): sid's of everything that
+  # libsystemd-shared-262, the clients and pam_systemd link against
+  262) suite=sid; packages=(systemd libsystemd-shared libsystemd0 libpam-systemd libc6
+    libssl3t64 libcap2 libcrypt1 libseccomp2 libacl1 libblkid1 libmount1 libselinux1
+    libpcre2-8-0 libaudit1 libcap-ng0 libzstd1 liblzma5 liblz4-1 libgcrypt20 libgpg-error0
+    libpam0g) ;;
 esac
 
 # ---- the private apt source: the host's archive entry, another suite
@@ -218,41 +228,59 @@ logind=${logind#"$work/root/"}
 shared_dir=$(dirname "${shared#"$work/root/"}")
 if [ "$version" = 254 ]; then
   # built for bookworm: the host's loader and libc, only libsystemd-shared-254 is ours
-  run='LD_LIBRARY_PATH="$root/'"$shared_dir"'${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$root/'"$logind"'" "$@"'
-  list_libs() { LD_LIBRARY_PATH="$dir/root/$shared_dir" ldd "$dir/root/$logind"; }
+  run_line() { echo 'LD_LIBRARY_PATH="$root/'"$shared_dir"'${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$root/'"$1"'" "$@"'; }
+  list_libs() { LD_LIBRARY_PATH="$dir/root/$shared_dir" ldd "$dir/root/$1"; }
 else
-  # trixie's glibc: its own loader, its libraries first, the host's for the rest. The
+  # the suite's glibc: its own loader, its libraries first, the host's for the rest. The
   # loader is the regular file: usr/lib64/ld-linux-*.so.2 is a symlink to the host's path.
   loader=$(found -name 'ld-linux*.so*' -type f)
   libc=$(found -name libc.so.6 -type f)
-  [ -n "$loader" ] && [ -n "$libc" ] || broken "no loader or libc.so.6 in trixie's libc6"
+  [ -n "$loader" ] && [ -n "$libc" ] || broken "no loader or libc.so.6 in $suite's libc6"
   loader=${loader#"$work/root/"}
   libdir=$(dirname "${libc#"$work/root/"}")
   triplet=$(basename "$libdir")
-  run='exec "$root/'"$loader"'" --library-path "$root/'"$shared_dir"':$root/'"$libdir"':/lib/'"$triplet"':/usr/lib/'"$triplet"'" "$root/'"$logind"'" "$@"'
+  run_line() { echo 'exec "$root/'"$loader"'" --library-path "$root/'"$shared_dir"':$root/'"$libdir"':/lib/'"$triplet"':/usr/lib/'"$triplet"'" "$root/'"$1"'" "$@"'; }
   list_libs() {
     "$dir/root/$loader" --list \
       --library-path "$dir/root/$shared_dir:$dir/root/$libdir:/lib/$triplet:/usr/lib/$triplet" \
-      "$dir/root/$logind"
+      "$dir/root/$1"
   }
 fi
-cat >"$work/systemd-logind" <<SH
+# write_runner FILE BINARY TITLE: a sh script whose paths are relative to where it lies
+write_runner() {
+  cat >"$1" <<SH
 #!/bin/sh
-# Debian's unmodified systemd-logind $full ($suite), written by tests/e2e/get-logind.sh
-root=\$(dirname "\$(readlink -f "\$0")")/root
-$run
+# Debian's unmodified $3 $full ($suite), written by tests/e2e/get-logind.sh
+root=\$(cd "\$(dirname "\$(readlink -f "\$0")")/$4" && pwd)/root
+$(run_line "$2")
 SH
-chmod 755 "$work/systemd-logind"
+  chmod 755 "$1"
+}
+write_runner "$work/systemd-logind" "$logind" systemd-logind .
+# the clients of the same build: DIR/bin/TOOL
+mkdir -p "$work/bin"
+tools=()
+for tool in systemctl systemd-run loginctl busctl systemd-cgls; do
+  binary=$(found -path "*/bin/$tool" -type f)
+  [ -n "$binary" ] || broken "$tool missing from the packages"
+  write_runner "$work/bin/$tool" "${binary#"$work/root/"}" "$tool" ..
+  tools+=("${binary#"$work/root/"}")
+done
 
 # ---- into place (an older copy is replaced), then prove it runs
 rm -rf "$dir.old"
 if [ -e "$dir" ]; then mv "$dir" "$dir.old"; fi
 mkdir "$dir"
-mv "$work/root" "$work/systemd-logind" "$work/PACKAGES" "$work/apt-source" "$dir/"
+mv "$work/root" "$work/systemd-logind" "$work/bin" "$work/PACKAGES" "$work/apt-source" "$dir/"
 rm -rf "$dir.old"
 answers_version "$runner" ||
   broken "$runner does not run: $("$runner" --version 2>&1 | head -n3 | paste -sd' ')"
-missing=$(list_libs 2>&1 | grep 'not found' || true)
-[ -z "$missing" ] || broken "$runner has unresolved libraries: $missing"
+for binary in "$logind" "${tools[@]}"; do
+  missing=$(list_libs "$binary" 2>&1 | grep 'not found' || true)
+  [ -z "$missing" ] || broken "$binary has unresolved libraries: $missing"
+done
+for tool in "$dir"/bin/*; do
+  answers_version "$tool" || broken "$tool does not run: $("$tool" --version 2>&1 | head -n3 | paste -sd' ')"
+done
 say "ready: $("$runner" --version | head -n1)"
 echo "$runner"

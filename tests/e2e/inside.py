@@ -15,7 +15,8 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
 ROOT = Path(__file__).resolve().parents[2]
-CGROOT = Path("/sys/fs/cgroup/unified")
+# the sandbox's cgroup2 tree: /sys/fs/cgroup/unified (hybrid view) or /sys/fs/cgroup (--unified)
+CGROOT = Path(os.environ.get("SCOPESHIM_E2E_CGROOT", "/sys/fs/cgroup/unified"))
 ADDRESS = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "")
 
 
@@ -44,6 +45,9 @@ def start_scopeshim(backend: str = "cgroup2") -> subprocess.Popen[bytes]:
             "debug",
             "--config",
             str(Path(__file__).with_name("scopeshim-e2e.toml")),
+            # root's systemctl/systemd-run 257+ talk only there (the sandbox's own /run)
+            "--private-socket",
+            "/run/systemd/private",
         ],
         cwd=ROOT,
         stdout=log,

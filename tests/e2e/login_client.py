@@ -6,7 +6,8 @@ Usage: login_client.py UID [--gid GID] [--children]
 It prints one JSON line per event: first {"event": "created", ...} with the session, its
 runtime directory, the leader's cgroup and, with --children, the PIDs of the user's
 processes it started inside the session (a `sleep`, and a `sh` with a `sleep` of its own:
-child, grandchild), running as UID:GID. Then it answers each line of stdin:
+child, grandchild), running as UID:GID, and what the fd in the reply is (/proc/self/fd's
+link: the session FIFO up to 257; logind 258+ has no FIFO). Then it answers each line of stdin:
 
   release        ReleaseSession (what pam_systemd's close_session does), then close the FIFO
   kill-children  SIGKILL the processes it started
@@ -117,6 +118,7 @@ async def main() -> int:
         vtnr=vtnr,
         existing=existing,
         pid=os.getpid(),
+        fifo=os.readlink(f"/proc/self/fd/{fifo}") if fifo >= 0 else None,
         cgroup=cgroup,
         children=children,
     )

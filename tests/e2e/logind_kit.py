@@ -175,6 +175,30 @@ def version_tool(logind: str, tool: str) -> list[str]:
     return ["sh", "-c", script.replace(found.group(0), f'"$root/{rel}"'), str(runner)]
 
 
+def through_loader(logind: str, program: str) -> list[str]:
+    """The command that runs PROGRAM (a host binary, e.g. pamtester) on the libraries of
+    LOGIND's build: the runner's loader and library path (its own libpam, libc), so that
+    the build's pam_systemd.so can be loaded into it; plain PROGRAM for the installed one."""
+    if logind == INSTALLED_LOGIND:
+        return [program]
+    runner = Path(logind)
+    script = runner.read_text()
+    found = re.search(r'"\$root/[^"]*systemd-logind"', script)
+    if found is None:
+        return [program]
+    return ["sh", "-c", script.replace(found.group(0), f'"{program}"'), str(runner)]
+
+
+def own_pam_systemd(logind: str) -> str:
+    """pam_systemd.so of LOGIND's build (get-logind.sh unpacked it); the installed one's
+    name (found by libpam) for the installed logind."""
+    if logind == INSTALLED_LOGIND:
+        return "pam_systemd.so"
+    root = Path(logind).parent / "root"
+    found = sorted(root.glob("**/security/pam_systemd.so"))
+    return str(found[0]) if found else "pam_systemd.so"
+
+
 # loginctl (252) refuses to talk to the bus unless /run/systemd/system marks systemd as PID 1
 # ("System has not been booted with systemd as init system (PID 1). Can't operate."), a check
 # of its own that has nothing to do with the service manager. It gets that marker in a

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # PID 1 of sandbox.sh's namespaces: private filesystems, a private bus, then COMMAND.
 set -u
-run=$1; shift
+run=$1; view=$2; shift 2
 die() { echo "sandbox-init: $*" >&2; exit 1; }
 [ "$$" = 1 ] || die "must be PID 1 of a new pid namespace"
 mount -t tmpfs -o mode=755,size=64m scopeshim-run /run || die "tmpfs on /run"
 mkdir -p /run/systemd /run/user /run/dbus /run/lock
 if [ -d /var/lib/systemd ]; then mount -t tmpfs -o mode=755 scopeshim-varlib /var/lib/systemd; fi
-mount -t tmpfs -o mode=755,size=1m scopeshim-cgroup /sys/fs/cgroup || die "tmpfs on /sys/fs/cgroup"
-mkdir /sys/fs/cgroup/unified
-mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified || die "cgroup2 mount"
+if [ "$view" = unified ]; then
+  # the unified view: cgroup2 at /sys/fs/cgroup, as on a systemd 258+ host
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup || die "cgroup2 mount"
+  export SCOPESHIM_E2E_CGROOT=/sys/fs/cgroup
+else
+  # the hybrid view: a tmpfs with cgroup2 at unified/ (the host's v1 hierarchies hidden)
+  mount -t tmpfs -o mode=755,size=1m scopeshim-cgroup /sys/fs/cgroup || die "tmpfs on /sys/fs/cgroup"
+  mkdir /sys/fs/cgroup/unified
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified || die "cgroup2 mount"
+  export SCOPESHIM_E2E_CGROOT=/sys/fs/cgroup/unified
+fi
 grep -qx '0::/' /proc/self/cgroup || die "not at the root of the cgroup namespace"
 hostname scopeshim-e2e
 # a private copy of /etc/systemd: scopeshim writes set-property drop-ins to

@@ -6,7 +6,10 @@
 #     only that cgroup2 tree at /sys/fs/cgroup/unified (the hybrid layout; the host's v1
 #     hierarchies are hidden, so nothing inside can touch them);
 #   - a private system bus at /run/dbus/system_bus_socket (never the host's).
-# Usage: sandbox.sh [--timeout SEC] -- COMMAND [ARGS...]
+# Usage: sandbox.sh [--timeout SEC] [--unified] -- COMMAND [ARGS...]
+#   --unified  the cgroup2 tree at /sys/fs/cgroup itself (the unified view, the only one
+#              systemd 258+ supports) instead of the hybrid view; COMMAND finds the tree's
+#              path in $SCOPESHIM_E2E_CGROOT either way
 # Environment: SCOPESHIM_E2E_KEEP=DIR copies the run's logs (*.log: the daemon's, logind's,
 # dbus-daemon's) to DIR before the run directory is removed; SCOPESHIM_E2E_TAG=WORD goes
 # into the names of the cgroup subtree and the run directory, so that a harness can tell its
@@ -15,9 +18,11 @@
 # 124 when the timeout killed it.
 set -euo pipefail
 timeout=120
+view=hybrid
 while [ $# -gt 0 ]; do
   case $1 in
     --timeout) timeout=$2; shift 2 ;;
+    --unified) view=unified; shift ;;
     --) shift; break ;;
     *) echo "sandbox: unknown option $1" >&2; exit 2 ;;
   esac
@@ -66,7 +71,7 @@ set +e
 ( echo "$BASHPID" > "$sub/cgroup.procs" || exit 99
   exec timeout --kill-after=5 "$timeout" unshare --mount --pid --fork --kill-child \
     --mount-proc --cgroup --uts --ipc --propagation private -- \
-    "$here/sandbox-init.sh" "$run" "$@" )
+    "$here/sandbox-init.sh" "$run" "$view" "$@" )
 rc=$?
 set -e
 exit $rc

@@ -1,11 +1,13 @@
-"""Inside the sandbox: the real systemd-run, systemctl, busctl and systemd-cgls (Debian 12,
-systemd 252) against scopeshim (cgroup2 backend, --mark-booted, debug log). One JSON object
-per step: each command's argv, exit status, stdout and stderr, the kernel's view of the
-cgroups involved, and the "unknown member" lines the daemon logged meanwhile.
+"""Inside the sandbox: the real systemd-run, systemctl, busctl and systemd-cgls (Debian 12's
+systemd 252, or with --clients those of 257 or 262) against scopeshim (cgroup2 backend,
+--mark-booted, --private-socket, debug log). One JSON object per step: each command's argv,
+exit status, stdout and stderr, the kernel's view of the cgroups involved, and the "unknown
+member" lines the daemon logged meanwhile.
 
-Usage: scenario_clients.py [--oracle] [--capture DIR]
+Usage: scenario_clients.py [--oracle] [--capture DIR] [--clients DIR]
   --oracle       run under shared/lab/real-systemd.sh instead: the real systemd 252 answers
   --capture DIR  write the bus trace of each step to DIR (fixtures/dbus-logs/...)
+  --clients DIR  put DIR (get-logind.sh's bin/ of 257 or 262) first on PATH
 
 The units are named clients-*; the systemctl steps work on scopes made with busctl, so that
 they do not depend on systemd-run.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import signal
@@ -200,6 +203,13 @@ class Scenario:
         f["main"] = run([*kill, "--kill-whom=main", "clients-sys.scope"])
         f["control"] = run([*kill, "--kill-whom=control", "clients-sys.scope"])
         f["missing"] = run([*kill, "--signal=SIGUSR1", "clients-missing.scope"])
+        # --kill-value= (systemctl 254+, QueueSignalUnit): sigqueue(3) to the main and control
+        # processes only, which a scope has not; a delivered SIGRTMIN+1 would end the shells
+        value = [*kill, "--kill-value=5", "clients-sys.scope"]
+        f["value"] = run([*value, "--signal=SIGRTMIN+1"])
+        f["value_sigterm"] = run([*value, "--signal=SIGTERM"])
+        f["value_main"] = run([*value, "--signal=SIGRTMIN+1", "--kill-whom=main"])
+        time.sleep(0.3)
         f["alive"] = [p.poll() is None for p in self.sys_procs]
 
     def systemctl_set_property(self, f: dict[str, Any]) -> None:
@@ -371,62 +381,33 @@ class Scenario:
         f["monitor"] = out.read_text()
         keep.wait(5)
 
-    # -- /run/systemd/private --------------------------------------------------------------
+    # -- /run/systemd/private ----------------------------------------------------------------
 
     def private_socket(self, f: dict[str, Any]) -> None:
-        """As root, systemctl and systemd-run connect to /run/systemd/private first. The
-        daemon does not listen there: absent, or a stale socket nobody listens on, they fall
-        back to the bus; a listener that is not a systemd1 peer breaks them."""
+        """As root, systemctl and systemd-run connect to /run/systemd/private first; the
+        daemon serves it (--private-socket), and the commands work through it. Then, in a
+        mount namespace of their own where /run/systemd holds only system/ (the daemon's
+        socket hidden), the same commands with no socket there, with a stale socket file
+        nobody listens on, and with a listener that is not a systemd1 peer: which versions
+        fall back to the bus (private_cases)."""
         path = "/run/systemd/private"
-        if os.path.exists(path):
-            f["skipped"] = f"{path} exists (the real PID 1 listens there)"
+        f["served_by_daemon"] = os.path.exists(path)
+        f["served"] = {k: run(v, timeout=20) for k, v in PRIVATE_COMMANDS.items()}
+        if self.s.oracle:
             return
-        commands = {
-            "is-system-running": ["systemctl", "is-system-running"],
-            "list-units": ["systemctl", "list-units", "--no-pager", "--plain", "--no-legend"],
-            "show": ["systemctl", "show", "--property=Version"],
-            "systemd-run": ["systemd-run", "--scope", "--unit=clients-private", "true"],
-            "busctl": ["busctl", "--system", "status", "org.freedesktop.systemd1"],
-        }
-        f["absent"] = {k: run(v, timeout=20) for k, v in commands.items()}
-        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        stale.bind(path)
-        stale.close()  # the file stays; connecting is refused
-        f["stale"] = {k: run(v, timeout=20) for k, v in commands.items()}
-        os.unlink(path)
-        # a listener that accepts, never answers and hangs up after 2 s: which commands try
-        # it, and what they do then
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen(16)
-        listener.settimeout(0.1)
-        hung_up: dict[str, Any] = {}
-        for k, argv in commands.items():
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)  # fmt: skip
-            accepted: list[tuple[float, socket.socket]] = []
-            deadline = time.monotonic() + 20
-            while proc.poll() is None and time.monotonic() < deadline:
-                with contextlib.suppress(TimeoutError):
-                    accepted.append((time.monotonic(), listener.accept()[0]))
-                for t, conn in accepted:
-                    if time.monotonic() - t > 2:
-                        conn.close()
-            if proc.poll() is None:
-                proc.kill()
-            out, err = proc.communicate()
-            while True:  # a connection still in the backlog of a client that is gone
-                try:
-                    accepted.append((0, listener.accept()[0]))
-                except TimeoutError:
-                    break
-            for _, conn in accepted:
-                conn.close()
-            hung_up[k] = {"accepted": len(accepted), "rc": proc.returncode, "out": out,
-                          "err": err}  # fmt: skip
-        listener.close()
-        os.unlink(path)
-        f["listener"] = hung_up
+        proc = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             "mount -t tmpfs -o size=1m,mode=755 scopeshim-hide /run/systemd"
+             ' && mkdir /run/systemd/system && exec "$@"',
+             "sh", sys.executable, __file__, "--private-cases"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+        found = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if not found:
+            raise RuntimeError(f"private cases: exit {proc.returncode}: {proc.stderr[-2000:]}")
+        f.update(json.loads(found[-1]))
 
     def cleanup(self) -> dict[str, Any]:
         for proc in self.procs:
@@ -436,6 +417,60 @@ class Scenario:
                 proc.wait(5)
         wait_for(lambda: not [p for p in cgroup_walk(self.root) if "clients" in p], 5)
         return {"leftover": [p for p in cgroup_walk(self.root) if "clients" in p]}
+
+
+PRIVATE_COMMANDS = {
+    "is-system-running": ["systemctl", "is-system-running"],
+    "list-units": ["systemctl", "list-units", "--no-pager", "--plain", "--no-legend"],
+    "show": ["systemctl", "show", "--property=Version"],
+    "systemd-run": ["systemd-run", "--scope", "--unit=clients-private", "true"],
+    "busctl": ["busctl", "--system", "status", "org.freedesktop.systemd1"],
+}
+
+
+def private_cases() -> dict[str, Any]:
+    """In a mount namespace where /run/systemd/private is not the daemon's: the commands with
+    no socket there, with a stale socket file (connecting is refused), and with a listener
+    that accepts, never answers and hangs up after 2 s."""
+    path = "/run/systemd/private"
+    out: dict[str, Any] = {"absent": {k: run(v, timeout=20) for k, v in PRIVATE_COMMANDS.items()}}
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()  # the file stays; connecting is refused
+    out["stale"] = {k: run(v, timeout=20) for k, v in PRIVATE_COMMANDS.items()}
+    os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    listener.settimeout(0.1)
+    hung_up: dict[str, Any] = {}
+    for k, argv in PRIVATE_COMMANDS.items():
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        accepted: list[tuple[float, socket.socket]] = []
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                accepted.append((time.monotonic(), listener.accept()[0]))
+            for t, conn in accepted:
+                if time.monotonic() - t > 2:
+                    conn.close()
+        if proc.poll() is None:
+            proc.kill()
+        stdout, stderr = proc.communicate()
+        while True:  # a connection still in the backlog of a client that is gone
+            try:
+                accepted.append((0, listener.accept()[0]))
+            except TimeoutError:
+                break
+        for _, conn in accepted:
+            conn.close()
+        hung_up[k] = {"accepted": len(accepted), "rc": proc.returncode, "out": stdout,
+                      "err": stderr}  # fmt: skip
+    listener.close()
+    os.unlink(path)
+    out["listener"] = hung_up
+    return out
 
 
 STEPS = (
@@ -464,7 +499,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--oracle", action="store_true")
     parser.add_argument("--capture")
+    parser.add_argument("--clients", metavar="DIR", help="the clients' directory, first on PATH")
+    parser.add_argument("--private-cases", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.private_cases:
+        print(json.dumps(private_cases()), flush=True)
+        return
+    if args.clients:
+        # another build's systemctl, systemd-run, busctl, systemd-cgls: found first, typed
+        # the same way (tests/e2e/get-logind.sh's bin/)
+        os.environ["PATH"] = f"{args.clients}:{os.environ['PATH']}"
     session = Session("clients", args.oracle, args.capture)
     report(step="start", **session.start())
     scenario = Scenario(session)

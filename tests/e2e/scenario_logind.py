@@ -4,6 +4,7 @@ real cgroup2 backend, for one user (uid 0 or the unprivileged test user):
 
   open                 CreateSession as pam_systemd calls it; leader and children in the scope
   release              ReleaseSession: scope abandoned, then inactive once empty; logind's GC
+                       (258+, no FIFO: the scope runs on until the release timer fires)
   user-stop-delay      the user stops UserStopDelaySec after the last session
   terminate-session    TerminateSession
   terminate-user       TerminateUser (two sessions)
@@ -185,6 +186,9 @@ class Run:
         self.dir = run
         self.version = logind_version(args.logind)
         self.major = major(self.version)
+        # logind 258+ hands out no session FIFO: a released session ends when its leader
+        # exits or when the timer ReleaseSession starts fires (RELEASE_USEC, 20 s)
+        self.fifo_less = self.major >= 258
         self.loginctl = version_tool(args.logind, "loginctl")
         self.logs = Logs(run)
         self.bus: MessageBus
@@ -248,6 +252,20 @@ class Run:
             self.max_job_id = max(self.max_job_id, job)
         return login
 
+    async def logout(self, login: Login) -> None:
+        """What a login ends with when nobody forces it. Up to 257: pam_systemd's
+        close_session (ReleaseSession, then its FIFO closes and logind stops the session),
+        then the user's processes end, then the login process. 258+ (no FIFO): ReleaseSession,
+        the login process exits (logind stops the session on its leader's exit), then the
+        processes it left behind end."""
+        if not self.fifo_less:
+            await login.logout()
+            return
+        await login.command("release")
+        await login.exit()
+        await wait_until(lambda: _stopped_or_abandoned(self, login.scope), 10)
+        _kill(login.children)
+
     def scope_cgroup(self, login: Login) -> str:
         return f"/user.slice/user-{self.uid}.slice/{login.scope}"
 
@@ -268,6 +286,9 @@ class Run:
             f"SessionRemoved {login.sid} (logind's GC)",
             await self.signals.wait(mark, "SessionRemoved", login.sid),
         )
+        # the kernel may refuse the rmdir while the last exiting task is still accounted
+        # (EBUSY); the daemon tries again: bounded wait, then the verdict
+        await wait_until(lambda: not cgroup_dir(self.scope_cgroup(login))["exists"], 10)
         ck.equal(
             f"cgroup of {scope} removed",
             cgroup_dir(self.scope_cgroup(login)),
@@ -390,6 +411,10 @@ async def step_open(r: Run, ck: Checks) -> None:
     login = await r.login(ck)
     info, scope = login.info, login.scope
     ck.equal("runtime path in the reply", info["runtime_path"], f"/run/user/{uid}")
+    # the reply's fd: the session FIFO up to 257; 258+ keeps the signature but hands out an
+    # eventfd it never watches (seen with 262.1)
+    fifo = "anon_inode:[eventfd]" if r.fifo_less else f"/run/systemd/sessions/{login.sid}.ref"
+    ck.equal("the fd in the reply: FIFO up to 257, a placeholder from 258", info["fifo"], fifo)
     ck.equal("leader's cgroup (its own view)", info["cgroup"], r.scope_cgroup(login))
     r.check_in_scope(ck, login)
     ck.equal(
@@ -464,12 +489,15 @@ async def step_open(r: Run, ck: Checks) -> None:
         {"exists": True, "owner": uid, "mode": "0o700", "mount": "tmpfs"},
     )
     mark = r.signals.mark()
-    await login.logout()
+    await r.logout(login)
     await r.wait_session_gone(ck, mark, login)
     await r.wait_user_gone(ck, mark)
 
 
 async def step_release(r: Run, ck: Checks) -> None:
+    if r.fifo_less:
+        await step_release_fifo_less(r, ck)
+        return
     login = await r.login(ck)
     scope = login.scope
     mark = r.signals.mark()
@@ -502,6 +530,55 @@ async def step_release(r: Run, ck: Checks) -> None:
     await r.wait_user_gone(ck, mark)
 
 
+async def _stopped_or_abandoned(r: Run, unit: str) -> bool:
+    state = await unit_state(r.bus, unit)
+    return state.get("SubState") == "abandoned" or state.get("ActiveState") != "active"
+
+
+async def step_release_fifo_less(r: Run, ck: Checks) -> None:
+    """logind 258+: ReleaseSession leaves the scope alone while the leader lives; the timer it
+    starts stops the session (the scope abandoned, the processes run on), and then the scope
+    goes inactive once empty."""
+    login = await r.login(ck)
+    scope = login.scope
+    mark = r.signals.mark()
+    logs = r.logs.mark()
+    released = await login.command("release")
+    ck.check("ReleaseSession answered", released.get("ok"), released)
+    closing = await wait_until(lambda: _session_state_is(r, login.sid, "closing"), 10)
+    ck.check("login1 session State closing", closing, await login1_session(r.bus, login.sid))
+    ck.equal(
+        "right after the release: the scope still runs (no FIFO to close)",
+        (await unit_state(r.bus, scope)).get("SubState"),
+        "running",
+    )
+    ck.equal(
+        "no Abandon before the release timer",
+        [c for c in r.logs.calls_since(logs) if c.startswith("Abandon ")],
+        [],
+    )
+    abandoned = await wait_until(lambda: _unit_is(r, scope, "active", "abandoned"), 40, 0.2)
+    ck.check(
+        "the release timer fired: scope active/abandoned (Abandon)",
+        abandoned,
+        await unit_state(r.bus, scope),
+    )
+    r.check_in_scope(ck, login, " after the timer")
+    ck.check("the session's processes still run", all(alive(p) for p in login.pids))
+    await login.command("kill-children")
+    code = await login.exit()
+    ck.equal("the leader exits", code, 0)
+    ck.check(
+        "no stop job for the scope (nobody stops it)",
+        r.signals.find(mark, "JobNew", scope) is None,
+        [e.brief() for e in r.signals.since(mark, "JobNew")],
+    )
+    await r.wait_session_gone(ck, mark, login)
+    state = await unit_state(r.bus, scope)
+    ck.equal("systemd1: the scope reads inactive now", state.get("ActiveState"), "inactive")
+    await r.wait_user_gone(ck, mark)
+
+
 async def _session_state_is(r: Run, sid: str, state: str) -> bool:
     return (await login1_session(r.bus, sid)).get("State") == state
 
@@ -517,7 +594,7 @@ async def step_user_stop_delay(r: Run, ck: Checks) -> None:
     try:
         login = await r.login(ck)
         mark = r.signals.mark()
-        await login.logout()
+        await r.logout(login)
         removed = await r.signals.wait(mark, "SessionRemoved", login.sid)
         ck.check("SessionRemoved", removed)
         if removed is None:
@@ -689,7 +766,11 @@ async def step_kill_user_processes(r: Run, ck: Checks) -> None:
         login = await r.login(ck)
         mark = r.signals.mark()
         released = await login.command("release", 10)
-        if not released.get("ok"):
+        if r.fifo_less and released.get("ok"):
+            # 258+: the session stops when its leader exits, and KillUserProcesses=yes
+            # stops the scope with what the leader left behind
+            ck.equal("the leader exits (its processes left behind)", await login.exit(), 0)
+        elif not released.get("ok"):
             # the scope's stop may end the leader before it could print the answer
             code = await login.exit(5)
             released = {**released, "leader_exit": code}
@@ -765,7 +846,7 @@ async def step_loginctl(r: Run, ck: Checks) -> None:
         {"Scope": login.scope, "Leader": str(login.leader), "Name": name},
     )
     mark = r.signals.mark()
-    await login.logout()
+    await r.logout(login)
     await r.wait_session_gone(ck, mark, login)
     await r.wait_user_gone(ck, mark)
 
@@ -812,7 +893,7 @@ async def _power(r: Run, ck: Checks, method: str, target: str, prepare: str) -> 
         session,
     )
     mark = r.signals.mark()
-    await login.logout()
+    await r.logout(login)
     await r.wait_session_gone(ck, mark, login)
     await r.wait_user_gone(ck, mark)
 
@@ -856,7 +937,7 @@ async def step_logind_restart(r: Run, ck: Checks) -> None:
     ck.equal("GetSessionByPID(child)", body[0] if ok else body,
              f"{LOGIN1_PATH}/session/{label_escape(login.sid)}")  # fmt: skip
     mark = r.signals.mark()
-    await login.logout()
+    await r.logout(login)
     await r.wait_session_gone(ck, mark, login)
     await r.wait_user_gone(ck, mark)
     calls = r.logs.calls_since(logs)
@@ -913,7 +994,7 @@ async def step_scopeshim_crash(r: Run, ck: Checks) -> None:
         bool(new_jobs) and min(new_jobs) > before,
         {"before the crash": before, "after": new_jobs},
     )
-    await fresh.logout()
+    await r.logout(fresh)
     await r.wait_session_gone(ck, mark, fresh)
 
     # kill: KillSession(all); the scope empties, logind garbage-collects the session
@@ -928,9 +1009,14 @@ async def step_scopeshim_crash(r: Run, ck: Checks) -> None:
     mark = r.signals.mark()
     answer = await released.command("release")
     ck.check("ReleaseSession of a session from before the crash", answer.get("ok"), answer)
+    if r.fifo_less:
+        await released.exit()  # 258+: the leader's exit stops the session
     abandoned = await wait_until(lambda: _unit_is(r, released.scope, "active", "abandoned"), 10)
     ck.check("its scope is abandoned", abandoned, await unit_state(r.bus, released.scope))
-    await released.command("kill-children")
+    if r.fifo_less:
+        _kill(released.children)
+    else:
+        await released.command("kill-children")
     await released.exit()
     await r.wait_session_gone(ck, mark, released)
 

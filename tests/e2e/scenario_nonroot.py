@@ -90,6 +90,9 @@ def start_daemon_as(user: pwd.struct_passwd, state: str, code: Path) -> subproce
     serve = [
         "/usr/bin/python3", "-m", "shim", "serve", "--system", "--backend", "cgroup2",
         "--cgroup-root", str(SUBTREE), "--state-dir", state, "--log-level", "debug",
+        # no /run/systemd/private: an unprivileged instance cannot create it, and the
+        # private socket admits only root, whom this instance does not serve
+        "--private-socket", "",
     ]  # fmt: skip
     drop = [
         "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--",

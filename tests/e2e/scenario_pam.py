@@ -39,10 +39,13 @@ from tests.e2e.logind_kit import (
     login1_session,
     login1_user,
     logind_version,
+    major,
+    own_pam_systemd,
     private_user,
     run_booted,
     runtime_dir,
     start_logind,
+    through_loader,
     unit_state,
     version_tool,
 )
@@ -56,7 +59,7 @@ SHOW_USER = [f"--property={p}" for p in ("UID", "Name", "State", "RuntimePath", 
 HOOK = Path(__file__).resolve().with_name("pam") / "session-hook.sh"
 
 
-def private_pam_service(pam: Path) -> None:
+def private_pam_service(pam: Path, module: str = "pam_systemd.so") -> None:
     """An /etc/pam.d holding only the test service, bind-mounted over the original (this
     mount namespace only)."""
     pamd = pam / "pam.d"
@@ -65,7 +68,7 @@ def private_pam_service(pam: Path) -> None:
         "# scopeshim e2e: a session through pam_systemd, then a hook that reports it\n"
         "auth     required pam_permit.so\n"
         "account  required pam_permit.so\n"
-        "session  required pam_systemd.so\n"
+        f"session  required {module}\n"
         f"session  required pam_exec.so /bin/sh {HOOK} {pam}\n"
     )
     subprocess.run(["mount", "--bind", str(pamd), "/etc/pam.d"], check=True)
@@ -136,7 +139,11 @@ async def main() -> None:
     pam = run / "pam"
     pam.mkdir()
     user: TestUser = ROOT_USER if args.user == "root" else private_user(pam)
-    private_pam_service(pam)
+    # logind 258+ opens no session for pam_systemd 252 ("Leader PIDFD not available"): its
+    # own build's module (io.systemd.Login over varlink), in a pamtester on its libraries
+    own = major(logind_version(args.logind)) >= 258
+    private_pam_service(pam, own_pam_systemd(args.logind) if own else "pam_systemd.so")
+    pamtester_cmd = through_loader(args.logind, "/usr/bin/pamtester") if own else ["pamtester"]
     uid, name = user.uid, user.name
     ctl = version_tool(args.logind, "loginctl")
     report(step="setup", uid=uid, user=name, home=user.home, logind=logind_version(args.logind))
@@ -150,7 +157,7 @@ async def main() -> None:
         logind = start_logind(args.logind, run)
         await wait_name(bus, LOGIN1)
         pamtester = subprocess.Popen(
-            ["pamtester", "-v", SERVICE, name, "open_session", "close_session"],
+            [*pamtester_cmd, "-v", SERVICE, name, "open_session", "close_session"],
             stdin=subprocess.DEVNULL,
             stdout=pamtester_log,
             stderr=subprocess.STDOUT,

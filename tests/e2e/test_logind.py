@@ -1,8 +1,11 @@
-"""Unmodified systemd-logind 252 (installed), 254 and 257 (Debian's packages, fetched by
+"""Unmodified systemd-logind 252 (installed), 254, 257 and 262 (Debian's packages, fetched by
 tests/e2e/get-logind.sh into a cache) run every step of a session's life on scopeshim, for
-uid 0 and an unprivileged uid: the matrix {252, 254, 257} x {root, unprivileged} x {step}.
+uid 0 and an unprivileged uid, in the sandbox's hybrid view (cgroup2 at
+/sys/fs/cgroup/unified, like this project's hosts) and its unified view (cgroup2 at
+/sys/fs/cgroup, the only one systemd 258+ supports): the matrix {252, 254, 257, 262} x
+{hybrid, unified} x {root, unprivileged} x {step}.
 
-One sandbox run of scenario_logind.py per (version, user) does all steps in order (each step
+One sandbox run of scenario_logind.py per (version, view, user) does all steps in order (each step
 ends with nothing of it left, or says what was left); the runs go SCOPESHIM_E2E_JOBS at a
 time (default 3) while the cases are reported in order. Each case passes when every check
 of its step did; a failure lists the checks that failed with what was seen, and what
@@ -25,7 +28,8 @@ import pytest
 
 from tests.e2e.conftest import HERE, SKIP
 
-VERSIONS = ("252", "254", "257")
+VERSIONS = ("252", "254", "257", "262")
+VIEWS = ("hybrid", "unified")
 USERS = ("root", "unprivileged")
 STEPS = (
     "open",
@@ -81,12 +85,15 @@ class Outcome:
     stderr: str = ""
 
 
-def run_scenario(script: str, version: str, *args: str, timeout: int = RUN_TIMEOUT) -> Outcome:
+def run_scenario(
+    script: str, version: str, *args: str, timeout: int = RUN_TIMEOUT, view: str = "hybrid"
+) -> Outcome:
     logind, why = fetch_logind(version)
     if logind is None:
         return Outcome(skipped=why)
+    unified = ["--unified"] if view == "unified" else []
     proc = subprocess.run(
-        [str(HERE / "sandbox.sh"), "--timeout", str(timeout), "--", sys.executable,
+        [str(HERE / "sandbox.sh"), "--timeout", str(timeout), *unified, "--", sys.executable,
          str(HERE / script), "--logind", logind, *args],
         capture_output=True,
         text=True,
@@ -99,25 +106,26 @@ def run_scenario(script: str, version: str, *args: str, timeout: int = RUN_TIMEO
 
 
 class Matrix:
-    """The (version, user) runs the selected cases need, started together on first use,
-    SCOPESHIM_E2E_JOBS at a time."""
+    """The (version, view, user) runs the selected cases need, started together on first
+    use, SCOPESHIM_E2E_JOBS at a time."""
 
-    def __init__(self, wanted: list[tuple[str, str]]) -> None:
+    def __init__(self, wanted: list[tuple[str, str, str]]) -> None:
         self.wanted = wanted
         self.jobs = max(1, int(os.environ.get("SCOPESHIM_E2E_JOBS", "3")))
         self._pool: ThreadPoolExecutor | None = None
-        self._runs: dict[tuple[str, str], Future[Outcome]] = {}
+        self._runs: dict[tuple[str, str, str], Future[Outcome]] = {}
         self._lock = threading.Lock()
 
-    def get(self, version: str, user: str) -> Outcome:
+    def get(self, version: str, view: str, user: str) -> Outcome:
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="e2e-matrix")
-                for v, u in self.wanted:
-                    self._runs[v, u] = self._pool.submit(
-                        run_scenario, "scenario_logind.py", v, "--user", u
+                # the longest runs (262: its 20 s release timer) first
+                for v, w, u in sorted(self.wanted, key=lambda x: x[0] != "262"):
+                    self._runs[v, w, u] = self._pool.submit(
+                        run_scenario, "scenario_logind.py", v, "--user", u, view=w
                     )
-        return self._runs[version, user].result()
+        return self._runs[version, view, user].result()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -130,7 +138,7 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[Matrix]:
     for item in request.session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if item.name.startswith("test_logind[") and "version" in params:
-            pair = (params["version"], params["user"])
+            pair = (params["version"], params["view"], params["user"])
             if pair not in wanted:
                 wanted.append(pair)
     m = Matrix(wanted)
@@ -152,16 +160,20 @@ def failed_checks(event: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-CASES = [(v, u, s) for v in VERSIONS for u in USERS for s in STEPS]
+CASES = [(v, w, u, s) for v in VERSIONS for w in VIEWS for u in USERS for s in STEPS]
 
 
 @pytest.mark.timeout(RUN_TIMEOUT * 3)
-@pytest.mark.parametrize(("version", "user", "step"), CASES, ids=["-".join(c) for c in CASES])
+@pytest.mark.parametrize(
+    ("version", "view", "user", "step"), CASES, ids=["-".join(c) for c in CASES]
+)
 def test_logind(
-    matrix: Matrix, request: pytest.FixtureRequest, version: str, user: str, step: str
+    matrix: Matrix, request: pytest.FixtureRequest, version: str, view: str, user: str, step: str
 ) -> None:
-    request.node.user_properties.append(("case", f"logind {version}  {user:<12}  {step}"))
-    outcome = matrix.get(version, user)
+    request.node.user_properties.append(
+        ("case", f"logind {version}  {view:<7}  {user:<12}  {step}")
+    )
+    outcome = matrix.get(version, view, user)
     if outcome.skipped:
         pytest.skip(outcome.skipped)
     setup = outcome.steps.get("setup", {})
@@ -174,4 +186,4 @@ def test_logind(
         )
     request.node.user_properties.append(("seconds", event.get("seconds")))
     assert str(setup.get("logind", "")).startswith(f"systemd {version} "), setup
-    assert event["ok"], f"{step} (logind {version}, {user}):\n{failed_checks(event)}"
+    assert event["ok"], f"{step} (logind {version}, {view}, {user}):\n{failed_checks(event)}"

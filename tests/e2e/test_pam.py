@@ -1,6 +1,8 @@
-"""A real PAM login on scopeshim: pamtester opens and closes a session through the host's
-unmodified pam_systemd.so, for root and for an unprivileged user that exists only in the
-sandbox, with logind 252 (installed), 254 and 257 (fetched by tests/e2e/get-logind.sh)."""
+"""A real PAM login on scopeshim: pamtester opens and closes a session through an unmodified
+pam_systemd.so, for root and for an unprivileged user that exists only in the sandbox, with
+logind 252 (installed), 254 and 257 (fetched by tests/e2e/get-logind.sh) and the host's
+module, and with logind 262 and its own module (262's pam_systemd talks varlink to logind;
+logind 258+ refuses the host's 252 module: "Leader PIDFD not available")."""
 
 from __future__ import annotations
 

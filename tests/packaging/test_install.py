@@ -46,6 +46,7 @@ EXPECTED = {
     f"{SHARE}/init/runit/scopeshim/check": 0o755,
     f"{SHARE}/init/runit/scopeshim/log/run": 0o755,
     f"{SHARE}/init/runit/systemd-logind/run": 0o755,
+    f"{SHARE}/init/runit/systemd-logind/check": 0o755,
     f"{SHARE}/init/s6/scopeshim/run": 0o755,
     f"{SHARE}/init/s6/scopeshim/type": 0o644,
     f"{SHARE}/init/s6/scopeshim/notification-fd": 0o644,
@@ -64,6 +65,7 @@ IN_PLACE = {
         "/etc/sv/scopeshim/check",
         "/etc/sv/scopeshim/log/run",
         "/etc/sv/systemd-logind/run",
+        "/etc/sv/systemd-logind/check",
     ],
     "s6": [
         "/etc/s6/sv/scopeshim/run",
@@ -87,6 +89,7 @@ SHELL_SCRIPTS = [
     f"{SHARE}/init/runit/scopeshim/check",
     f"{SHARE}/init/runit/scopeshim/log/run",
     f"{SHARE}/init/runit/systemd-logind/run",
+    f"{SHARE}/init/runit/systemd-logind/check",
     f"{SHARE}/init/s6/scopeshim/run",
     f"{SHARE}/init/s6/systemd-logind/run",
 ]

@@ -99,6 +99,34 @@ def test_recorded_answers_and_a_complete_conversation(bus: str) -> None:
     assert "4 of 4 recorded calls made, 0 unexpected, 0 missing" in err
 
 
+def test_a_cassette_recorded_mid_flight(bus: str, tmp_path: Path) -> None:
+    """The stop trace with no `requires` (it begins with lab2.scope running): the inferred
+    world is the replay's setup, never asked of the client; its 4 calls complete it."""
+    trace = tmp_path / STOP_TRACE.name
+    trace.write_bytes(STOP_TRACE.read_bytes())
+    meta = STOP_TRACE.with_name("real-systemctl-stop.meta.toml").read_text()
+    meta = meta.replace('requires = ["setup-lab2-scope.log"]', "")
+    meta = meta.replace('"../rules/', f'"{LOGS}/rules/')
+    (tmp_path / "real-systemctl-stop.meta.toml").write_text(meta)
+    proc = start(bus, trace)
+    try:
+        stop = busctl(bus, *MANAGER, "StopUnit", "ss", "lab2.scope", "replace")
+        assert stop.stdout.strip() == 'o "/org/freedesktop/systemd1/job/92"', stop.stderr
+        get = busctl(bus, *MANAGER, "GetUnit", "s", "lab2.scope")
+        assert "Unit lab2.scope not loaded." in get.stderr
+        unit = "/org/freedesktop/systemd1/unit/lab2_2escope"
+        for prop in ("LoadState", "TriggeredBy"):
+            subprocess.run(
+                ["busctl", f"--address={bus}", "get-property", "org.freedesktop.systemd1",
+                 unit, "org.freedesktop.systemd1.Unit", prop],
+                capture_output=True, text=True, timeout=20, check=True,
+            )  # fmt: skip
+    finally:
+        code, err = finish(proc)
+    assert code == 0, err
+    assert "4 of 4 recorded calls made, 0 unexpected, 0 missing" in err
+
+
 def test_unexpected_and_missing_calls_are_reported_at_exit(bus: str) -> None:
     """gdbus introspects before it calls: the cassette answers what it recorded (LoadState),
     fails what it did not (Introspect, another unit) and lists both, and the calls never made."""

@@ -157,3 +157,23 @@ def test_malformed_log_on_the_command_line_is_one_clear_line(tmp_path, text, lin
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"{log}:{line}: " in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_pidfd_whose_type_dbus_monitor_cannot_name() -> None:
+    """dbus-monitor 1.14 prints `type: ` and no newline for a pidfd (an anonymous inode), so
+    the container's closer follows on that line (logind 262's PIDFDs, as captured)."""
+    text = (
+        "method call time=1.0 sender=:1.5 -> destination=org.freedesktop.systemd1 serial=2"
+        " path=/org/freedesktop/systemd1; interface=org.freedesktop.systemd1.Manager;"
+        " member=StartTransientUnit\n"
+        '   string "a.scope"\n   string "fail"\n   array [\n      struct {\n'
+        '         string "PIDFDs"\n         variant             array [\n'
+        "               file descriptor\n                     inode: 77615\n"
+        "                     type:             ]\n      }\n   ]\n   array [\n   ]\n"
+    )
+    [msg] = loads(text.encode(), "fd.log").messages
+    assert msg.signature == "ssa(sv)a(sa(sv))" and msg.recovered
+    [[name, value]] = msg.body[2]
+    assert name == "PIDFDs" and value.sig == "ah"
+    [fd] = value.value
+    assert isinstance(fd, Fd) and fd.info == "inode: 77615; type:"

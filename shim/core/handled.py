@@ -397,6 +397,7 @@ class Handled(Scopes):
                 log.warning("%s: started again, but it did not get ready", unit.name)
                 continue
             log.info("%s: ready again (PID %d)", unit.name, pid)
+            unit.result = "success"  # recovered: the killed process does not fail the unit
 
     def _place(self, cgroup: str, pid: int) -> None:
         self.backend.attach(cgroup, [pid])

@@ -434,8 +434,10 @@ async def test_a_killed_user_manager_is_started_again_and_takes_its_scopes_back(
         assert await user_client.get(unit_path_k, UNIT_IFACE, "ActiveState") == "active"
         (procs,) = await user_client.ok("GetUnitProcesses", "s", ["run-k.scope"])
         assert [x[1] for x in procs] == [p.pid]
+        assert system.manager.units[USER].result == "success"
         assert await run_job(client, "StopUnit", USER) == "done"
         assert not system.backend.exists(SERVICE)
+        await client.wait_signal(lambda m: m.member == "UnitRemoved" and m.body[0] == USER)
     finally:
         user_client.bus.disconnect()
         client.bus.disconnect()

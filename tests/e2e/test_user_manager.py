@@ -121,4 +121,11 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
     assert linger["user_unit_removed"] is True, why
     assert linger["processes_left"] == {} and linger["slice_cgroup_left"] is False, why
     assert events["stopped"]["exit"] == 0, why
-    assert events["logs"]["refused_calls"] == [], why
+    refused = events["logs"]["refused_calls"]
+    if int(version) >= 258:
+        # FIFO-less logind (258+) abandons the scope after its only process, the leader, has
+        # exited: the scope is gone already, and systemd answers Abandon() with the same
+        # ScopeNotRunning "Scope session-cN.scope is not running, cannot abandon."
+        gone = " Abandon -> org.freedesktop.systemd1.ScopeNotRunning"
+        refused = [x for x in refused if gone not in x]
+    assert refused == [], why

@@ -7,6 +7,7 @@ anything it forks ever runs outside (systemd forks into the cgroup the same way)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import os
 import pwd
@@ -204,6 +205,14 @@ async def wait(proc: asyncio.subprocess.Process) -> int:
         loop.add_reader(fd, readable)
         try:
             await ended
+            # waitid(2) with WNOWAIT: the status from the kernel, the child left for asyncio's
+            # watcher to reap (whose report may come late, or as 255 if it lost the child)
+            with contextlib.suppress(OSError):
+                found = os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOWAIT)
+                if found is not None:
+                    if found.si_code == os.CLD_EXITED:
+                        return int(found.si_status)
+                    return -int(found.si_status)  # killed: minus the signal, as asyncio says
         finally:
             loop.remove_reader(fd)
             os.close(fd)

@@ -15,7 +15,7 @@ import pytest
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from tests.conftest import ROOT, PrivateBus
+from tests.conftest import ROOT, PrivateBus, start_bus
 
 
 @pytest.fixture
@@ -167,3 +167,37 @@ def test_syslog_target_falls_back_to_stderr_without_dev_log(private_bus, tmp_pat
         assert "idle for 0.2 s" not in proc.stderr  # the log line went to syslog
     else:
         assert "no syslog" in proc.stderr and "idle for 0.2 s" in proc.stderr
+
+
+async def test_losing_the_bus_logs_it_once_without_a_traceback(tmp_path: Path, processes) -> None:
+    """The bus dies while units end and a SIGTERM arrives: one line says so, and what was
+    still to be sent is dropped, not tried on the closed connection (a traceback per send)."""
+    (tmp_path / "bus").mkdir()
+    dbus = start_bus(tmp_path / "bus")
+    client = await MessageBus(bus_address=dbus.address).connect()
+    sleepers = [processes() for _ in range(20)]
+    proc = serve(dbus.address, tmp_path, "--private-socket", str(tmp_path / "private"))
+    log = LogLines(proc)
+    try:
+        for n, sleeper in enumerate(sleepers):
+            await until(
+                client, "StartTransientUnit", "ssa(sv)a(sa(sv))",
+                [f"gone-{n}.scope", "fail", [["PIDs", Variant("au", [sleeper.pid])]], []],
+                "METHOD_RETURN",
+            )  # fmt: skip
+        await call(client, "Subscribe", "", [])
+        dbus.process.kill()
+        for sleeper in sleepers:  # each unit ends: signals to send on a bus that is gone
+            sleeper.kill()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        dbus.process.kill()
+        dbus.process.wait()
+        client.disconnect()
+    text = log.close()
+    assert "Traceback" not in text, text
+    assert "never retrieved" not in text, text

@@ -17,7 +17,16 @@ from dbus_fast.aio.message_bus import MessageBus
 
 
 class _PatientWriter(message_bus._MessageWriter):
-    """_MessageWriter whose write_callback keeps its place on EAGAIN."""
+    """_MessageWriter whose write_callback keeps its place on EAGAIN, and which drops what is
+    sent once the connection is gone (dbus-fast would register the closed descriptor)."""
+
+    def schedule_write(self, msg: Any = None, future: Any = None) -> None:
+        if self.bus._disconnected:
+            # the daemon is on its way out (daemon.serve logs the loss once)
+            if future is not None and not future.done():
+                future.set_result(None)
+            return
+        super().schedule_write(msg, future)
 
     def write_callback(self, remove_writer: bool = True) -> None:
         sock: Any = self.sock
@@ -59,6 +68,7 @@ class _PatientWriter(message_bus._MessageWriter):
                     self.fut.set_result(None)
                 else:
                     self.fut.set_exception(e)
+                    self.fut.exception()  # a send nobody awaits: no "never retrieved" noise
             self.bus._finalize(e)
 
 

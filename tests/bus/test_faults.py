@@ -413,3 +413,36 @@ async def test_unprivileged_flood(open_bus: str, tmp_path: Path) -> None:
             d.kill(signal.SIGKILL)  # at once, however busy it is
     stall = {"worst Ping stall": f"{worst * 1000:.0f} ms", "flood took": f"{elapsed:.1f} s"}
     figures("uid 65534 flood", calls=total, pings=pings, **stall)
+
+
+# -- the bus connection lost -----------------------------------------------------------------
+
+
+async def test_sends_after_the_bus_is_gone_are_dropped(tmp_path: Path) -> None:
+    """Once the bus connection is gone, what the daemon still sends (signals of units that
+    end meanwhile) is dropped: dbus-fast's writer would register the closed descriptor again
+    and each send would end in a traceback (seen when a bus died under a busy daemon)."""
+    from shim.bus.transport import patient
+    from tests.conftest import start_bus
+
+    dbus = start_bus(tmp_path)
+    bus = patient(await MessageBus(bus_address=dbus.address).connect())
+    problems: list[object] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: problems.append(context))
+    try:
+        dbus.process.kill()
+        dbus.process.wait()
+        await bus.wait_for_disconnect()
+    except Exception:  # the loss itself is what this test causes
+        pass
+    try:
+        sent = [
+            bus.send(Message.new_signal("/org/freedesktop/systemd1", "org.example.T", "Gone"))
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0.05)  # let any scheduled write run (and fail, before the fix)
+        assert all(f.done() and f.exception() is None for f in sent), sent
+        assert problems == [], problems
+    finally:
+        loop.set_exception_handler(None)

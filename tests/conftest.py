@@ -242,6 +242,14 @@ async def client(daemon: Daemon) -> AsyncIterator[Client]:
     await bus.wait_for_disconnect()
 
 
+def dead_pid() -> int:
+    """A PID no process has, now or later in the test: pid_max itself (proc(5): PIDs stay
+    below /proc/sys/kernel/pid_max). A process that has exited frees a PID that a busy
+    machine hands out again within seconds (pid_max is 32768 on the CI machine), which made
+    'a dead PID' tests fail now and then."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text())
+
+
 def sleeper(seconds: int = 300, ignore_term: bool = False) -> subprocess.Popen[bytes]:
     """A real child process to put into scopes (the caller must reap it)."""
     code = (

@@ -8,13 +8,11 @@ that nothing changed: no unit, job or backend operation appeared, and the daemon
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 from dbus_fast import Variant
 
-from tests.conftest import Client, Daemon
+from tests.conftest import Client, Daemon, dead_pid
 
 STU = "ssa(sv)a(sa(sv))"
 INVALID = "org.freedesktop.DBus.Error.InvalidArgs"
@@ -24,12 +22,6 @@ READ_ONLY = "org.freedesktop.DBus.Error.PropertyReadOnly"
 def snapshot(daemon: Daemon) -> tuple[object, ...]:
     m = daemon.manager
     return (sorted(m.units), sorted(m.jobs), daemon.backend.n_operations, m._next_job_id)
-
-
-def dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
 
 
 async def assert_refused(

@@ -20,7 +20,7 @@ import pytest
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.signature import SignatureTree, SignatureType
 
-from tests.conftest import Client, Daemon
+from tests.conftest import Client, Daemon, dead_pid
 
 ORACLE = Path(__file__).resolve().parents[2] / "fixtures" / "oracle"
 STU = "ssa(sv)a(sa(sv))"
@@ -48,12 +48,6 @@ def _pattern(message: str) -> re.Pattern[str]:
             for n, p in enumerate(parts)
         )
     )
-
-
-def dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
 
 
 # ---------------------------------------------------------------- the recorded value's text

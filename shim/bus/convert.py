@@ -32,16 +32,14 @@ def wrap(signature: str, value: object) -> Variant:
     return Variant(signature, value)
 
 
-def pid_of_pidfd(fd: int) -> int:
-    """The PID a pidfd refers to (proc(5) fdinfo "Pid:"; -1 once the process is gone)."""
+def pid_of_pidfd(fd: int) -> int | None:
+    """The PID a pidfd refers to (proc(5) fdinfo "Pid:"; -1 once the process is gone), None
+    for a descriptor that is no pidfd."""
     try:
         with open(f"/proc/self/fdinfo/{fd}") as f:
-            for line in f:
-                if line.startswith("Pid:"):
-                    return int(line.split()[1])
+            return next((int(x.split()[1]) for x in f if x.startswith("Pid:")), None)
     except (OSError, ValueError):
-        pass
-    raise InvalidArgs("File descriptor is not a process file descriptor")
+        return None
 
 
 def pidfds_to_pids(
@@ -56,6 +54,8 @@ def pidfds_to_pids(
                 if not isinstance(index, int) or not 0 <= index < len(fds):
                     raise InvalidArgs("Invalid file descriptor index")
                 pid = pid_of_pidfd(fds[index])
+                if pid is None:
+                    raise InvalidArgs("File descriptor is not a process file descriptor")
                 if pid <= 0:
                     raise UnixProcessIdUnknown("Process referenced by PIDFD has exited")
                 pids.append(pid)

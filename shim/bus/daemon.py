@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbus_fast import BusType, Message, MessageType, RequestNameReply
+from dbus_fast import BusType, MessageType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from backends.base import CgroupBackend
@@ -19,7 +19,7 @@ from shim.bus import session
 from shim.bus.escalate import SystemAttach
 from shim.bus.peer import PeerServer, PrivateSocketBusyError
 from shim.bus.service import BUS_NAME, Service
-from shim.bus.transport import patient
+from shim.bus.transport import patient, to_driver
 from shim.core.instance import Instance
 from shim.core.manager import Manager
 from shim.core.policy import READY, Policy
@@ -123,13 +123,10 @@ async def serve(options: Options, backend: CgroupBackend) -> Service:
         service.manager.restore(saved)
     # client departures drop their subscriptions, references and cached credentials
     await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=[
+        to_driver(
+            "AddMatch",
+            "s",
+            [
                 "type='signal',sender='org.freedesktop.DBus',"
                 "interface='org.freedesktop.DBus',member='NameOwnerChanged'"
             ],
@@ -170,16 +167,7 @@ async def _drop_gone_clients(bus: MessageBus, manager: Manager) -> None:
     (systemd tracks references per client and drops those of a client that is gone)."""
 
     async def there(name: str) -> bool:
-        reply = await bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="NameHasOwner",
-                signature="s",
-                body=[name],
-            )
-        )
+        reply = await bus.call(to_driver("NameHasOwner", "s", [name]))
         ok = reply is not None and reply.message_type is MessageType.METHOD_RETURN
         return bool(ok and reply is not None and reply.body[0])
 

@@ -10,7 +10,7 @@ from typing import Any
 from compat import buspath, errors, readable
 from compat.properties import UINT64_MAX
 from shim.bus.call import Call
-from shim.bus.convert import pidfds_to_pids, unwrap_properties
+from shim.bus.convert import pid_of_pidfd, pidfds_to_pids, unwrap_properties
 from shim.bus.router import Interface, Method, Prop, Signal
 from shim.bus.units import default_tasks_max, queue_signal
 from shim.core.manager import Manager
@@ -92,11 +92,7 @@ def _pid_from_pidfd(fds: list[int], index: int) -> int:
     is the pidfd's process, -1 once it is gone; proc(5)); nothing else is a pidfd."""
     if not 0 <= index < len(fds):
         raise errors.InconsistentMessage("Bad message")  # sd-bus rejects the message
-    try:
-        with open(f"/proc/self/fdinfo/{fds[index]}") as f:
-            pid = next((int(x.split()[1]) for x in f if x.startswith("Pid:")), None)
-    except (OSError, ValueError):
-        pid = None
+    pid = pid_of_pidfd(fds[index])
     if pid is None:
         raise errors.ENOTTY("Failed to get PID from PIDFD: Inappropriate ioctl for device")
     if pid < 0:

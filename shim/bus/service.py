@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dbus_fast import Message, MessageFlag, MessageType, Variant
+from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from compat import buspath, errors, unitname
@@ -40,6 +40,7 @@ from shim.bus.router import (
     unknown_property,
 )
 from shim.bus.signals import SignalEmitter
+from shim.bus.transport import to_driver
 from shim.core.manager import Manager
 from shim.core.units import Job, Unit
 
@@ -66,6 +67,18 @@ def _body(sig: str, result: Any) -> list[Any]:
     if not sig:
         return []
     return [result] if len(split_signature(sig)) == 1 else list(result)
+
+
+def _refused(
+    msg: Message, sender: str, creds: Credentials, e: errors.SystemdError
+) -> Message | bool:
+    """The answer to a call refused before dispatch: logged, its passed descriptors closed,
+    E as the error reply (True: none wanted, NO_REPLY_EXPECTED)."""
+    log.info("%s.%s from %s (uid %s) refused: %s", msg.interface, msg.member, sender,
+             creds.uid, e.message)  # fmt: skip
+    for fd in msg.unix_fds:
+        os.close(fd)
+    return True if msg.flags & 0x1 else Message.new_error(msg, e.error_name, e.message)
 
 
 class Service:
@@ -189,15 +202,9 @@ class Service:
         creds = Credentials(conn.creds.uid, conn.creds.pid)
         action = auth.action_for(msg.interface, msg.member or "")
         if action is not None and creds.uid not in self.privileged:
-            log.info("%s.%s from %s (uid %s) refused: not privileged", msg.interface,
-                     msg.member, conn.name, creds.uid)  # fmt: skip
-            for fd in msg.unix_fds:
-                os.close(fd)
-            if not msg.flags & 0x1:
-                conn.send(Message.new_error(msg, errors.AccessDenied.error_name,
-                                            "Permission denied"))  # fmt: skip
-            return
-        reply = self._reply(msg, conn.name, creds, conn.send)
+            reply = _refused(msg, conn.name, creds, errors.AccessDenied("Permission denied"))
+        else:
+            reply = self._reply(msg, conn.name, creds, conn.send)
         if isinstance(reply, Message):
             conn.send(reply)
 
@@ -229,11 +236,7 @@ class Service:
                 # ALLOW_INTERACTIVE_AUTHORIZATION (0x4) lets polkit ask the user
                 await auth.check_polkit(self.bus, sender, action, bool(msg.flags & 0x4))
         except errors.SystemdError as e:
-            log.info("%s.%s from %s (uid %s) refused: %s", msg.interface, msg.member, sender,
-                     creds.uid, e.message)  # fmt: skip
-            for fd in msg.unix_fds:
-                os.close(fd)
-            reply = True if msg.flags & 0x1 else Message.new_error(msg, e.error_name, e.message)
+            reply = _refused(msg, sender, creds, e)
         else:
             reply = self._reply(msg, sender, creds, self.bus.send)
         if isinstance(reply, Message):
@@ -258,33 +261,14 @@ class Service:
         if not self.manager.instance.user or not assignments:
             return
         env = dict(a.split("=", 1) for a in assignments)
-        self.bus.send(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="UpdateActivationEnvironment",
-                signature="a{ss}",
-                body=[env],
-                flags=MessageFlag.NO_REPLY_EXPECTED,
-            )
-        )
+        self.bus.send(to_driver("UpdateActivationEnvironment", "a{ss}", [env], reply=False))
 
     async def credentials(self, sender: str) -> Credentials:
         """The caller's uid and PID from the bus driver, cached per unique name."""
         cached = self._creds.get(sender)
         if cached is not None:
             return cached
-        reply = await self.bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="GetConnectionCredentials",
-                signature="s",
-                body=[sender],
-            )
-        )
+        reply = await self.bus.call(to_driver("GetConnectionCredentials", "s", [sender]))
         if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
             return Credentials(None, None)  # gone already: nothing is allowed, nothing cached
         found: dict[str, Variant] = reply.body[0]

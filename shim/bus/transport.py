@@ -1,4 +1,4 @@
-"""The bus connection's writer, made to survive a full socket buffer.
+"""The bus connection's writer, made to survive a full socket buffer; calls to the bus driver.
 
 dbus-fast (5.2, as python-dbus-next before it: python-dbus-next issue #153) treats EAGAIN from
 `send()` on its non-blocking socket as fatal and drops the connection. A manager that
@@ -12,8 +12,11 @@ import array
 import socket
 from typing import Any
 
+from dbus_fast import Message, MessageFlag
 from dbus_fast.aio import message_bus
 from dbus_fast.aio.message_bus import MessageBus
+
+DRIVER = "org.freedesktop.DBus"  # the bus driver's name, path and interface (D-Bus spec)
 
 
 class _PatientWriter(message_bus._MessageWriter):
@@ -78,3 +81,16 @@ def patient(bus: MessageBus) -> MessageBus:
     if writer is not None and type(writer) is message_bus._MessageWriter:
         writer.__class__ = _PatientWriter
     return bus
+
+
+def to_driver(member: str, signature: str, body: list[Any], reply: bool = True) -> Message:
+    """A call to the bus driver (org.freedesktop.DBus); REPLY False: none is expected."""
+    return Message(
+        destination=DRIVER,
+        path="/org/freedesktop/DBus",
+        interface=DRIVER,
+        member=member,
+        signature=signature,
+        body=body,
+        flags=MessageFlag.NONE if reply else MessageFlag.NO_REPLY_EXPECTED,
+    )

@@ -211,6 +211,18 @@ class InconsistentMessage(SystemdError):
     error_name = _DBUS + "InconsistentMessage"
 
 
+class FileExists(SystemdError):
+    error_name = _DBUS + "FileExists"
+
+
+class Timeout(SystemdError):
+    error_name = _DBUS + "Timeout"
+
+
+class IOError(SystemdError):  # noqa: A001 - the D-Bus error's own name
+    error_name = _DBUS + "IOError"
+
+
 # sd-bus turns a bare errno into "System.Error.<NAME>"; systemd 252 answers a property whose
 # variant has the wrong type with ENXIO ("Unexpected message contents"); the cgroupfs errnos
 # below reach clients the same way
@@ -253,25 +265,42 @@ def property_read_only(name: str) -> PropertyReadOnly:
     return PropertyReadOnly(f"Cannot set property {name}, or unknown property.")
 
 
-# sd-bus's errno -> D-Bus error name map (sd_bus_error_set_errnof, bus-error.c)
+# sd-bus's errno -> D-Bus error name map (sd_bus_error_set_errno(3): the standard names it
+# knows; any other errno is sent as "System.Error.<ERRNO>")
 _ERRNO_ERRORS: dict[int, type[SystemdError]] = {
     _errno.EACCES: AccessDenied,
     _errno.EPERM: AccessDenied,
     _errno.ENOENT: FileNotFound,
+    _errno.EEXIST: FileExists,
     _errno.ESRCH: UnixProcessIdUnknown,
     _errno.ENOMEM: NoMemory,
     _errno.EINVAL: InvalidArgs,
     _errno.EOPNOTSUPP: NotSupported,
+    _errno.ETIMEDOUT: Timeout,
+    _errno.EIO: IOError,
+    _errno.ENOBUFS: LimitsExceeded,
+    _errno.EBADMSG: InconsistentMessage,
     _errno.ENXIO: ENXIO,
     _errno.EBUSY: EBUSY,
     _errno.ENOSPC: ENOSPC,
     _errno.EAGAIN: EAGAIN,
+    _errno.ENOTTY: ENOTTY,
 }
 
 
+def _system_error(code: int) -> type[SystemdError]:
+    """System.Error.<ERRNO> for an errno outside the table (made once, then kept there)."""
+    name = _errno.errorcode.get(code)
+    if name is None:
+        return Failed
+    cls = type(name, (SystemdError,), {"error_name": "System.Error." + name})
+    _ERRNO_ERRORS[code] = cls
+    return cls
+
+
 def from_errno(code: int | None, message: str) -> SystemdError:
-    """The error systemd sends for a failed system call with this errno and text (errnos
-    sd-bus has no name for are answered as org.freedesktop.DBus.Error.Failed)."""
+    """The error systemd sends for a failed system call with this errno and text."""
     if code is None:
         return Failed(message)
-    return _ERRNO_ERRORS.get(code, Failed)(message)
+    cls = _ERRNO_ERRORS.get(code) or _system_error(code)
+    return cls(message)

@@ -62,6 +62,7 @@ DBUS = [
     "FileNotFound",
     "InconsistentMessage",  # systemd 262: GetUnitByPIDFD with an fd index past the message's
 ]
+DBUS += ["FileExists", "Timeout", "IOError"]  # sd_bus_error_set_errno(3): EEXIST, ETIMEDOUT, EIO
 # errno-derived names sd-bus answers with (observed from systemd 252, tests/bus/test_bad_input.py)
 SYSTEM = ["ENXIO", "EBUSY", "ENOSPC", "EAGAIN"]
 SYSTEM += ["ENOTTY"]  # systemd 262: GetUnitByPIDFD of an fd that is no pidfd
@@ -157,7 +158,12 @@ def test_error_names_of_real_systemd_are_known():
         (errno.ESRCH, "org.freedesktop.DBus.Error.UnixProcessIdUnknown"),
         (errno.EBUSY, "System.Error.EBUSY"),
         (errno.ENOSPC, "System.Error.ENOSPC"),
-        (errno.ELOOP, "org.freedesktop.DBus.Error.Failed"),
+        (errno.EEXIST, "org.freedesktop.DBus.Error.FileExists"),
+        (errno.EIO, "org.freedesktop.DBus.Error.IOError"),
+        (errno.ELOOP, "System.Error.ELOOP"),
+        (errno.EROFS, "System.Error.EROFS"),
+        (errno.EROFS, "System.Error.EROFS"),  # the second time from the kept class
+        (99999, "org.freedesktop.DBus.Error.Failed"),  # no errno name
         (None, "org.freedesktop.DBus.Error.Failed"),
     ],
 )

@@ -56,12 +56,18 @@ class PrivateBus:
     process: subprocess.Popen[bytes]
 
 
-def start_bus(d: Path) -> PrivateBus:
-    """A dbus-daemon listening in directory D (the caller terminates it)."""
-    socket = d / "bus.sock"
-    conf = d / "bus.conf"
-    conf.write_text(BUS_CONFIG.format(socket=socket))
-    log = d / "dbus-daemon.log"
+def start_bus(d: Path, everyone: bool = False, name: str = "bus", limits: str = "") -> PrivateBus:
+    """A dbus-daemon listening on D/NAME.sock (the caller terminates it). EVERYONE: every uid
+    may connect (a session-type bus admits only its owner otherwise); LIMITS: more <limit>s."""
+    socket = d / f"{name}.sock"
+    conf = d / f"{name}.conf"
+    config = BUS_CONFIG.replace("</busconfig>", limits + "</busconfig>")
+    if everyone:
+        config = config.replace(
+            '<policy context="default">', '<policy context="default">\n    <allow user="*"/>'
+        )
+    conf.write_text(config.format(socket=socket))
+    log = d / f"{name}-daemon.log"
     with open(log, "wb") as err:
         proc = subprocess.Popen(
             [

@@ -18,7 +18,7 @@ import pytest
 from backends.fake import FakeBackend
 from shim.bus.daemon import Options, serve
 from shim.core.policy import Policy
-from tests.conftest import BUS_CONFIG
+from tests.conftest import start_bus
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to uid nobody needs root")
@@ -37,22 +37,10 @@ def open_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def bus_address(open_dir: Path) -> Iterator[str]:
-    conf = open_dir / "bus.conf"
-    # a session-type bus admits only its owner unless told otherwise
-    config = BUS_CONFIG.replace(
-        '<policy context="default">', '<policy context="default">\n    <allow user="*"/>'
-    )
-    conf.write_text(config.format(socket=open_dir / "bus.sock"))
-    proc = subprocess.Popen(
-        ["dbus-daemon", f"--config-file={conf}", "--nofork", "--nopidfile", "--print-address=1"],
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    address = proc.stdout.readline().decode().strip()
-    proc.stdout.close()
-    yield address
-    proc.terminate()
-    proc.wait(10)
+    bus = start_bus(open_dir, everyone=True)
+    yield bus.address
+    bus.process.terminate()
+    bus.process.wait(10)
 
 
 @pytest.fixture

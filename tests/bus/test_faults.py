@@ -33,7 +33,7 @@ from tests.bus.test_restart import (
     unowned_cgroups,
     wait_owner,
 )
-from tests.conftest import BUS_CONFIG, Client
+from tests.conftest import Client, start_bus
 
 shim = test_restart.shim  # the daemon as a process, state on disk (fixtures)
 bus_client = test_restart.bus_client
@@ -349,21 +349,10 @@ def open_bus() -> Iterator[str]:
     """A private bus every uid may use."""
     d = Path(tempfile.mkdtemp(prefix="scopeshim-test-faults-"))
     d.chmod(0o755)
-    conf = d / "bus.conf"
-    config = BUS_CONFIG.replace(
-        '<policy context="default">', '<policy context="default">\n    <allow user="*"/>'
-    ).replace("</busconfig>", '  <limit name="max_message_size">134217728</limit>\n</busconfig>')
-    conf.write_text(config.format(socket=d / "bus.sock"))
-    proc = subprocess.Popen(
-        ["dbus-daemon", f"--config-file={conf}", "--nofork", "--nopidfile", "--print-address=1"],
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    address = proc.stdout.readline().decode().strip()
-    proc.stdout.close()
-    yield address
-    proc.terminate()
-    proc.wait(10)
+    bus = start_bus(d, everyone=True, limits='  <limit name="max_message_size">134217728</limit>\n')
+    yield bus.address
+    bus.process.terminate()
+    bus.process.wait(10)
     shutil.rmtree(d)
 
 
@@ -423,7 +412,6 @@ async def test_sends_after_the_bus_is_gone_are_dropped(tmp_path: Path) -> None:
     end meanwhile) is dropped: dbus-fast's writer would register the closed descriptor again
     and each send would end in a traceback (seen when a bus died under a busy daemon)."""
     from shim.bus.transport import patient
-    from tests.conftest import start_bus
 
     dbus = start_bus(tmp_path)
     bus = patient(await MessageBus(bus_address=dbus.address).connect())

@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from shim.core.instance import Instance
 from shim.core.policy import POWER_TARGETS, RECORD, Policy, UserManager
 from tests.bus.test_auth import NOBODY, bus_address, gdbus, open_dir  # noqa: F401 (fixtures)
 from tests.bus.test_user_instance import stop_daemon
-from tests.conftest import BUS_CONFIG, Client, Daemon, PrivateBus
+from tests.conftest import Client, Daemon, PrivateBus, start_bus
 
 UID = os.getuid()
 UNIT_IFACE = "org.freedesktop.systemd1.Unit"
@@ -45,19 +45,12 @@ def policy_with(command: list[str], *, zygote: tuple[str, ...] = ()) -> Policy:
 
 
 @pytest.fixture
-async def user_bus(tmp_path: Path) -> AsyncIterator[str]:
+def user_bus(tmp_path: Path) -> Iterator[str]:
     """A second private bus standing in for the user's session bus."""
-    conf = tmp_path / "user-bus.conf"
-    conf.write_text(BUS_CONFIG.format(socket=tmp_path / "user-bus.sock"))
-    proc = await asyncio.create_subprocess_exec(
-        "dbus-daemon", f"--config-file={conf}", "--nofork", "--nopidfile", "--print-address=1",
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    address = (await proc.stdout.readline()).decode().strip()
-    yield address
-    proc.terminate()
-    await proc.wait()
+    bus = start_bus(tmp_path, name="user-bus")
+    yield bus.address
+    bus.process.terminate()
+    bus.process.wait(10)
 
 
 async def system_daemon(address: str, root: Path, policy: Policy) -> Daemon:
@@ -323,22 +316,12 @@ async def test_stopping_the_runtime_dir_stops_the_user_manager(
 
 
 @pytest.fixture
-async def open_user_bus(open_dir: Path) -> AsyncIterator[str]:  # noqa: F811
+def open_user_bus(open_dir: Path) -> Iterator[str]:  # noqa: F811
     """A second bus (the user's session bus) every user may use."""
-    conf = open_dir / "user-bus.conf"
-    config = BUS_CONFIG.replace(
-        '<policy context="default">', '<policy context="default">\n    <allow user="*"/>'
-    )
-    conf.write_text(config.format(socket=open_dir / "user-bus.sock"))
-    proc = await asyncio.create_subprocess_exec(
-        "dbus-daemon", f"--config-file={conf}", "--nofork", "--nopidfile", "--print-address=1",
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    address = (await proc.stdout.readline()).decode().strip()
-    yield address
-    proc.terminate()
-    await proc.wait()
+    bus = start_bus(open_dir, everyone=True, name="user-bus")
+    yield bus.address
+    bus.process.terminate()
+    bus.process.wait(10)
 
 
 async def test_user_manager_forked_from_the_zygote(

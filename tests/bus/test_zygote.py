@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUS_CONFIG, ROOT
+from tests.conftest import ROOT, start_bus
 
 NOBODY = 65534
 
@@ -32,21 +32,10 @@ def open_dir() -> Iterator[Path]:
 @pytest.fixture
 def bus(open_dir: Path) -> Iterator[str]:
     """A bus every user may use (the user manager may run as nobody)."""
-    conf = open_dir / "bus.conf"
-    config = BUS_CONFIG.replace(
-        '<policy context="default">', '<policy context="default">\n    <allow user="*"/>'
-    )
-    conf.write_text(config.format(socket=open_dir / "bus.sock"))
-    proc = subprocess.Popen(
-        ["dbus-daemon", f"--config-file={conf}", "--nofork", "--nopidfile", "--print-address=1"],
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    address = proc.stdout.readline().decode().strip()
-    proc.stdout.close()
-    yield address
-    proc.terminate()
-    proc.wait(10)
+    bus = start_bus(open_dir, everyone=True)
+    yield bus.address
+    bus.process.terminate()
+    bus.process.wait(10)
 
 
 def test_zygote_forks_a_user_manager_as_the_user(bus: str, open_dir: Path) -> None:

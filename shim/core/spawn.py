@@ -87,11 +87,13 @@ def _directory(context: ExecContext | None, env: dict[str, str]) -> str | None:
 
 
 def _gate(context: ExecContext | None) -> str:
-    """The gate, with systemd.exec(5) UMask= and Nice= applied before the command (the
-    daemon's own niceness is 0, so nice(1)'s increment is the value)."""
+    """The gate, with systemd.exec(5) UMask= and Nice= applied before the command (Nice= is
+    the absolute niceness; nice(1) adds to the daemon's own, which need not be 0)."""
     if context is None:
         return _GATE
-    nice = f"nice -n {context.nice} " if context.nice is not None else ""
+    nice = ""
+    if context.nice is not None:
+        nice = f"nice -n {context.nice - os.getpriority(os.PRIO_PROCESS, 0)} "
     return f'read -r _ || exit 1; umask {context.umask:04o}; exec {nice}"$@" </dev/null'
 
 

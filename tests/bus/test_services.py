@@ -107,6 +107,24 @@ async def test_settings_reach_the_process(client: Client, tmp_path: Path) -> Non
     assert written == ["bar", "baz", str(here), str(uid), "0027", "7"]
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="lowering the niceness again needs root")
+async def test_nice_is_absolute_whatever_the_daemon_runs_at(client: Client, tmp_path: Path) -> None:
+    """systemd.exec(5) Nice= is the process's niceness, not an increment: a daemon started
+    at niceness 3 (an init's nice, a `nice make test`) still gives Nice=7 a 7."""
+    out = tmp_path / "nice"
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, 3)  # the daemon runs in this process
+    try:
+        job = await start(
+            client, "nice.service", execstart(SH, "-c", f"cut -d' ' -f19 /proc/self/stat > {out}"),
+            ["Type", Variant("s", "oneshot")], ["Nice", Variant("i", 7)],
+        )  # fmt: skip
+        assert await job_result(client, job) == "done"
+    finally:
+        os.setpriority(os.PRIO_PROCESS, 0, before)
+    assert out.read_text().split() == ["7"]
+
+
 async def test_remain_after_exit_keeps_it_active_then_stop(client: Client) -> None:
     oneshot = ["Type", Variant("s", "oneshot")]
     remain = ["RemainAfterExit", Variant("b", True)]

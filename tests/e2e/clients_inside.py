@@ -49,6 +49,20 @@ def report(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
+def run_steps(session: Any, make: Any, steps: Sequence[str]) -> None:
+    """A scenario's whole run: start, each of STEPS as a method of MAKE(session) reporting
+    its facts, then cleanup and finish whatever failed."""
+    report(step="start", **session.start())
+    scenario = make(session)
+    try:
+        for name in steps:
+            with session.step(name.replace("_", "-")) as facts:
+                getattr(scenario, name)(facts)
+    finally:
+        report(step="cleanup", **scenario.cleanup())
+        report(step="finish", **session.finish())
+
+
 def run(argv: Sequence[str], timeout: float = 30, **kw: Any) -> dict[str, Any]:
     """One client command: its argv, exit status (None on timeout), stdout and stderr."""
     env = {**os.environ, **CLIENT_ENV, **kw.pop("env", {})}

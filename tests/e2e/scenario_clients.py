@@ -34,8 +34,8 @@ from tests.e2e.clients_inside import (
     cgroup_state,
     cgroup_walk,
     getall_types,
-    report,
     run,
+    run_steps,
     show,
     start_scope,
     wait_for,
@@ -515,15 +515,7 @@ def main() -> None:
         # the same way (tests/e2e/get-logind.sh's bin/)
         os.environ["PATH"] = f"{args.clients}:{os.environ['PATH']}"
     session = Session("clients", args.oracle, args.capture)
-    report(step="start", **session.start())
-    scenario = Scenario(session)
-    try:
-        for name in STEPS:
-            with session.step(name.replace("_", "-")) as facts:
-                getattr(scenario, name)(facts)
-    finally:
-        report(step="cleanup", **scenario.cleanup())
-        report(step="finish", **session.finish())
+    run_steps(session, Scenario, STEPS)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.e2e.clients_inside import Session, cgroup_state, name_has_owner, report, run, wait_for
+from tests.e2e.clients_inside import Session, cgroup_state, name_has_owner, run, run_steps, wait_for
 
 LOGIND = "/lib/systemd/systemd-logind"
 # logind.conf(5) for a test machine: no VTs, no keys, no idle action
@@ -128,15 +128,7 @@ def main() -> None:
     parser.add_argument("--capture")
     args = parser.parse_args()
     session = Session("loginctl", False, args.capture)
-    report(step="start", **session.start())
-    scenario = Loginctl(session)
-    try:
-        for name in STEPS:
-            with session.step(name.replace("_", "-")) as facts:
-                getattr(scenario, name)(facts)
-    finally:
-        report(step="cleanup", **scenario.cleanup())
-        report(step="finish", **session.finish())
+    run_steps(session, Loginctl, STEPS)
 
 
 if __name__ == "__main__":

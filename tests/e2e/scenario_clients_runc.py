@@ -24,7 +24,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.e2e import oci_bundle
-from tests.e2e.clients_inside import Session, cgroup_state, cgroup_walk, report, run, show
+from tests.e2e.clients_inside import (
+    Session,
+    cgroup_state,
+    cgroup_walk,
+    run,
+    run_steps,
+    show,
+)
 from tests.e2e.clients_inside import wait_for as wait
 
 STATE = "/run/scopeshim-runc"
@@ -170,15 +177,7 @@ def main() -> None:
     parser.add_argument("--capture")
     args = parser.parse_args()
     session = Session("runc", args.oracle, args.capture)
-    report(step="start", **session.start())
-    scenario = Runc(session)
-    try:
-        for name in STEPS:
-            with session.step(name.replace("_", "-")) as facts:
-                getattr(scenario, name)(facts)
-    finally:
-        report(step="cleanup", **scenario.cleanup())
-        report(step="finish", **session.finish())
+    run_steps(session, Runc, STEPS)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ from tests.e2e.clients_inside import (
     Session,
     cgroup_state,
     name_has_owner,
-    report,
     run,
+    run_steps,
     show,
     wait_for,
 )
@@ -284,15 +284,7 @@ def main() -> None:
     parser.add_argument("--capture")
     args = parser.parse_args()
     session = Session("machined", args.oracle, args.capture)
-    report(step="start", **session.start())
-    scenario = Machined(session)
-    try:
-        for name in STEPS:
-            with session.step(name.replace("_", "-")) as facts:
-                getattr(scenario, name)(facts)
-    finally:
-        report(step="cleanup", **scenario.cleanup())
-        report(step="finish", **session.finish())
+    run_steps(session, Machined, STEPS)
 
 
 if __name__ == "__main__":

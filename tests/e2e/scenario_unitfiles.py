@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.e2e.clients_inside import Session, cgroup_state, name_has_owner, report, run, wait_for
+from tests.e2e.clients_inside import Session, cgroup_state, name_has_owner, run, run_steps, wait_for
 from tests.e2e.scenario_clients_loginctl import LOGIND, LOGIND_CONF
 
 USERS = (0, 65534)
@@ -175,15 +175,7 @@ STEPS = ("setup", "logins", "inspect", "set_property", "relogin", "revert", "sli
 
 def main() -> None:
     session = Session("unitfiles", "--oracle" in sys.argv, None)
-    report(step="start", **session.start())
-    scenario = UnitFiles(session)
-    try:
-        for name in STEPS:
-            with session.step(name.replace("_", "-")) as facts:
-                getattr(scenario, name)(facts)
-    finally:
-        report(step="cleanup", **scenario.cleanup())
-        report(step="finish", **session.finish())
+    run_steps(session, UnitFiles, STEPS)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,287 @@
+"""Transient timers (systemd-run --on-active/--on-calendar): created with their service as
+systemd-run 252 sends them (StartTransientUnit with the service in the aux list), elapsing,
+starting the service, shown and refused as the real systemd 252 does (lab, docs/timers.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbus_fast import Variant
+
+from compat.calendar import parse_calendar
+from tests.bus.test_restart import Daemon as Shim
+from tests.bus.test_restart import bus_client, restart, shim, wait_owner  # noqa: F401
+from tests.conftest import ROOT, Client, Daemon, PrivateBus
+
+STU = "ssa(sv)a(sa(sv))"
+UNIT = "org.freedesktop.systemd1.Unit"
+TIMER = "org.freedesktop.systemd1.Timer"
+SH = shutil.which("sh") or "/bin/sh"
+
+
+def mono(*entries: tuple[str, int]) -> list[Any]:
+    return ["TimersMonotonic", Variant("a(st)", [list(e) for e in entries])]
+
+
+def service_aux(name: str, *argv: str) -> list[Any]:
+    return [name, [["ExecStart", Variant("a(sasb)", [[argv[0], list(argv), False]])]]]
+
+
+async def start_timer(client: Client, name: str, props: list[Any], aux: list[Any]) -> str:
+    (job,) = await client.ok("StartTransientUnit", STU, [name, "fail", props, aux])
+    msg = await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+    assert msg.body[3] == "done"
+    (path,) = await client.ok("GetUnit", "s", [name])
+    return str(path)
+
+
+async def until(client: Client, path: str, iface: str, prop: str, want: object) -> None:
+    for _ in range(500):
+        if await client.get(path, iface, prop) == want:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{path} {prop} never became {want!r}")
+
+
+async def wait_file(path: Path) -> None:
+    for _ in range(500):
+        if path.exists():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{path} never appeared")
+
+
+async def test_on_active_starts_the_service_then_both_go(client: Client, tmp_path: Path) -> None:
+    mark = tmp_path / "ran"
+    path = await start_timer(
+        client, "t1.timer",
+        [["Description", Variant("s", "tick")], mono(("OnActiveSec", 300_000)),
+         ["RemainAfterElapse", Variant("b", False)]],
+        [service_aux("t1.service", SH, "-c", f"touch {mark}")],
+    )  # fmt: skip
+    assert await client.get(path, UNIT, "SubState") in ("waiting", "running", "dead")
+    await wait_file(mark)
+    # RemainAfterElapse=no: once its service is done the timer is dead and collected
+    await client.wait_signal(lambda m: m.member == "UnitRemoved" and m.body[0] == "t1.timer")
+    await client.wait_signal(lambda m: m.member == "UnitRemoved" and m.body[0] == "t1.service")
+
+
+async def test_a_waiting_timer_shows_what_systemd_shows(client: Client) -> None:
+    before = time.monotonic_ns() // 1000
+    path = await start_timer(
+        client, "t2.timer",
+        [mono(("OnActiveSec", 3600 * 10**6)), mono(("OnUnitActiveSec", 60 * 10**6)),
+         ["TimersCalendar", Variant("a(ss)", [["OnCalendar", "*:0/15"]])],
+         ["AccuracyUSec", Variant("t", 10**6)]],
+        [service_aux("t2.service", SH, "-c", "true")],
+    )  # fmt: skip
+    assert await client.get(path, UNIT, "ActiveState") == "active"
+    assert await client.get(path, UNIT, "SubState") == "waiting"
+    assert await client.get(path, UNIT, "Triggers") == ["t2.service"]
+    assert await client.get(path, UNIT, "CanStart") is True
+    assert await client.get(path, TIMER, "Unit") == "t2.service"
+    monotonic = await client.get(path, TIMER, "TimersMonotonic")
+    # the bases read with "USec" (observed); OnUnitActiveSec waits for the service: 0
+    assert [m[0] for m in monotonic] == ["OnActiveUSec", "OnUnitActiveUSec"]
+    assert monotonic[0][1] == 3600 * 10**6 and monotonic[0][2] >= before + 3600 * 10**6
+    assert monotonic[1][2] == 0
+    ((base, spec, nxt),) = await client.get(path, TIMER, "TimersCalendar")
+    assert (base, spec) == ("OnCalendar", "*-*-* *:00/15:00")
+    assert nxt == parse_calendar("*:0/15").next_after(nxt - 15 * 60 * 10**6)
+    assert await client.get(path, TIMER, "NextElapseUSecRealtime") == nxt
+    assert await client.get(path, TIMER, "NextElapseUSecMonotonic") == monotonic[0][2]
+    assert await client.get(path, TIMER, "LastTriggerUSec") == 0
+    assert await client.get(path, TIMER, "AccuracyUSec") == 10**6
+    assert await client.get(path, TIMER, "RemainAfterElapse") is True
+    assert await client.get(path, TIMER, "Result") == "success"
+    (spath,) = await client.ok("GetUnit", "s", ["t2.service"])
+    assert await client.get(spath, UNIT, "ActiveState") == "inactive"  # made, not started
+    assert await client.get(spath, UNIT, "TriggeredBy") == ["t2.timer"]
+    # systemctl stop of the timer: dead, collected, its service with it
+    (job,) = await client.ok("StopUnit", "ss", ["t2.timer", "fail"])
+    msg = await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+    assert msg.body[3] == "done"
+    await client.wait_signal(lambda m: m.member == "UnitRemoved" and m.body[0] == "t2.service")
+
+
+async def test_remain_after_elapse_and_unit_active_rearm(client: Client, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    path = await start_timer(
+        client, "t3.timer",
+        [mono(("OnActiveSec", 100_000)), mono(("OnUnitActiveSec", 300_000))],
+        [service_aux("t3.service", SH, "-c", f"echo x >> {log}")],
+    )  # fmt: skip
+    for _ in range(500):  # OnUnitActiveSec= fires again after each run
+        if log.exists() and len(log.read_text().split()) >= 3:
+            break
+        await asyncio.sleep(0.02)
+    assert len(log.read_text().split()) >= 3
+    assert await client.get(path, TIMER, "LastTriggerUSec") > 0
+    last = await client.get(path, TIMER, "LastTriggerUSecMonotonic")
+    assert 0 < last <= time.monotonic_ns() // 1000
+    (job,) = await client.ok("StopUnit", "ss", ["t3.timer", "fail"])
+    await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+
+
+async def test_one_time_trigger_leaves_it_elapsed(client: Client, tmp_path: Path) -> None:
+    mark = tmp_path / "ran"
+    path = await start_timer(
+        client, "t4.timer", [mono(("OnActiveSec", 1))],
+        [service_aux("t4.service", SH, "-c", f"touch {mark}")],
+    )  # fmt: skip
+    await wait_file(mark)
+    # RemainAfterElapse= defaults to yes (systemd.timer(5)): elapsed, still active
+    await until(client, path, UNIT, "SubState", "elapsed")
+    assert await client.get(path, UNIT, "ActiveState") == "active"
+    assert await client.get(path, TIMER, "NextElapseUSecMonotonic") == 0
+
+
+@pytest.mark.parametrize(
+    "props, error, message",
+    [
+        ([["Description", Variant("s", "x")]], "org.freedesktop.systemd1.BadUnitSetting",
+         "Unit bad.timer has a bad unit file setting."),
+        ([mono(("OnFoo", 5))], "org.freedesktop.DBus.Error.InvalidArgs",
+         "Invalid timer base: OnFoo"),
+        ([mono(("OnActiveUSec", 5))], "org.freedesktop.DBus.Error.InvalidArgs",
+         "Invalid timer base: OnActiveUSec"),
+        ([["TimersCalendar", Variant("a(ss)", [["OnCalendar", "foo"]])]],
+         "org.freedesktop.DBus.Error.InvalidArgs", "Invalid calendar spec"),
+        ([["TimersCalendar", Variant("a(ss)", [["OnCalendar", "*-*-* 24:00"]])]],
+         "org.freedesktop.DBus.Error.InvalidArgs", "Invalid calendar spec"),
+        ([["TimersCalendar", Variant("a(ss)", [["OnActive", "daily"]])]],
+         "org.freedesktop.DBus.Error.InvalidArgs", "Invalid timer base: OnActive"),
+        ([["Unit", Variant("s", "x.service")], mono(("OnActiveSec", 5))],
+         "org.freedesktop.DBus.Error.PropertyReadOnly",
+         "Cannot set property Unit, or unknown property."),
+        ([["MemoryMax", Variant("t", 5)]], "org.freedesktop.DBus.Error.PropertyReadOnly",
+         "Cannot set property MemoryMax, or unknown property."),
+        ([["ExecStart", Variant("a(sasb)", [["/bin/true", ["/bin/true"], False]])]],
+         "org.freedesktop.DBus.Error.PropertyReadOnly",
+         "Cannot set property ExecStart, or unknown property."),
+        ([["Slice", Variant("s", "foo.slice")]], "org.freedesktop.DBus.Error.InvalidArgs",
+         "The slice property is only available for units with control groups."),
+        ([["AccuracySec", Variant("t", 5)]], "org.freedesktop.systemd1.BadUnitSetting",
+         "Unit bad.timer has a bad unit file setting."),
+    ],
+    ids=["no-trigger", "bad-base", "usec-base", "bad-calendar", "hour-24", "calendar-base",
+         "unit", "memory-max", "exec-start", "slice", "accuracy-only"],
+)  # fmt: skip
+async def test_refused_timers_leave_nothing(
+    daemon: Daemon, client: Client, props: list[Any], error: str, message: str
+) -> None:
+    """Each answer as systemd 252 gave it in the lab (docs/timers.md)."""
+    reply = await client.call("StartTransientUnit", STU, ["bad.timer", "fail", props, []])
+    assert (reply.error_name, reply.body[0]) == (error, message)
+    assert "bad.timer" not in daemon.manager.units
+
+
+async def test_a_bad_aux_service_refuses_the_timer(daemon: Daemon, client: Client) -> None:
+    aux = [["bad.service", [["Description", Variant("s", "no ExecStart")]]]]
+    reply = await client.call(
+        "StartTransientUnit", STU, ["bad.timer", "fail", [mono(("OnActiveSec", 5))], aux]
+    )
+    assert reply.error_name == "org.freedesktop.systemd1.BadUnitSetting"
+    assert "bad.timer" not in daemon.manager.units
+    assert "bad.service" not in daemon.manager.units
+
+
+async def test_a_timer_without_its_service_fails_to_start(client: Client) -> None:
+    # systemd.timer(5): "Refusing to start, unit ... to trigger not loaded" (252: the unit
+    # stays dead and goes, observed)
+    (job,) = await client.ok(
+        "StartTransientUnit", STU, ["lone.timer", "fail", [mono(("OnActiveSec", 5))], []]
+    )
+    msg = await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+    assert msg.body[3] == "failed"
+
+
+async def test_pending_timer_rearmed_after_kill_9(
+    shim: Shim,  # noqa: F811
+    bus_client: Client,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A waiting timer survives SIGKILL of scopeshim and still fires at its time."""
+    c, mark = bus_client, tmp_path / "ran"
+    shim.start()
+    await wait_owner(c)
+    path = await start_timer(
+        c, "late.timer", [mono(("OnActiveSec", 1_500_000))],
+        [service_aux("late.service", SH, "-c", f"touch {mark}")],
+    )  # fmt: skip
+    due = await c.get(path, TIMER, "NextElapseUSecMonotonic")
+    await restart(shim, c)
+    assert not mark.exists()
+    assert await c.get(path, UNIT, "SubState") == "waiting"
+    assert await c.get(path, TIMER, "NextElapseUSecMonotonic") == due
+    await wait_file(mark)
+    assert time.monotonic_ns() // 1000 >= due
+    await until(c, path, UNIT, "SubState", "elapsed")
+
+
+def _systemd_run(address: str, state_dir: Path, mark: Path) -> subprocess.CompletedProcess[str]:
+    """Debian's systemd-run, systemctl (252) exactly as typed (as in test_services.py)."""
+    script = f"""
+mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system || exit 99
+export DBUS_SYSTEM_BUS_ADDRESS='{address}'
+{sys.executable} -m shim serve --address '{address}' --backend fake --state-dir '{state_dir}' \
+  --private-socket "" --log-level debug 2> '{state_dir}/daemon.log' &
+daemon=$!
+for i in $(seq 100); do busctl --address '{address}' status org.freedesktop.systemd1 \
+  >/dev/null 2>&1 && break; sleep 0.1; done
+systemd-run --on-active=1 --unit=X touch {mark}; echo "run-status=$?"
+systemd-run --on-calendar='*:0/15' --on-boot=7d --unit=cal true; echo "cal-status=$?"
+systemctl --no-pager list-timers --all
+systemctl --no-pager show -p SubState -p TimersCalendar -p Triggers cal.timer
+for i in $(seq 100); do test -e {mark} && break; sleep 0.1; done
+sleep 0.5
+systemctl --no-pager show -p LoadState -p SubState X.timer
+systemctl stop cal.timer; echo "stop-status=$?"
+systemctl --no-pager show -p LoadState cal.timer cal.service
+kill $daemon; wait $daemon
+"""
+    return subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TZ": "UTC"},
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="a mount namespace for /run/systemd needs root")
+@pytest.mark.skipif(shutil.which("systemd-run") is None, reason="systemd-run is not installed")
+async def test_systemd_run_on_active_and_list_timers(
+    private_bus: PrivateBus, tmp_path: Path
+) -> None:
+    mark = tmp_path / "ran"
+    done = await asyncio.to_thread(_systemd_run, private_bus.address, tmp_path, mark)
+    out, log = done.stdout, (tmp_path / "daemon.log").read_text()
+    assert "run-status=0" in out and "cal-status=0" in out, out + done.stderr + log
+    assert "Running timer as unit: X.timer" in done.stderr + out
+    assert "Will run service as unit: X.service" in done.stderr + out
+    assert mark.exists(), out + log
+    # systemctl list-timers (252) lists both with their service
+    listing = out.split("cal-status=0")[1]
+    assert "X.timer" in listing and "X.service" in listing, out
+    assert "cal.timer" in listing and "cal.service" in listing, out
+    assert "timers listed." in listing
+    assert "TimersCalendar={ OnCalendar=*-*-* *:00/15:00 ; next_elapse=" in out
+    assert "Triggers=cal.service" in out and "SubState=waiting" in out
+    after = out.split("Triggers=cal.service")[1]
+    # RemainAfterElapse=no (systemd-run sends it): X.timer went once its service was done
+    assert "LoadState=not-found" in after.split("stop-status")[0], out
+    assert "stop-status=0" in out
+    assert after.split("stop-status=0")[1].count("LoadState=not-found") == 2, out
+    assert "Traceback" not in log
+
+
+def test_signal_module_is_used() -> None:
+    assert signal.SIGKILL  # keeps the import honest for the restart helper's default

@@ -260,11 +260,12 @@ def parse_calendar(text: str) -> CalendarSpec:
     if len(words) == 1 and words[0] in SHORTHANDS:
         words = SHORTHANDS[words[0]].split()
     weekdays: frozenset[int] = frozenset()
-    if words and words[0][:1].isalpha():
+    named_days = bool(words) and words[0][:1].isalpha()
+    if named_days:
         weekdays, words = _parse_weekdays(words[0]), words[1:]
     date: tuple[Component, Component, Component, bool] = ((), (), (), False)
     time_: tuple[Component, Component, Component] = ((Entry(0),), (Entry(0),), (Entry(0),))
-    if len(words) > 2 or (not words and not weekdays):
+    if len(words) > 2 or (not words and not named_days):
         raise ValueError(f"invalid calendar event: {text!r}")
     if len(words) == 2:
         date, time_ = _parse_date(words[0]), _parse_time(words[1])

@@ -39,6 +39,9 @@ class Elapses:
     calendar: list[tuple[str, str, int]] = field(default_factory=list)
     next_monotonic: int = 0
     next_realtime: int = 0
+    # OnUnitActiveSec=/OnUnitInactiveSec= keep an elapsed timer around (lab, 252: a timer
+    # with only --on-unit-inactive, as podman makes, is "elapsed" until its service runs)
+    leave_around: bool = False
 
 
 def triggered_name(timer_name: str) -> str:
@@ -160,12 +163,12 @@ class Timers(Configured):
                 start = 0  # systemd.timer(5): "relative to when the machine was booted"
             elif base == "OnStartupSec":
                 start = _STARTUP_MONOTONIC
-            elif target is None:
-                start = 0
             else:
                 # systemd.timer(5): relative to when the unit was last activated/deactivated
+                # (or to the last trigger, if later)
+                out.leave_around = True
                 stamp = "InactiveExit" if base == "OnUnitActiveSec" else "InactiveEnter"
-                start = target.timestamp(stamp).monotonic
+                start = max(0 if target is None else target.timestamp(stamp).monotonic, last_mono)
                 if not start:
                     out.monotonic.append((timerunit.read_name(base), value, 0))
                     continue
@@ -202,7 +205,7 @@ class Timers(Configured):
         self._disarm(unit)
         computed = self._compute(unit)
         if not computed.next_monotonic and not computed.next_realtime:
-            remain = unit.settings.get("RemainAfterElapse", True)
+            remain = unit.settings.get("RemainAfterElapse", True) or computed.leave_around
             elapses[unit] = computed
             state = TimerState.ELAPSED if remain else TimerState.DEAD
             if state is TimerState.DEAD:

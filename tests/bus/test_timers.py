@@ -145,6 +145,34 @@ async def test_one_time_trigger_leaves_it_elapsed(client: Client, tmp_path: Path
     assert await client.get(path, TIMER, "NextElapseUSecMonotonic") == 0
 
 
+async def test_podman_healthcheck_shape(client: Client, tmp_path: Path) -> None:
+    """podman 4.3's healthcheck: `systemd-run --unit ID --on-unit-inactive=INTERVAL
+    --timer-property=AccuracySec=1s podman healthcheck run ID`, then StartUnit(ID.service,
+    "fail"), later StopUnit(ID.timer). The timer is elapsed until the service first ran,
+    then fires INTERVAL after each run (as systemd 252 did in the lab)."""
+    log = tmp_path / "checks"
+    path = await start_timer(
+        client, "hc.timer",
+        [mono(("OnUnitInactiveSec", 200_000)), ["AccuracyUSec", Variant("t", 10**6)],
+         ["RemainAfterElapse", Variant("b", False)]],
+        [service_aux("hc.service", SH, "-c", f"echo x >> {log}")],
+    )  # fmt: skip
+    assert await client.get(path, UNIT, "SubState") == "elapsed"
+    (entry,) = await client.get(path, TIMER, "TimersMonotonic")
+    assert list(entry) == ["OnUnitInactiveUSec", 200_000, 0]  # waits for the service
+    (job,) = await client.ok("StartUnit", "ss", ["hc.service", "fail"])
+    await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+    for _ in range(500):
+        if log.exists() and len(log.read_text().split()) >= 3:
+            break
+        await asyncio.sleep(0.02)
+    assert len(log.read_text().split()) >= 3
+    assert await client.get(path, UNIT, "SubState") in ("waiting", "running")
+    (job,) = await client.ok("StopUnit", "ss", ["hc.timer", "fail"])
+    await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+    await client.wait_signal(lambda m: m.member == "UnitRemoved" and m.body[0] == "hc.timer")
+
+
 @pytest.mark.parametrize(
     "props, error, message",
     [

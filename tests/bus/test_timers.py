@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -311,5 +310,31 @@ async def test_systemd_run_on_active_and_list_timers(
     assert "Traceback" not in log
 
 
-def test_signal_module_is_used() -> None:
-    assert signal.SIGKILL  # keeps the import honest for the restart helper's default
+
+
+async def test_settings_accepted_and_shown_not_acted_on(client: Client) -> None:
+    """docs/differences.md: Persistent=, WakeSystem=, OnClockChange=, OnTimezoneChange=,
+    FixedRandomDelay= are kept and shown; RandomizedDelaySec= delays the elapse."""
+    flags = ["Persistent", "WakeSystem", "OnClockChange", "OnTimezoneChange", "FixedRandomDelay"]
+    path = await start_timer(
+        client, "flags.timer",
+        [mono(("OnActiveSec", 3600 * 10**6)), ["RandomizedDelayUSec", Variant("t", 10**6)],
+         *[[f, Variant("b", True)] for f in flags]],
+        [service_aux("flags.service", SH, "-c", "true")],
+    )  # fmt: skip
+    for flag in flags:
+        assert await client.get(path, TIMER, flag) is True, flag
+    assert await client.get(path, TIMER, "RandomizedDelayUSec") == 10**6
+    ((_base, _value, plain),) = await client.get(path, TIMER, "TimersMonotonic")
+    delayed = await client.get(path, TIMER, "NextElapseUSecMonotonic")
+    assert plain <= delayed <= plain + 10**6
+
+
+async def test_aux_units_are_services_only(daemon: Daemon, client: Client) -> None:
+    """docs/differences.md: the auxiliary units may only be services here."""
+    aux = [["x.slice", [["Description", Variant("s", "x")]]]]
+    reply = await client.call(
+        "StartTransientUnit", STU, ["aux.timer", "fail", [mono(("OnActiveSec", 5))], aux]
+    )
+    assert reply.error_name == "org.freedesktop.DBus.Error.InvalidArgs"
+    assert "aux.timer" not in daemon.manager.units

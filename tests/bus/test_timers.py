@@ -338,3 +338,29 @@ async def test_aux_units_are_services_only(daemon: Daemon, client: Client) -> No
     )
     assert reply.error_name == "org.freedesktop.DBus.Error.InvalidArgs"
     assert "aux.timer" not in daemon.manager.units
+
+
+async def test_user_manager_timer(private_bus: PrivateBus, tmp_path: Path) -> None:
+    """The user manager runs timers with the same engine (systemd-run --user --on-active)."""
+    from tests.bus.test_user_instance import start_user_daemon, stop_daemon
+
+    d = await start_user_daemon(private_bus.address, tmp_path / "cgroupfs", os.getuid())
+    try:
+        from dbus_fast.aio import MessageBus
+
+        bus = await MessageBus(bus_address=private_bus.address).connect()
+        c = Client(bus)
+        bus.add_message_handler(c._on_message)
+        await c.ok("AddMatch", "s", ["type='signal',sender='org.freedesktop.systemd1'"],
+                   path="/org/freedesktop/DBus", interface="org.freedesktop.DBus",
+                   destination="org.freedesktop.DBus")  # fmt: skip
+        mark = tmp_path / "ran"
+        path = await start_timer(
+            c, "u.timer", [mono(("OnActiveSec", 1))],
+            [service_aux("u.service", SH, "-c", f"touch {mark}")],
+        )  # fmt: skip
+        await wait_file(mark)
+        await until(c, path, UNIT, "SubState", "elapsed")
+        bus.disconnect()
+    finally:
+        await stop_daemon(d)

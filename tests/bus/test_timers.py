@@ -255,16 +255,20 @@ async def test_pending_timer_rearmed_after_kill_9(
     await until(c, path, UNIT, "SubState", "elapsed")
 
 
-def _systemd_run(address: str, state_dir: Path, mark: Path) -> subprocess.CompletedProcess[str]:
-    """Debian's systemd-run, systemctl (252) exactly as typed (as in test_services.py)."""
+def _systemd_run(
+    address: str, state_dir: Path, mark: Path, bindir: str
+) -> subprocess.CompletedProcess[str]:
+    """Debian's systemd-run and systemctl exactly as typed (as in test_services.py); root's
+    257+ talk only to /run/systemd/private, 252 tries it first."""
     script = f"""
 mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system || exit 99
-export DBUS_SYSTEM_BUS_ADDRESS='{address}'
+export DBUS_SYSTEM_BUS_ADDRESS='{address}' PATH='{bindir}':$PATH
 {sys.executable} -m shim serve --address '{address}' --backend fake --state-dir '{state_dir}' \
-  --private-socket "" --log-level debug 2> '{state_dir}/daemon.log' &
+  --private-socket /run/systemd/private --log-level debug 2> '{state_dir}/daemon.log' &
 daemon=$!
 for i in $(seq 100); do busctl --address '{address}' status org.freedesktop.systemd1 \
   >/dev/null 2>&1 && break; sleep 0.1; done
+systemd-run --version | head -1
 systemd-run --on-active=1 --unit=X touch {mark}; echo "run-status=$?"
 systemd-run --on-calendar='*:0/15' --on-boot=7d --unit=cal true; echo "cal-status=$?"
 systemctl --no-pager list-timers --all
@@ -283,14 +287,30 @@ kill $daemon; wait $daemon
     )  # fmt: skip
 
 
+def _clients(version: str) -> str:
+    """The directory of systemd-run/systemctl VERSION (252: Debian 12's, installed; 257 and
+    262: tests/e2e/get-logind.sh's, skipped with its reason when it cannot fetch them)."""
+    if version == "252":
+        if shutil.which("systemd-run") is None:
+            pytest.skip("systemd-run is not installed")
+        return "/usr/bin"
+    from tests.e2e.test_logind import fetch_logind
+
+    logind, why = fetch_logind(version)
+    if logind is None:
+        pytest.skip(why)
+    return str(Path(logind).parent / "bin")
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="a mount namespace for /run/systemd needs root")
-@pytest.mark.skipif(shutil.which("systemd-run") is None, reason="systemd-run is not installed")
+@pytest.mark.parametrize("version", ["252", "257", "262"])
 async def test_systemd_run_on_active_and_list_timers(
-    private_bus: PrivateBus, tmp_path: Path
+    private_bus: PrivateBus, tmp_path: Path, version: str
 ) -> None:
-    mark = tmp_path / "ran"
-    done = await asyncio.to_thread(_systemd_run, private_bus.address, tmp_path, mark)
+    mark, bindir = tmp_path / "ran", _clients(version)
+    done = await asyncio.to_thread(_systemd_run, private_bus.address, tmp_path, mark, bindir)
     out, log = done.stdout, (tmp_path / "daemon.log").read_text()
+    assert out.startswith(f"systemd {version} "), out + done.stderr
     assert "run-status=0" in out and "cal-status=0" in out, out + done.stderr + log
     assert "Running timer as unit: X.timer" in done.stderr + out
     assert "Will run service as unit: X.service" in done.stderr + out

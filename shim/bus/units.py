@@ -325,7 +325,8 @@ def _timer(field: str) -> Getter:
         if field == "TimersCalendar":
             return [list(t) for t in e.calendar]
         if field == "NextElapseUSecMonotonic":
-            return e.next_monotonic if u.sub_state == "waiting" else 0
+            # 252 reads "infinity" for a timer with nothing armed (elapsed, dead: observed)
+            return e.next_monotonic if u.sub_state == "waiting" else UINT64_MAX
         if field == "NextElapseUSecRealtime":
             return e.next_realtime if u.sub_state == "waiting" else 0
         if field == "LastTriggerUSec":

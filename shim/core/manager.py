@@ -207,6 +207,44 @@ class Manager(Timers):
         self._pull_in(unit)
         return job
 
+    def restart(self, unit: Unit, mode: str) -> Job:
+        """RestartUnit (podman 4.3 starts a healthcheck's service with it): a unit that is
+        not active is started; an active one is stopped, then started, by the one job
+        (org.freedesktop.systemd1(5), systemctl(1) restart)."""
+        job_mode = self._job_mode(mode)
+        self._require_startable(unit)
+        self._check_job(unit, JobType.RESTART, job_mode)
+        if unit.type is UnitType.SCOPE or unit.perpetual:
+            # systemd.scope(5): scopes are only created programmatically
+            raise errors.JobTypeNotApplicable(
+                f"Job type restart is not applicable for unit {unit.name}."
+            )
+        job = self._enqueue(unit, JobType.RESTART)
+        self._pull_in(unit)
+        return job
+
+    def _run_job(self, job: Job) -> None:
+        if job.type is not JobType.RESTART or self.jobs.get(job.id) is not job:
+            super()._run_job(job)
+            return
+        if self._blocked(job):
+            self._waiting.append(job)
+            return
+        self._set_running(job)
+        if job.unit.active_state in (ActiveState.INACTIVE, ActiveState.FAILED):
+            self._start(job)
+        else:
+            self._restarting.add(job)  # its stop half first (_finish_job goes on with start)
+            self._stop(job)
+
+    def _finish_job(self, job: Job, result: JobResult) -> None:
+        if job in self._restarting:
+            self._restarting.discard(job)
+            if result is JobResult.DONE and self.jobs.get(job.id) is job:
+                self._start(job)  # stopped: now the start half of the restart
+                return
+        super()._finish_job(job, result)
+
     def _start(self, job: Job) -> None:
         unit = job.unit
         if unit.active_state is ActiveState.ACTIVE:

@@ -146,9 +146,10 @@ async def test_one_time_trigger_leaves_it_elapsed(client: Client, tmp_path: Path
 
 async def test_podman_healthcheck_shape(client: Client, tmp_path: Path) -> None:
     """podman 4.3's healthcheck: `systemd-run --unit ID --on-unit-inactive=INTERVAL
-    --timer-property=AccuracySec=1s podman healthcheck run ID`, then StartUnit(ID.service,
-    "fail"), later StopUnit(ID.timer). The timer is elapsed until the service first ran,
-    then fires INTERVAL after each run (as systemd 252 did in the lab)."""
+    --timer-property=AccuracySec=1s podman healthcheck run ID`, then RestartUnit(ID.service,
+    "fail") (seen from Debian's podman 4.3.1), later StopUnit(ID.timer). The timer is
+    elapsed until the service first ran, then fires INTERVAL after each run (as systemd 252
+    did in the lab)."""
     log = tmp_path / "checks"
     path = await start_timer(
         client, "hc.timer",
@@ -159,7 +160,7 @@ async def test_podman_healthcheck_shape(client: Client, tmp_path: Path) -> None:
     assert await client.get(path, UNIT, "SubState") == "elapsed"
     (entry,) = await client.get(path, TIMER, "TimersMonotonic")
     assert list(entry) == ["OnUnitInactiveUSec", 200_000, 0]  # waits for the service
-    (job,) = await client.ok("StartUnit", "ss", ["hc.service", "fail"])
+    (job,) = await client.ok("RestartUnit", "ss", ["hc.service", "fail"])
     await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
     for _ in range(500):
         if log.exists() and len(log.read_text().split()) >= 3:
@@ -384,3 +385,38 @@ async def test_user_manager_timer(private_bus: PrivateBus, tmp_path: Path) -> No
         bus.disconnect()
     finally:
         await stop_daemon(d)
+
+
+async def test_restart_unit(daemon: Daemon, client: Client, tmp_path: Path) -> None:
+    """RestartUnit starts an inactive service, stops and starts a running one (one job)."""
+    log = tmp_path / "starts"
+    (job,) = await client.ok("StartTransientUnit", STU, [
+        "rs.service", "fail",
+        [["ExecStart", Variant("a(sasb)", [[SH, [SH, "-c", f"echo x >> {log}; exec sleep 300"],
+                                             False]])]], []])  # fmt: skip
+    await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+    (path,) = await client.ok("GetUnit", "s", ["rs.service"])
+    first = await client.get(path, "org.freedesktop.systemd1.Service", "MainPID")
+    (job,) = await client.ok("RestartUnit", "ss", ["rs.service", "replace"])
+    msg = await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+    assert msg.body[3] == "done"
+    assert await client.get(path, UNIT, "ActiveState") == "active"
+    second = await client.get(path, "org.freedesktop.systemd1.Service", "MainPID")
+    assert first and second and first != second
+    for _ in range(500):
+        if log.exists() and len(log.read_text().split()) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert len(log.read_text().split()) == 2
+    (job,) = await client.ok("StopUnit", "ss", ["rs.service", "replace"])
+    await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+
+
+async def test_restart_of_a_scope_is_not_applicable(client: Client, processes) -> None:
+    p = processes()
+    props = [["PIDs", Variant("au", [p.pid])]]
+    (job,) = await client.ok("StartTransientUnit", STU, ["rx.scope", "fail", props, []])
+    await client.wait_signal(lambda m: m.member == "JobRemoved" and m.body[1] == job)
+    reply = await client.call("RestartUnit", "ss", ["rx.scope", "replace"])
+    assert reply.error_name == "org.freedesktop.systemd1.JobTypeNotApplicable"
+    assert reply.body[0] == "Job type restart is not applicable for unit rx.scope."

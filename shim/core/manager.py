@@ -53,6 +53,7 @@ class Manager(Timers):
         if existing is not None and not self._pristine(existing):
             raise errors.UnitExists(f"Unit {name} was already loaded or has a fragment file.")
         settings = self._parse(unit_type, properties, transient=True)
+        made: list[Unit] = []  # a timer's auxiliary units
         if unit_type is UnitType.SLICE:
             if not unitname.is_valid_slice_name(name):
                 raise errors.InvalidArgs("Invalid unit name or type.")
@@ -65,6 +66,8 @@ class Manager(Timers):
         elif unit_type is UnitType.TIMER:
             timers.check(name, settings)
             slice_name = None  # systemd.timer(5): timers have no cgroup
+            # systemd-run sends the timer's service as an auxiliary unit (observed, 252)
+            made = self._check_aux(aux)
         else:
             slice_name = str(settings.pop("Slice", None) or self._default_slice(name))
             if "PIDs" not in settings:
@@ -86,8 +89,7 @@ class Manager(Timers):
         if unit_type is UnitType.SERVICE:
             unit.handler = services.handler(name, settings)
         if unit_type is UnitType.TIMER:
-            # systemd-run sends the timer's service as an auxiliary unit (observed, 252)
-            self._create_aux(aux, caller)
+            self._add_aux(made, caller)
         self._configure_transient(unit)
         self._register(unit)
         if settings.get("AddRef") and caller:

@@ -81,11 +81,9 @@ class Timers(Configured):
             self._elapse_handles, self._elapses = {}, {}
         return self._elapse_handles, self._elapses
 
-    def _create_aux(
-        self, aux: Sequence[tuple[str, Sequence[Property]]], caller: str | None
-    ) -> list[Unit]:
-        """StartTransientUnit's auxiliary units (systemd-run sends a timer's service there):
-        validated, then made loaded and not started, as systemd does."""
+    def _check_aux(self, aux: Sequence[tuple[str, Sequence[Property]]]) -> list[Unit]:
+        """StartTransientUnit's auxiliary units (systemd-run sends a timer's service there),
+        validated completely and built, not registered yet."""
         made: list[Unit] = []
         for name, properties in aux:
             self.check_name(name)
@@ -102,6 +100,10 @@ class Timers(Configured):
                         slice=slice_name, settings=settings)  # fmt: skip
             unit.handler = services.handler(name, settings)
             made.append(unit)
+        return made
+
+    def _add_aux(self, made: list[Unit], caller: str | None) -> None:
+        """Register the auxiliary units: loaded and not started, as systemd makes them."""
         for unit in made:
             existing = self.units.get(unit.name)
             if existing is not None:
@@ -110,7 +112,6 @@ class Timers(Configured):
             self._register(unit)
             if unit.settings.get("AddRef") and caller:
                 unit.refs[caller] = unit.refs.get(caller, 0) + 1
-        return made
 
     # -- states -------------------------------------------------------------------------
 

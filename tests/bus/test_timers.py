@@ -420,3 +420,48 @@ async def test_restart_of_a_scope_is_not_applicable(client: Client, processes) -
     reply = await client.call("RestartUnit", "ss", ["rx.scope", "replace"])
     assert reply.error_name == "org.freedesktop.systemd1.JobTypeNotApplicable"
     assert reply.body[0] == "Job type restart is not applicable for unit rx.scope."
+
+
+async def test_a_calendar_timer_fires(client: Client, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    path = await start_timer(
+        client, "cal.timer", [["OnCalendar", Variant("s", "*:*:*")]],
+        [service_aux("cal.service", SH, "-c", f"echo x >> {log}")],
+    )  # fmt: skip
+    for _ in range(500):  # every second (systemd.time(7): "*:*:*")
+        if log.exists() and len(log.read_text().split()) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert len(log.read_text().split()) >= 2
+    last = await client.get(path, TIMER, "LastTriggerUSec")
+    assert last > 0
+    await until(client, path, UNIT, "SubState", "waiting")
+    assert await client.get(path, TIMER, "NextElapseUSecRealtime") > last
+
+
+async def test_calendar_elapse_missed_while_down_fires_after_restart(
+    shim: Shim,  # noqa: F811
+    bus_client: Client,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """docs/differences.md: a calendar elapse that passed while scopeshim was killed fires
+    as soon as it is back (the timer's activation and last trigger are on disk)."""
+    c, mark = bus_client, tmp_path / "ran"
+    shim.start()
+    await wait_owner(c)
+    when = time.time() + 2
+    spec = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+    path = await start_timer(
+        c, "miss.timer", [["OnCalendar", Variant("s", spec)]],
+        [service_aux("miss.service", SH, "-c", f"touch {mark}")],
+    )  # fmt: skip
+    shim.kill()
+    await wait_owner(c, present=False)
+    while time.time() < when + 0.5:
+        await asyncio.sleep(0.1)
+    assert not mark.exists()
+    c.signals.clear()
+    shim.start()
+    await wait_owner(c)
+    await wait_file(mark)
+    await until(c, path, UNIT, "SubState", "elapsed")  # nothing after: RemainAfterElapse=yes

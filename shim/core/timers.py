@@ -131,6 +131,7 @@ class Timers(Configured):
         # OnActiveSec= counts from this activation (kept across a restart)
         unit.main["active_rt"] = time.time_ns() // 1000
         unit.main["active_mono"] = time.monotonic_ns() // 1000
+        unit.main["startup_mono"] = _STARTUP_MONOTONIC  # a restart keeps a pending deadline
         self._timer_waiting(unit, entering=True)
         self._finish_job(job, JobResult.DONE)
 
@@ -163,7 +164,7 @@ class Timers(Configured):
             elif base == "OnBootSec":
                 start = 0  # systemd.timer(5): "relative to when the machine was booted"
             elif base == "OnStartupSec":
-                start = _STARTUP_MONOTONIC
+                start = unit.main.get("startup_mono", _STARTUP_MONOTONIC)
             else:
                 # systemd.timer(5): relative to when the unit was last activated/deactivated
                 # (or to the last trigger, if later)

@@ -247,7 +247,12 @@ async def test_pending_timer_rearmed_after_kill_9(
         [service_aux("late.service", SH, "-c", f"touch {mark}")],
     )  # fmt: skip
     due = await c.get(path, TIMER, "NextElapseUSecMonotonic")
+    boot = await start_timer(c, "startup.timer", [mono(("OnStartupSec", 3600 * 10**6))],
+                             [service_aux("startup.service", SH, "-c", "true")])  # fmt: skip
+    startup_due = await c.get(boot, TIMER, "NextElapseUSecMonotonic")
     await restart(shim, c)
+    # OnStartupSec= of a pending timer counts from the start it was armed in (differences.md)
+    assert await c.get(boot, TIMER, "NextElapseUSecMonotonic") == startup_due
     assert not mark.exists()
     assert await c.get(path, UNIT, "SubState") == "waiting"
     assert await c.get(path, TIMER, "NextElapseUSecMonotonic") == due

@@ -199,6 +199,14 @@ def _deps(m: Manager, unit: Unit, name: str) -> list[str]:
         and unit.setting("DefaultDependencies", True)
     ):
         implicit = ["shutdown.target"]
+    if unit.type is UnitType.TIMER and unit.load_state is LoadState.LOADED:
+        # systemd.timer(5): default dependencies on sysinit.target, Before=timers.target,
+        # and Before= the unit it triggers (as 252 showed them in the lab)
+        default = bool(unit.setting("DefaultDependencies", True))
+        if name in ("Requires", "After") and default:
+            implicit = ["sysinit.target"]
+        if name == "Before":
+            implicit = implicit + m.triggers_of(unit) + (["timers.target"] if default else [])
     if name == "Before" and unit.type is UnitType.SLICE:
         # what sits in a slice is ordered after it, so the slice reports it as Before=
         implicit = implicit + m.depending_on(unit, "After")

@@ -86,6 +86,12 @@ async def test_a_waiting_timer_shows_what_systemd_shows(client: Client) -> None:
     assert await client.get(path, UNIT, "ActiveState") == "active"
     assert await client.get(path, UNIT, "SubState") == "waiting"
     assert await client.get(path, UNIT, "Triggers") == ["t2.service"]
+    # the dependencies 252 showed for a transient timer (lab)
+    assert await client.get(path, UNIT, "Requires") == ["sysinit.target"]
+    assert await client.get(path, UNIT, "After") == ["sysinit.target"]
+    assert await client.get(path, UNIT, "Before") == ["shutdown.target", "t2.service",
+                                                      "timers.target"]  # fmt: skip
+    assert await client.get(path, UNIT, "Conflicts") == ["shutdown.target"]
     assert await client.get(path, UNIT, "CanStart") is True
     assert await client.get(path, TIMER, "Unit") == "t2.service"
     monotonic = await client.get(path, TIMER, "TimersMonotonic")

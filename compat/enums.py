@@ -106,6 +106,25 @@ TARGET_ACTIVE_STATE: dict[TargetState, ActiveState] = {
 }
 
 
+class TimerState(enum.StrEnum):
+    """Unit.SubState of a timer (systemd.timer(5))."""
+
+    DEAD = "dead"
+    WAITING = "waiting"
+    RUNNING = "running"
+    ELAPSED = "elapsed"
+    FAILED = "failed"
+
+
+TIMER_ACTIVE_STATE: dict[TimerState, ActiveState] = {
+    TimerState.DEAD: ActiveState.INACTIVE,
+    TimerState.WAITING: ActiveState.ACTIVE,
+    TimerState.RUNNING: ActiveState.ACTIVE,
+    TimerState.ELAPSED: ActiveState.ACTIVE,
+    TimerState.FAILED: ActiveState.FAILED,
+}
+
+
 class JobType(enum.StrEnum):
     """Job.JobType."""
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from compat import errors, unitname
+from compat import errors, timerunit, unitname
 from compat.enums import (
     CollectMode,
     DevicePolicy,
@@ -63,6 +63,7 @@ _SERVICE = frozenset({UnitType.SERVICE})
 _PROCESSES = frozenset({UnitType.SCOPE, UnitType.SERVICE})
 _CGROUP = frozenset({UnitType.SCOPE, UnitType.SLICE, UnitType.SERVICE})
 _ANY = frozenset(UnitType)
+_TIMER = frozenset({UnitType.TIMER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +386,28 @@ _SPECS: list[PropertySpec] = [
     _spec("StandardOutput", "s", _SERVICE, _T, check=_standard("inherit", "journal", "null")),
     _spec("StandardError", "s", _SERVICE, _T, check=_standard("inherit", "journal", "null")),
     _spec("IgnoreSIGPIPE", "b", _SERVICE, _T),
+    # systemd.timer(5), as systemd-run 252 sends it (observed); Unit= is refused by 252
+    _spec("TimersMonotonic", "a(st)", _TIMER, _T, Merge.APPEND, timerunit.check_monotonic),
+    _spec("TimersCalendar", "a(ss)", _TIMER, _T, Merge.APPEND, timerunit.check_calendar),
+    *(
+        _spec(b, "t", _TIMER, _T, Merge.APPEND, timerunit.as_list)
+        for b in timerunit.MONOTONIC_BASES
+    ),
+    _spec("OnCalendar", "s", _TIMER, _T, Merge.APPEND, timerunit.as_list),
+    _spec("AccuracyUSec", "t", _TIMER, _T),
+    _spec("AccuracySec", "t", _TIMER, _T),
+    _spec("RandomizedDelayUSec", "t", _TIMER, _T),
+    *(
+        _spec(b, "b", _TIMER, _T)
+        for b in (
+            "RemainAfterElapse",
+            "Persistent",
+            "WakeSystem",
+            "OnClockChange",
+            "OnTimezoneChange",
+            "FixedRandomDelay",
+        )
+    ),
     # systemd.kill(5)
     _spec("KillMode", "s", _PROCESSES, _T, check=_enum(KillMode)),
     _spec("SendSIGHUP", "b", _PROCESSES, _T),
@@ -505,6 +528,11 @@ def parse_assignments(
     for name, signature, value in items:
         spec = PROPERTIES.get(name)
         if spec is None or unit_type not in spec.types or not (spec.phase & phase):
+            if name == "Slice" and transient and spec is not None:
+                # systemd 252's answer for a unit type without a cgroup (observed: a timer)
+                raise _invalid(
+                    "The slice property is only available for units with control groups."
+                )
             if transient and name in NON_TRANSIENT_DEPENDENCIES:
                 raise _invalid(f"Dependency type {name} may not be created transiently.")
             raise errors.property_read_only(name)

@@ -121,6 +121,10 @@ def StopUnit(c: Call, name: str, mode: str) -> str:
     return _job(c.manager.stop(c.manager.unit_to_stop(name), mode))
 
 
+def RestartUnit(c: Call, name: str, mode: str) -> str:
+    return _job(c.manager.restart(c.manager.load_unit(name), mode))
+
+
 def StartTransientUnit(c: Call, name: str, mode: str, props: list[Any], aux: list[Any]) -> str:
     converted = [(n, unwrap_properties(p)) for n, p in aux]
     properties = pidfds_to_pids(unwrap_properties(props), c.fds)
@@ -266,6 +270,7 @@ _METHODS = [
     Method("LoadUnit", "s", "o", LoadUnit, ("name",), ("unit",)),
     Method("StartUnit", "ss", "o", StartUnit, ("name", "mode"), ("job",)),
     Method("StopUnit", "ss", "o", StopUnit, ("name", "mode"), ("job",)),
+    Method("RestartUnit", "ss", "o", RestartUnit, ("name", "mode"), ("job",)),
     Method("KillUnit", "ssi", "", KillUnit, ("name", "whom", "signal")),
     Method(
         "QueueSignalUnit",

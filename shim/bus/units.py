@@ -7,7 +7,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from compat import buspath, errors, readable
+from compat import buspath, errors, readable, timerunit
 from compat.enums import LoadState
 from compat.properties import UINT64_MAX
 from compat.unitname import UnitType
@@ -157,12 +157,15 @@ SERVICE_IFACE = _table(SERVICE, readable.SERVICE)
 for _m in _CGROUP_METHODS:
     SERVICE_IFACE.add(_m)
 TARGET_IFACE = _table(TARGET, readable.TARGET)
+TIMER = "org.freedesktop.systemd1.Timer"
+TIMER_IFACE = _table(TIMER, timerunit.TIMER)
 
 _TYPE_IFACE = {
     UnitType.SCOPE: SCOPE_IFACE,
     UnitType.SLICE: SLICE_IFACE,
     UnitType.SERVICE: SERVICE_IFACE,
     UnitType.TARGET: TARGET_IFACE,
+    UnitType.TIMER: TIMER_IFACE,
 }
 
 
@@ -196,6 +199,14 @@ def _deps(m: Manager, unit: Unit, name: str) -> list[str]:
         and unit.setting("DefaultDependencies", True)
     ):
         implicit = ["shutdown.target"]
+    if unit.type is UnitType.TIMER and unit.load_state is LoadState.LOADED:
+        # systemd.timer(5): default dependencies on sysinit.target, Before=timers.target,
+        # and Before= the unit it triggers (as 252 showed them in the lab)
+        default = bool(unit.setting("DefaultDependencies", True))
+        if name in ("Requires", "After") and default:
+            implicit = ["sysinit.target"]
+        if name == "Before":
+            implicit = implicit + m.triggers_of(unit) + (["timers.target"] if default else [])
     if name == "Before" and unit.type is UnitType.SLICE:
         # what sits in a slice is ordered after it, so the slice reports it as Before=
         implicit = implicit + m.depending_on(unit, "After")
@@ -248,7 +259,9 @@ _GETTERS: dict[str, Getter] = {
     "Transient": lambda m, u: u.transient,
     "Perpetual": lambda m, u: u.perpetual,
     "Refs": lambda m, u: list(u.refs),
-    "CanStart": lambda m, u: u.type is UnitType.SLICE and u.load_state is LoadState.LOADED,
+    "CanStart": lambda m, u: (
+        u.type in (UnitType.SLICE, UnitType.TIMER) and u.load_state is LoadState.LOADED
+    ),
     "CanStop": lambda m, u: u.load_state is LoadState.LOADED and not u.perpetual,
     "CanFreeze": lambda m, u: u.load_state is LoadState.LOADED and not u.perpetual,
     "LoadError": lambda m, u: _load_error(u),
@@ -305,7 +318,45 @@ _GETTERS: dict[str, Getter] = {
     "DropInPaths": lambda m, u: list(u.dropin_paths),
     "NeedDaemonReload": lambda m, u: m.need_daemon_reload(u),
     "UnitFilePreset": lambda m, u: "enabled" if u.transient else "",
+    "Triggers": lambda m, u: m.triggers_of(u),
+    "TriggeredBy": lambda m, u: m.triggered_by(u),
 }
+
+
+def _timer(field: str) -> Getter:
+    def get(m: Manager, u: Unit) -> object:
+        if u.type is not UnitType.TIMER:
+            return _zero("t")
+        e = m.elapses(u)
+        if field == "TimersMonotonic":
+            return [list(t) for t in e.monotonic]
+        if field == "TimersCalendar":
+            return [list(t) for t in e.calendar]
+        if field == "NextElapseUSecMonotonic":
+            # 252 reads "infinity" for a timer with nothing armed (elapsed, dead: observed)
+            return e.next_monotonic if u.sub_state == "waiting" else UINT64_MAX
+        if field == "NextElapseUSecRealtime":
+            return e.next_realtime if u.sub_state == "waiting" else 0
+        if field == "LastTriggerUSec":
+            return u.main.get("last_rt", 0)
+        if field == "LastTriggerUSecMonotonic":
+            return u.main.get("last_mono", 0)
+        if field == "Unit":
+            return m.triggers_of(u)[0]
+        # org.freedesktop.systemd1(5) Timer: the settings, or systemd.timer(5)'s defaults
+        if field == "AccuracyUSec":
+            return u.settings.get("AccuracyUSec", u.settings.get("AccuracySec",
+                                  timerunit.DEFAULT_ACCURACY_USEC))  # fmt: skip
+        return u.settings.get(field, timerunit.TIMER_DEFAULTS.get(field, False))
+
+    return get
+
+
+for _name in ("TimersMonotonic", "TimersCalendar", "NextElapseUSecMonotonic",
+              "NextElapseUSecRealtime", "LastTriggerUSec", "LastTriggerUSecMonotonic", "Unit",
+              "AccuracyUSec", "RandomizedDelayUSec", "RemainAfterElapse", "Persistent",
+              "WakeSystem", "OnClockChange", "OnTimezoneChange", "FixedRandomDelay"):  # fmt: skip
+    _GETTERS[_name] = _timer(_name)
 
 
 def _exec_start(u: Unit) -> list[tuple[str, list[str], bool, int, int, int, int, int, int, int]]:

@@ -108,6 +108,7 @@ class Engine:
         self._children_of: dict[str, set[Unit]] = {}  # slice name -> units directly in it
         self._needed_by: dict[str, set[Unit]] = {}  # name -> units that Want/Require it
         self._waiting: list[Job] = []  # start jobs ordered After= a unit with a start job
+        self._restarting: set[Job] = set()  # restart jobs in their stop half (manager.py)
         self._unneeded_queue: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # a user manager's way to move processes from outside its tree (bus layer sets it)

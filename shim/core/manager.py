@@ -20,16 +20,16 @@ from compat.enums import (
 )
 from compat.properties import Assignment, merge_into, parse_assignments
 from compat.unitname import UnitType
-from shim.core import procs, services
-from shim.core.configured import Configured
+from shim.core import procs, services, timers
 from shim.core.engine import Property, _lists, _pins
 from shim.core.policy import LONG_RUNNING, Kind
+from shim.core.timers import Timers
 from shim.core.units import Job, Unit
 
 log = logging.getLogger(__name__)
 
 
-class Manager(Configured):
+class Manager(Timers):
     """The unit and job state of one scopeshim instance."""
 
     def start_transient_unit(
@@ -46,13 +46,14 @@ class Manager(Configured):
         fully first). CALLER (a bus name) holds the reference AddRef=true asks for."""
         self._job_mode(mode, transient=True)  # a new unit has no queued job to conflict with
         unit_type = self._transient_type(name, properties)
-        if aux:
+        if aux and unit_type is not UnitType.TIMER:
             # systemd 252 creates auxiliary units without starting them, then collects them
             log.info("%s: auxiliary units ignored: %s", name, ", ".join(n for n, _ in aux))
         existing = self.units.get(name)
         if existing is not None and not self._pristine(existing):
             raise errors.UnitExists(f"Unit {name} was already loaded or has a fragment file.")
         settings = self._parse(unit_type, properties, transient=True)
+        made: list[Unit] = []  # a timer's auxiliary units
         if unit_type is UnitType.SLICE:
             if not unitname.is_valid_slice_name(name):
                 raise errors.InvalidArgs("Invalid unit name or type.")
@@ -62,6 +63,11 @@ class Manager(Configured):
         elif unit_type is UnitType.SERVICE:
             services.check(name, settings)
             slice_name = str(settings.pop("Slice", None) or self._default_slice(name))
+        elif unit_type is UnitType.TIMER:
+            timers.check(name, settings)
+            slice_name = None  # systemd.timer(5): timers have no cgroup
+            # systemd-run sends the timer's service as an auxiliary unit (observed, 252)
+            made = self._check_aux(aux)
         else:
             slice_name = str(settings.pop("Slice", None) or self._default_slice(name))
             if "PIDs" not in settings:
@@ -82,6 +88,8 @@ class Manager(Configured):
         )
         if unit_type is UnitType.SERVICE:
             unit.handler = services.handler(name, settings)
+        if unit_type is UnitType.TIMER:
+            self._add_aux(made, caller)
         self._configure_transient(unit)
         self._register(unit)
         if settings.get("AddRef") and caller:
@@ -105,8 +113,8 @@ class Manager(Configured):
             if unitname.is_instance(name):
                 raise errors.InvalidArgs("Invalid argument")  # what 252 answers, observed
             return unit_type
-        if unit_type is UnitType.SERVICE:
-            return unit_type  # systemd.service(5): made of ExecStart= and friends
+        if unit_type in (UnitType.SERVICE, UnitType.TIMER):
+            return unit_type  # systemd.service(5), systemd.timer(5)
         if unit_type in (UnitType.TARGET, UnitType.DEVICE, UnitType.SWAP):
             raise errors.InvalidArgs(f"Unit type {unit_type} does not support transient units.")
         # systemd builds these from properties scopeshim does not know (ExecStart=, What=, ...):
@@ -201,6 +209,44 @@ class Manager(Configured):
         self._pull_in(unit)
         return job
 
+    def restart(self, unit: Unit, mode: str) -> Job:
+        """RestartUnit (podman 4.3 starts a healthcheck's service with it): a unit that is
+        not active is started; an active one is stopped, then started, by the one job
+        (org.freedesktop.systemd1(5), systemctl(1) restart)."""
+        job_mode = self._job_mode(mode)
+        self._require_startable(unit)
+        self._check_job(unit, JobType.RESTART, job_mode)
+        if unit.type is UnitType.SCOPE or unit.perpetual:
+            # systemd.scope(5): scopes are only created programmatically
+            raise errors.JobTypeNotApplicable(
+                f"Job type restart is not applicable for unit {unit.name}."
+            )
+        job = self._enqueue(unit, JobType.RESTART)
+        self._pull_in(unit)
+        return job
+
+    def _run_job(self, job: Job) -> None:
+        if job.type is not JobType.RESTART or self.jobs.get(job.id) is not job:
+            super()._run_job(job)
+            return
+        if self._blocked(job):
+            self._waiting.append(job)
+            return
+        self._set_running(job)
+        if job.unit.active_state in (ActiveState.INACTIVE, ActiveState.FAILED):
+            self._start(job)
+        else:
+            self._restarting.add(job)  # its stop half first (_finish_job goes on with start)
+            self._stop(job)
+
+    def _finish_job(self, job: Job, result: JobResult) -> None:
+        if job in self._restarting:
+            self._restarting.discard(job)
+            if result is JobResult.DONE and self.jobs.get(job.id) is job:
+                self._start(job)  # stopped: now the start half of the restart
+                return
+        super()._finish_job(job, result)
+
     def _start(self, job: Job) -> None:
         unit = job.unit
         if unit.active_state is ActiveState.ACTIVE:
@@ -235,6 +281,9 @@ class Manager(Configured):
             return
         if unit.type is UnitType.SCOPE:
             self._start_scope(job)
+            return
+        if unit.type is UnitType.TIMER:
+            self._start_timer(job)
             return
         if unit.handler is not None:
             self._start_handled(job, unit.handler)
@@ -283,6 +332,9 @@ class Manager(Configured):
                 if child.active_state not in (ActiveState.INACTIVE, ActiveState.FAILED):
                     self._enqueue(child, JobType.STOP)
             self._maybe_finish_slice_stop(unit)
+            return
+        if unit.type is UnitType.TIMER:
+            self._stop_timer(job)
             return
         if unit.type is UnitType.SCOPE or (
             unit.handler is not None and unit.handler.kind in LONG_RUNNING
@@ -436,6 +488,7 @@ class Manager(Configured):
         return sum(1 for u in self.units.values() if u.active_state is ActiveState.FAILED)
 
     def close(self) -> None:
+        self._close_timers()
         for unit in list(self._timers):
             self._cancel_timer(unit)
         for task in list(self._tasks):

@@ -264,7 +264,7 @@ class Scopes(Engine):
         self._release_cgroup(unit)
         self._set_state(unit, ScopeState.DEAD if result == "success" else ScopeState.FAILED)
         job = unit.job
-        if job is not None and job.type is JobType.STOP:
+        if job is not None and (job.type is JobType.STOP or job in self._restarting):
             self._finish_job(job, JobResult.DONE)
 
     def _cgroup_empty(self, path: str) -> None:

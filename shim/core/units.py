@@ -10,6 +10,7 @@ from compat.enums import (
     SERVICE_ACTIVE_STATE,
     SLICE_ACTIVE_STATE,
     TARGET_ACTIVE_STATE,
+    TIMER_ACTIVE_STATE,
     ActiveState,
     JobState,
     JobType,
@@ -18,6 +19,7 @@ from compat.enums import (
     ServiceState,
     SliceState,
     TargetState,
+    TimerState,
 )
 from compat.unitname import UnitType, slice_description
 from shim.core.policy import Handler
@@ -73,7 +75,7 @@ class Unit:
     stop_when_unneeded: bool = False  # systemd.unit(5) StopWhenUnneeded=
     pinned: bool = False  # started by a client's StartUnit: needed until stopped
     # a service's main process (org.freedesktop.systemd1(5) ExecMain*): pid, code, status,
-    # start/exit realtime/monotonic; empty until one started
+    # start/exit realtime/monotonic; empty until one started (a timer: its last trigger)
     main: dict[str, int] = field(default_factory=dict)
     # unit files (configured.py): the settings of the unit itself, before its files apply
     base_settings: dict[str, object] | None = None
@@ -91,6 +93,8 @@ class Unit:
             return SERVICE_ACTIVE_STATE[ServiceState(self.sub_state)]
         if self.type is UnitType.TARGET and self.sub_state in TargetState.__members__.values():
             return TARGET_ACTIVE_STATE[TargetState(self.sub_state)]
+        if self.type is UnitType.TIMER and self.sub_state in TimerState.__members__.values():
+            return TIMER_ACTIVE_STATE[TimerState(self.sub_state)]
         return ActiveState.INACTIVE
 
     @property

@@ -33,6 +33,7 @@ from compat.enums import (
     ServiceType,
     SliceState,
     TargetState,
+    TimerState,
     parse_enum,
 )
 
@@ -43,6 +44,8 @@ SPELLINGS: dict[type[enum.StrEnum], str] = {
     SliceState: "dead active",
     ServiceState: "dead start running exited stop stop-sigterm stop-sigkill failed",
     TargetState: "dead active",
+    # systemd.timer(5) / timer.c's state names as `systemctl show -p SubState` printed them
+    TimerState: "dead waiting running elapsed failed",
     JobType: "start verify-active stop reload reload-or-start restart try-restart try-reload nop",
     JobState: "waiting running",
     JobMode: "fail replace replace-irreversibly isolate flush ignore-dependencies "

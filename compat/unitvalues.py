@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from compat import errors
 from compat.properties import PROPERTIES, UINT32_MAX, UINT64_MAX
+from compat.timespan import format_timespan, parse_timespan
 from compat.unitname import UnitType
 
 Property = tuple[str, str, object]  # (bus name, D-Bus signature, plain value)
@@ -35,17 +36,6 @@ _FALSE = frozenset({"0", "no", "n", "false", "f", "off"})
 # systemd.resource-control(5): sizes take K, M, G, T, P, E "to the base of 1024"; IO
 # bandwidth and IOPS "to the base of 1000"
 _SUFFIX = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
-# systemd.time(7): time span units
-_USEC = {
-    "us": 1, "usec": 1, "µs": 1, "ms": 1000, "msec": 1000,
-    "s": 10**6, "sec": 10**6, "second": 10**6, "seconds": 10**6,
-    "m": 60 * 10**6, "min": 60 * 10**6, "minute": 60 * 10**6, "minutes": 60 * 10**6,
-    "h": 3600 * 10**6, "hr": 3600 * 10**6, "hour": 3600 * 10**6, "hours": 3600 * 10**6,
-    "d": 86400 * 10**6, "day": 86400 * 10**6, "days": 86400 * 10**6,
-    "w": 604800 * 10**6, "week": 604800 * 10**6, "weeks": 604800 * 10**6,
-}  # fmt: skip
-_FORMAT_UNITS = (("d", 86400 * 10**6), ("h", 3600 * 10**6), ("min", 60 * 10**6),
-                 ("s", 10**6), ("ms", 1000), ("us", 1))  # fmt: skip
 
 
 def boolean(value: str) -> bool:
@@ -67,38 +57,6 @@ def size(value: str, base: int = 1024) -> int:
     if out >= UINT64_MAX:
         raise ValueError(value)
     return out
-
-
-def timespan(value: str) -> int:
-    """A systemd.time(7) time span in µs ("90s", "1min 30s", "50ms", bare seconds, infinity)."""
-    v = value.strip()
-    if v == "infinity":
-        return UINT64_MAX
-    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", v):
-        return int(float(v) * 10**6)
-    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)\s*([a-zµ]+)\s*", v)
-    if not parts or "".join(f"{n}{u}" for n, u in parts) != re.sub(r"\s", "", v):
-        raise ValueError(value)
-    total = 0
-    for number, unit in parts:
-        if unit not in _USEC:
-            raise ValueError(value)
-        total += int(float(number) * _USEC[unit])
-    return total
-
-
-def format_timespan(usec: int) -> str:
-    """A time span as systemd writes it ("50ms", "1min 30s", "infinity")."""
-    if usec == UINT64_MAX:
-        return "infinity"
-    if usec == 0:
-        return "0"
-    out = []
-    for unit, size_ in _FORMAT_UNITS:
-        if usec >= size_:
-            out.append(f"{usec // size_}{unit}")
-            usec %= size_
-    return " ".join(out)
 
 
 def _percent(value: str) -> int | None:
@@ -197,7 +155,7 @@ def _usec(bus: str) -> Parse:
         if value == "":
             return [(bus, "t", UINT64_MAX)]
         try:
-            return [(bus, "t", _checked(bus, timespan(value)))]
+            return [(bus, "t", _checked(bus, parse_timespan(value)))]
         except ValueError:
             raise BadValueError(f"Invalid time span value '{value}', ignoring.") from None
 
@@ -291,7 +249,7 @@ _FIXED: dict[str, Parse] = {
     "BlockIOWriteBandwidth": _devices("BlockIOWriteBandwidth", _bandwidth),
     "IODeviceWeight": _devices("IODeviceWeight", _integer),
     "BlockIODeviceWeight": _devices("BlockIODeviceWeight", _integer),
-    "IODeviceLatencyTargetSec": _devices("IODeviceLatencyTargetUSec", timespan),
+    "IODeviceLatencyTargetSec": _devices("IODeviceLatencyTargetUSec", parse_timespan),
     "DeviceAllow": _device_allow,
     "Delegate": _delegate,
 }

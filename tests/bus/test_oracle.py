@@ -244,8 +244,14 @@ class Caller:
             [sys.executable, "-c", _CALLER, address],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
+
+    @property
+    def cmdline(self) -> str:
+        """Its command line as the daemon reads it; read when needed, not at start: Popen
+        returns once a vfork()ed child has begun its exec, before the kernel has laid out
+        the new arguments, so /proc/PID/cmdline can still be empty then (seen under load)."""
         cmdline = Path(f"/proc/{self.proc.pid}/cmdline").read_text()
-        self.cmdline = cmdline.rstrip("\0").replace("\0", " ")
+        return cmdline.rstrip("\0").replace("\0", " ")
 
     async def call(self, what: str, name: str) -> Message:
         assert self.proc.stdin is not None and self.proc.stdout is not None

@@ -800,9 +800,9 @@ def user_files(uid: int) -> dict[str, str | None]:
 
 @check
 async def user_slices(shim: Shim) -> dict[str, Any]:
-    # the admin's two steps (issue 17), then two users' sessions: logind and pam_systemd do
-    # not run here (no logind in the guest's job), so the session scopes are started as
-    # logind 252 sends StartTransientUnit
+    # the admin's two steps (issue 17), then two users' sessions started as logind 252 sends
+    # StartTransientUnit (logind_logins runs logind itself; here the logout, restart and
+    # next login are steered one by one)
     dropin = UNIT_ROOT / "etc/systemd/system/user-.slice.d/50-memory.conf"
     control = UNIT_ROOT / "etc/systemd/system.control/user-1001.slice.d"
     dropin.parent.mkdir(parents=True, exist_ok=True)
@@ -851,6 +851,92 @@ async def user_slices(shim: Shim) -> dict[str, Any]:
         dropin.unlink()
         if control.exists():
             shutil.rmtree(control)
+        await shim.call("Reload", "", [])
+
+
+# ---- issue 17 with the real logind 252: two logins the way pam_systemd makes them -----------
+
+LOGIND = "/lib/systemd/systemd-logind"  # Debian's 252, from the host's /usr
+LOGIND_CONF = Path("/run/systemd/logind.conf.d/vm.conf")
+LOGIN_CLIENT = ROOT / "tests/e2e/login_client.py"  # CreateSession as pam_systemd calls it
+LOGIN_UIDS = (1000, 65534)  # the host's /etc/passwd has these two (the guest's /etc)
+
+
+async def wait_gone(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return not path.exists()
+
+
+@check
+async def logind_logins(shim: Shim) -> dict[str, Any]:
+    dropin = UNIT_ROOT / "etc/systemd/system/user-.slice.d/50-memory.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("[Slice]\nMemoryMax=64M\n")
+    await shim.call("Reload", "", [])
+    LOGIND_CONF.parent.mkdir(parents=True, exist_ok=True)
+    LOGIND_CONF.write_text(
+        "[Login]\nNAutoVTs=0\nReserveVT=0\nKillUserProcesses=no\nUserStopDelaySec=0\n"
+        "HandlePowerKey=ignore\nHandleSuspendKey=ignore\nHandleHibernateKey=ignore\n"
+        "HandleLidSwitch=ignore\n"
+    )
+    log = open(OUT / "logind.log", "wb")  # noqa: SIM115
+    env = {**os.environ, "SYSTEMD_LOG_LEVEL": "debug", "SYSTEMD_LOG_TARGET": "console"}
+    logind = subprocess.Popen([LOGIND], stdout=log, stderr=log, env=env)
+    clients: list[subprocess.Popen[str]] = []
+    worker = Worker("alloc", "200", user=LOGIN_UIDS[0])
+    out: dict[str, Any] = {}
+    try:
+        await wait_name(shim.bus, "org.freedesktop.login1", 120)
+        for uid in LOGIN_UIDS:
+            client = subprocess.Popen(
+                [sys.executable, str(LOGIN_CLIENT), str(uid), "--gid", str(uid)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            clients.append(client)
+            assert client.stdout is not None
+            line = await asyncio.to_thread(client.stdout.readline)
+            out[f"login_{uid}"] = json.loads(line) if line else {"exit": client.wait()}
+        out["files"] = {uid: user_files(uid) for uid in LOGIN_UIDS}
+        session = out[f"login_{LOGIN_UIDS[0]}"].get("session")
+        # a process of the user in the session, as the login's children are (root writes it
+        # to the scope's cgroup.procs: AttachProcessesToUnit refuses non-delegated units, as
+        # systemd does), allocates
+        await worker.ready()
+        scope_dir = USER_SLICE / f"user-{LOGIN_UIDS[0]}.slice" / f"session-{session}.scope"
+        (scope_dir / "cgroup.procs").write_text(str(worker.pid))
+        out["worker"] = await worker.go()
+        out["events"] = read(f"user-{LOGIN_UIDS[0]}.slice", "memory.events", USER_SLICE)
+        # logout: ReleaseSession, the leader exits; logind stops the user's units
+        for client in clients:
+            assert client.stdin is not None
+            client.stdin.write("release\nexit\n")
+            client.stdin.flush()
+            await asyncio.to_thread(client.wait, 30)
+        out["gone"] = {
+            uid: await wait_gone(USER_SLICE / f"user-{uid}.slice", 60) for uid in LOGIN_UIDS
+        }
+        return out
+    finally:
+        worker.end()
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        logind.terminate()
+        try:
+            await asyncio.to_thread(logind.wait, 30)
+        except subprocess.TimeoutExpired:
+            logind.kill()
+            logind.wait()
+        log.close()
+        for uid in LOGIN_UIDS:
+            for unit in (f"user@{uid}.service", f"user-runtime-dir@{uid}.service",
+                         f"user-{uid}.slice"):  # fmt: skip
+                with contextlib.suppress(RuntimeError, TimeoutError):
+                    await shim.stop(unit)
+        dropin.unlink()
         await shim.call("Reload", "", [])
 
 

@@ -2,8 +2,10 @@
 (with Debian's own `user-.slice.d/10-defaults.conf`) limits every user's slice, a process above
 the limit is OOM-killed, and a persistent `set-property` outlives the slice and a restart.
 
-The sessions are `session-N.scope`s started as logind 252 asks for them (StartTransientUnit
-with `Slice=user-UID.slice`): logind and pam_systemd do not run in the guest's job."""
+Two runs of it: with Debian's systemd-logind 252 in the guest and two logins made as
+pam_systemd makes them (CreateSession, tests/e2e/login_client.py); and, for the persistent
+set-property across logout, a daemon restart and the next login, `session-N.scope`s started
+as logind 252 asks for them (StartTransientUnit with `Slice=user-UID.slice`)."""
 
 from __future__ import annotations
 
@@ -63,3 +65,20 @@ def test_persistent_set_property_outlives_the_slice_and_a_restart(vm: harness.Bo
     assert r["again"] == {"memory.max": M64, "pids.max": "100"}, r["again"]
     # the other user kept the drop-in's limit across the restart
     assert r["survivor"]["memory.max"] == M64
+
+
+def test_two_logins_through_logind_252_get_the_drop_ins_limit(vm: harness.Boot) -> None:
+    """The same drop-in with Debian's systemd-logind 252 running in the guest and two logins
+    made as pam_systemd makes them (tests/e2e/login_client.py: CreateSession)."""
+    r = result(vm, "logind_logins")
+    for uid in ("1000", "65534"):
+        login = r[f"login_{uid}"]
+        assert login.get("ok") is True, r
+        assert login["cgroup"] == f"/user.slice/user-{uid}.slice/session-{login['session']}.scope"
+        assert r["files"][uid]["memory.max"] == M64, r["files"]
+        assert r["files"][uid]["pids.max"] not in (None, "max"), r["files"]
+    # a process of the first user in its session: 200 MiB is OOM-killed in the user's slice
+    assert r["worker"] == {"ok": False, "exit": -9, "signal": "SIGKILL"}, r["worker"]
+    assert events(r["events"])["oom_kill"] >= 1, r["events"]
+    # logout: logind stops the user's units, the slices go
+    assert r["gone"] == {"1000": True, "65534": True}, r

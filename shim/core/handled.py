@@ -95,9 +95,21 @@ def _main_exited(unit: Unit, returncode: int) -> None:
     )
 
 
-def _result(returncode: int) -> str:
-    # systemd.service(5) Result=: "exit-code" for a non-zero status, "signal" for a kill
+def _result(returncode: int, oom_killed: bool = False) -> str:
+    # systemd.service(5) Result=: "exit-code" for a non-zero status, "signal" for a kill,
+    # "oom-kill" when the kernel's OOM killer acted on the unit (OOMPolicy=stop, the default)
+    if oom_killed and returncode == -signal.SIGKILL:
+        return "oom-kill"
     return "signal" if returncode < 0 else "exit-code"
+
+
+def _oom_kills(events: str | None) -> int:
+    """oom_kill in a cgroup's memory.events (cgroup-v2.rst): processes the OOM killer killed."""
+    for line in (events or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return 0
 
 
 async def _log_output(identifier: str, proc: asyncio.subprocess.Process) -> None:
@@ -168,6 +180,7 @@ class Handled(Scopes):
                 log.info("%s: %s", name, line)
         if unit.job is not job:
             return  # replaced or cancelled meanwhile
+        oom_killed = self._oom_killed(unit)
         self._release_cgroup(unit)
         if status == 0:
             unit.result = "success"
@@ -175,7 +188,8 @@ class Handled(Scopes):
             self._finish_job(job, JobResult.DONE)
         else:
             log.warning("%s: %s exited with status %d", unit.name, argv[0] if argv else "", status)
-            unit.result = "timeout" if status == -9 else _result(status)
+            timed_out = status == -9 and not oom_killed
+            unit.result = "timeout" if timed_out else _result(status, oom_killed)
             self._set_state(unit, ServiceState.FAILED)
             self._finish_job(job, JobResult.FAILED)
 
@@ -399,6 +413,12 @@ class Handled(Scopes):
             log.info("%s: ready again (PID %d)", unit.name, pid)
             unit.result = "success"  # recovered: the killed process does not fail the unit
 
+    def _oom_killed(self, unit: Unit) -> bool:
+        path = unit.control_group
+        return (
+            path is not None and _oom_kills(self.backend.get_attribute(path, "memory.events")) > 0
+        )
+
     def _place(self, cgroup: str, pid: int) -> None:
         self.backend.attach(cgroup, [pid])
 
@@ -413,7 +433,7 @@ class Handled(Scopes):
         status = await spawn.wait(proc)
         if status != 0 and unit.sub_state == ServiceState.RUNNING:
             log.warning("%s: main process exited with status %d", unit.name, status)
-            unit.result = _result(status)
+            unit.result = _result(status, self._oom_killed(unit))
         if unit.handler is None or unit.handler.context is None:
             return
         _main_exited(unit, status)

@@ -69,6 +69,25 @@ async def test_a_service_runs_its_command_and_reports_its_exit(client: Client) -
     assert await client.get(path, UNIT, "Refs") == [client.bus.unique_name]
 
 
+@pytest.mark.parametrize(("oom_kill", "result"), [(1, "oom-kill"), (0, "signal")])
+async def test_a_sigkill_with_an_oom_kill_in_memory_events_is_result_oom_kill(
+    daemon: Daemon, client: Client, oom_kill: int, result: str
+) -> None:
+    """systemd.service(5) Result=oom-kill: the kernel's OOM killer acted on the unit (its
+    cgroup's memory.events counts it, cgroup-v2.rst); a SIGKILL otherwise is "signal". The
+    kernel's own kill is in tests/vm/test_services.py; the fake tree's file stands for it."""
+    events = daemon.backend.root / "system.slice/oom.service/memory.events"
+    script = f'printf "oom {oom_kill}\\noom_kill {oom_kill}\\n" > {events}; kill -9 $$'
+    job = await start(client, "oom.service", execstart(SH, "-c", script),
+                      ["AddRef", Variant("b", True)])  # fmt: skip
+    assert await job_result(client, job) == "done"
+    (path,) = await client.ok("GetUnit", "s", ["oom.service"])
+    assert await until_state(client, path, {"failed"}) == "failed"
+    assert await client.get(path, SERVICE, "Result") == result
+    assert await client.get(path, SERVICE, "ExecMainCode") == 2  # CLD_KILLED
+    assert await client.get(path, SERVICE, "ExecMainStatus") == 9
+
+
 async def test_a_successful_service_without_references_is_collected(client: Client) -> None:
     job = await start(client, "ok.service", execstart(SH, "-c", "true"))
     await job_result(client, job)

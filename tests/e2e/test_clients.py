@@ -64,7 +64,12 @@ SCOPE = "clients-sys.scope"
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
-CLIENTS = ("252", "257", "262")
+CLIENTS = ("252", "257", "262", "real-252")
+# the real systemd 252's run of the same scenario (scenario_clients.py --oracle under
+# shared/lab/real-systemd.sh), stored with its provenance: every test runs against it too
+TRANSCRIPT = (
+    Path(__file__).resolve().parents[2] / "fixtures/oracle/clients-252/scenario_clients.jsonl"
+)
 
 
 def clients_dir(version: str) -> str:
@@ -82,10 +87,54 @@ def steps(request: pytest.FixtureRequest) -> Steps:
     project's hosts; 257 and 262 in the unified view, the only one 258+ supports (262's
     systemd-cgls finds no tree in the hybrid one), as Debian 13 and sid boot."""
     version = request.param
+    if version == "real-252":
+        return Steps([json.loads(line) for line in TRANSCRIPT.read_text().splitlines()])
     if version == "252":
         return run_scenario(sys.executable, "scenario_clients.py")
     return run_scenario(sys.executable, "scenario_clients.py", "--clients",
                         clients_dir(version), unified=True)  # fmt: skip
+
+
+# facts the real 252's run does not have: scopeshim's own (the daemon, its log, its socket)
+# and steps the --oracle run leaves out; each test so marked is skipped for the transcript
+NOT_IN_TRANSCRIPT = {
+    "test_mark_booted_while_serving": "the daemon's own facts (serving, --mark-booted)",
+    "test_every_call_lands_on_an_implemented_member": "the daemon's log of unknown members",
+    "test_start_handled_units": "--oracle leaves out the poweroff (the real PID 1 would obey)",
+    "test_private_socket_fallback": "--oracle does not hide the real PID 1's socket",
+    "test_private_socket_is_tried_first": "--oracle puts no listener on the real PID 1's socket",
+    "test_systemd_run_scope_limits": "the lab's cgroup2 tree has no memory/cpu controller "
+    "(v1 holds them here): 252 writes no file either, and has no scopeshim log note",
+    "test_set_property_runtime_and_persistent": "as test_systemd_run_scope_limits",
+}
+# where the real 252 printed otherwise than the test holds scopeshim to: strict xfail, so a
+# transcript that agrees (a rerun, a fixed difference) fails until the entry goes
+KNOWN_DIFFERENCES = {
+    "test_nothing_left_behind": "252 keeps clients.slice after its last scope (documented "
+    "difference: scopeshim removes an implicit slice once empty)",
+    "test_stop_removes_the_implicit_slice": "documented difference (see its docstring)",
+    "test_user_runtime_dir_started_by_hand_stays_until_stopped": "documented difference "
+    "(see its docstring): 252 stops it at once",
+    "test_status_loaded_line_without_a_transient_file": "252 writes /run/systemd/transient/"
+    "UNIT and prints it on the Loaded: line; scopeshim writes no unit file",
+    "test_systemd_run_scope_generated_name_and_exit_status": "the lab runs the scenario with "
+    "/run/systemd/private hidden: 252's systemd-run went over the bus (run-u16.scope)",
+    "test_busctl_monitor": "the same: root's systemctl stop went over the bus, so the "
+    "monitor saw its StopUnit",
+}
+
+
+@pytest.fixture(autouse=True)
+def _transcript_rules(request: pytest.FixtureRequest) -> None:
+    """Under the real-252 transcript: skip NOT_IN_TRANSCRIPT, xfail KNOWN_DIFFERENCES."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or callspec.params.get("steps") != "real-252":
+        return
+    name = request.node.originalname
+    if name in NOT_IN_TRANSCRIPT:
+        pytest.skip(f"real-252 transcript: {NOT_IN_TRANSCRIPT[name]}")
+    if name in KNOWN_DIFFERENCES:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_DIFFERENCES[name]))
 
 
 @pytest.fixture
@@ -97,7 +146,8 @@ def version(steps: Steps) -> int:
 
 def limit_landed(facts: dict[str, Any], cgroup: dict[str, Any], file: str, value: str) -> None:
     """FILE holds VALUE, or (no such controller on this cgroup2 tree) the daemon logged a
-    note naming FILE=VALUE."""
+    note naming FILE=VALUE. On this machine kind it is always the note: the kernel files
+    with every controller are tests/vm's (test_memory.py, test_user_slices.py, ...)."""
     content = cgroup.get(file)
     if content is not None and not content.startswith("<"):
         assert content == value, explain(cgroup)

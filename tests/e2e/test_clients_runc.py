@@ -4,16 +4,21 @@ runc's properties, pause/resume freeze the cgroup, `runc update` sends the limit
 delete` leaves nothing behind (scenario_clients_runc.py, one sandbox run per module).
 
 The expected values are what the real systemd 252 answered to the same scenario
-(`scenario_clients_runc.py --oracle` under shared/lab/real-systemd.sh). On this machine the
-cgroup2 tree has no pids/memory/cpu controller, so `runc update` fails writing the files
-itself after SetUnitProperties, exactly as it does against systemd 252 here; the limits are
-checked as properties read back, and in the files where the controller exists.
+(`scenario_clients_runc.py --oracle` under shared/lab/real-systemd.sh), stored in
+fixtures/oracle/clients-252/ and checked against it. On this machine the cgroup2 tree has no
+pids/memory/cpu controller, so `runc update` fails writing the files itself after
+SetUnitProperties, exactly as it does against systemd 252 here; the limits are checked as
+properties read back, and in the files where the controller exists. tests/vm/test_runc.py
+runs the same runc in a kernel with every controller on cgroup2: there the update succeeds
+and the kernel files hold the new limits.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +27,7 @@ from tests.e2e import oci_bundle
 from tests.e2e.clients_host import Steps, explain, lines, no_unknown_members, run_scenario
 
 pytestmark = pytest.mark.timeout(600)
+TRANSCRIPT = "fixtures/oracle/clients-252/scenario_clients_runc.jsonl"
 
 STEPS = ("bundle", "runc-run", "runc-pause-resume", "runc-update", "runc-delete",
          "runc-cgroups-path")  # fmt: skip
@@ -129,14 +135,48 @@ def test_runc_update(steps: Steps, key: str, file: str, content: str) -> None:
     assert f["state"]["status"] == "running", why
 
 
+UPDATE_READ_BACK = {
+    "TasksMax": "100",
+    "MemoryMax": "104857600",
+    "CPUQuotaPerSecUSec": "500ms",
+    "CPUQuotaPeriodUSec": "100ms",
+}
+
+
 def test_runc_update_limits_read_back(steps: Steps) -> None:
     f = steps["runc-update"]
-    assert f["show"] == {
-        "TasksMax": "100",
-        "MemoryMax": "104857600",
-        "CPUQuotaPerSecUSec": "500ms",
-        "CPUQuotaPeriodUSec": "100ms",
-    }, explain(f)
+    assert f["show"] == UPDATE_READ_BACK, explain(f)
+
+
+# -- the real systemd 252's run of the same scenario (fixtures/oracle/clients-252/README.md) --
+
+
+def real_252() -> Steps:
+    path = Path(__file__).resolve().parents[2] / TRANSCRIPT
+    return Steps([json.loads(line) for line in path.read_text().splitlines()])
+
+
+def test_expectations_are_what_the_real_252_printed() -> None:
+    """The values above are the real systemd 252's: its transcript, checked without a sandbox."""
+    real = real_252()
+    assert real["start"]["versions"]["systemctl"] == ["systemd 252 (252.39-1~deb12u2)"]
+    assert real["start"]["versions"]["runc"] == ["runc version 1.1.5+ds1"]
+    run = real["runc-run"]
+    scope_as_runc_makes_it(
+        run["show"], "runc-c1.scope", "system.slice", "libcontainer container c1"
+    )
+    allowed = [line.removeprefix("DeviceAllow=") for line in lines(run["device_allow"])]
+    assert allowed == DEVICE_ALLOW, explain(run["device_allow"])
+    update = real["runc-update"]
+    assert update["show"] == UPDATE_READ_BACK, explain(update)
+    # no controller on the lab's cgroup2 tree: runc's own write fails there too, after the
+    # SetUnitProperties that systemd 252 accepted (tests/vm/test_runc.py: where it can land)
+    for key, file in (("pids", "pids.max"), ("memory", "memory.max")):
+        assert update[key]["rc"] == 1, explain(update[key])
+        assert f"{file}: no such file or directory" in update[key]["err"], explain(update[key])
+    assert real["runc-delete"]["cgroup"] == {"exists": False}
+    two = real["runc-cgroups-path"]["show"]
+    scope_as_runc_makes_it(two, "ctr-two.scope", "clients.slice", "libcontainer container two")
 
 
 def test_runc_gates_on_the_manager_version(steps: Steps) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,8 +50,14 @@ BUS_CONFIG = f"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Confi
   </policy>
 </busconfig>
 """
-CONFIG = """[units]
-user_manager = "masked"
+SITE = next((ROOT / ".venv/lib").glob("python3*/site-packages"), ROOT)
+# the user manager (issue 16): Debian's python3 with the venv's packages (the venv's own
+# interpreter lives under /root, mode 700, out of the user's reach), as tests/e2e does
+USER_MANAGER = ["/usr/bin/env", f"PYTHONPATH={ROOT}:{SITE}", "/usr/bin/python3", "-m", "shim",
+                "serve", "--user", "--notify-ready", "--log-level", "debug"]  # fmt: skip
+CONFIG = f"""[units]
+user_manager = "scopeshim"
+user_manager_command = {json.dumps(USER_MANAGER)}
 """
 
 Check = Callable[["Shim"], Awaitable[dict[str, Any]]]
@@ -137,6 +144,7 @@ class Shim:
     def __init__(self, bus: MessageBus) -> None:
         self.bus = bus
         self.jobs: dict[str, asyncio.Future[str]] = {}
+        self.restarter: Callable[[], Awaitable[None]] | None = None
         bus.add_message_handler(self._signal)
 
     def _signal(self, m: Message) -> None:
@@ -177,6 +185,19 @@ class Shim:
         return await self._job(
             "StartTransientUnit", "ssa(sv)a(sa(sv))", [unit, "fail", properties, []]
         )
+
+    async def start_service(self, unit: str, argv: list[str], **props: Variant) -> str:
+        """StartTransientUnit of a service running ARGV (ExecStart=, as systemd-run sends it)."""
+        properties = [["ExecStart", Variant("a(sasb)", [[argv[0], argv, False]])]]
+        properties += [[k, v] for k, v in props.items()]
+        return await self._job(
+            "StartTransientUnit", "ssa(sv)a(sa(sv))", [unit, "fail", properties, []]
+        )
+
+    async def restart(self) -> None:
+        """Stop scopeshim (SIGTERM) and serve again from its state directory."""
+        assert self.restarter is not None
+        await self.restarter()
 
     async def set(self, unit: str, **props: Variant) -> None:
         """SetUnitProperties(runtime=true) on a running unit."""
@@ -741,6 +762,411 @@ async def delegation(shim: Shim) -> dict[str, Any]:
             raise RuntimeError(f"{unit} left behind")
 
 
+# ---- issue 17: the seeds' story (drop-in, user slices, persistent set-property) -------------
+
+UNIT_ROOT = Path("/run/scopeshim-vm/unit-root")  # --unit-root: etc/ and run/ writable, usr -> /usr
+USER_SLICE = CGROOT / "user.slice"
+
+
+async def prop(shim: Shim, unit: str, interface: str, name: str) -> Any:
+    """A unit's property as its D-Bus value (GetUnit, then Properties.Get)."""
+    path = (await shim.call("GetUnit", "s", [unit])).body[0]
+    reply = await shim.call(
+        "Get",
+        "ss",
+        [f"org.freedesktop.systemd1.{interface}", name],
+        path=path,
+        interface="org.freedesktop.DBus.Properties",
+    )
+    return reply.body[0].value
+
+
+async def session(shim: Shim, number: int, uid: int, pids: list[int]) -> str:
+    """session-N.scope as logind 252 asks for it (logind-dbus.c manager_start_scope: the
+    user's slice, After= logind and user-sessions, SendSIGHUP=, TasksMax= left to the slice)."""
+    return await shim.start(
+        f"session-{number}.scope",
+        pids,
+        Description=Variant("s", f"Session {number} of User {uid}"),
+        Slice=Variant("s", f"user-{uid}.slice"),
+        After=Variant("as", ["systemd-logind.service", "systemd-user-sessions.service"]),
+        SendSIGHUP=Variant("b", True),
+    )
+
+
+def user_files(uid: int) -> dict[str, str | None]:
+    return {f: read(f"user-{uid}.slice", f, USER_SLICE) for f in ("memory.max", "pids.max")}
+
+
+@check
+async def user_slices(shim: Shim) -> dict[str, Any]:
+    # the admin's two steps (issue 17), then two users' sessions started as logind 252 sends
+    # StartTransientUnit (logind_logins runs logind itself; here the logout, restart and
+    # next login are steered one by one)
+    dropin = UNIT_ROOT / "etc/systemd/system/user-.slice.d/50-memory.conf"
+    control = UNIT_ROOT / "etc/systemd/system.control/user-1001.slice.d"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("[Slice]\nMemoryMax=64M\n")
+    await shim.call("Reload", "", [])
+    out: dict[str, Any] = {}
+    sleepers = [subprocess.Popen(["sleep", "3600"], user=u, group=u) for u in (1000, 1001)]
+    worker = Worker("alloc", "200", user=1000)
+    try:
+        out["jobs"] = [
+            await session(shim, 1, 1000, [sleepers[0].pid, worker.pid]),
+            await session(shim, 2, 1001, [sleepers[1].pid]),
+        ]
+        out["files"] = {u: user_files(u) for u in (1000, 1001)}
+        out["dropins"] = await prop(shim, "user-1000.slice", "Unit", "DropInPaths")
+        out["worker"] = await worker.go()
+        out["events"] = read("user-1000.slice", "memory.events", USER_SLICE)
+        # systemctl set-property user-1001.slice MemoryMax=32M TasksMax=100 (no --runtime)
+        settings = [["MemoryMax", t(32 * MIB)], ["TasksMax", t(100)]]
+        await shim.call("SetUnitProperties", "sba(sv)", ["user-1001.slice", False, settings])
+        out["control"] = {p.name: p.read_text() for p in sorted(control.iterdir())}
+        out["set"] = user_files(1001)
+        # logout: the last session ends, the slice (StopWhenUnneeded=yes) goes with it
+        out["logout"] = await shim.stop("session-2.scope")
+        sleepers[1].wait(10)
+        for _ in range(100):
+            if not (USER_SLICE / "user-1001.slice").exists():
+                break
+            await asyncio.sleep(0.1)
+        out["slice_gone"] = not (USER_SLICE / "user-1001.slice").exists()
+        await shim.restart()
+        sleepers[1] = subprocess.Popen(["sleep", "3600"], user=1001, group=1001)
+        out["relogin"] = await session(shim, 3, 1001, [sleepers[1].pid])
+        out["again"] = user_files(1001)
+        out["again_dropins"] = await prop(shim, "user-1001.slice", "Unit", "DropInPaths")
+        out["survivor"] = user_files(1000)
+        return out
+    finally:
+        worker.end()
+        for unit in ("session-1.scope", "session-3.scope", "user-1000.slice", "user-1001.slice"):
+            with contextlib.suppress(RuntimeError):
+                await shim.stop(unit)
+        for s in sleepers:
+            s.kill()
+            s.wait(10)
+        dropin.unlink()
+        if control.exists():
+            shutil.rmtree(control)
+        await shim.call("Reload", "", [])
+
+
+# ---- issue 17 with the real logind 252: two logins the way pam_systemd makes them -----------
+
+LOGIND = "/lib/systemd/systemd-logind"  # Debian's 252, from the host's /usr
+LOGIND_CONF = Path("/run/systemd/logind.conf.d/vm.conf")
+LOGIN_CLIENT = ROOT / "tests/e2e/login_client.py"  # CreateSession as pam_systemd calls it
+LOGIN_UIDS = (1000, 65534)  # the host's /etc/passwd has these two (the guest's /etc)
+
+
+async def wait_gone(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return not path.exists()
+
+
+@check
+async def logind_logins(shim: Shim) -> dict[str, Any]:
+    dropin = UNIT_ROOT / "etc/systemd/system/user-.slice.d/50-memory.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("[Slice]\nMemoryMax=64M\n")
+    await shim.call("Reload", "", [])
+    LOGIND_CONF.parent.mkdir(parents=True, exist_ok=True)
+    LOGIND_CONF.write_text(
+        "[Login]\nNAutoVTs=0\nReserveVT=0\nKillUserProcesses=no\nUserStopDelaySec=0\n"
+        "HandlePowerKey=ignore\nHandleSuspendKey=ignore\nHandleHibernateKey=ignore\n"
+        "HandleLidSwitch=ignore\n"
+    )
+    log = open(OUT / "logind.log", "wb")  # noqa: SIM115
+    env = {**os.environ, "SYSTEMD_LOG_LEVEL": "debug", "SYSTEMD_LOG_TARGET": "console"}
+    logind = subprocess.Popen([LOGIND], stdout=log, stderr=log, env=env)
+    clients: list[subprocess.Popen[str]] = []
+    worker = Worker("alloc", "200", user=LOGIN_UIDS[0])
+    out: dict[str, Any] = {}
+    try:
+        await wait_name(shim.bus, "org.freedesktop.login1", 120)
+        for uid in LOGIN_UIDS:
+            client = subprocess.Popen(
+                [sys.executable, str(LOGIN_CLIENT), str(uid), "--gid", str(uid)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            clients.append(client)
+            assert client.stdout is not None
+            line = await asyncio.to_thread(client.stdout.readline)
+            out[f"login_{uid}"] = json.loads(line) if line else {"exit": client.wait()}
+        out["files"] = {uid: user_files(uid) for uid in LOGIN_UIDS}
+        session = out[f"login_{LOGIN_UIDS[0]}"].get("session")
+        # a process of the user in the session, as the login's children are (root writes it
+        # to the scope's cgroup.procs: AttachProcessesToUnit refuses non-delegated units, as
+        # systemd does), allocates
+        await worker.ready()
+        scope_dir = USER_SLICE / f"user-{LOGIN_UIDS[0]}.slice" / f"session-{session}.scope"
+        (scope_dir / "cgroup.procs").write_text(str(worker.pid))
+        out["worker"] = await worker.go()
+        out["events"] = read(f"user-{LOGIN_UIDS[0]}.slice", "memory.events", USER_SLICE)
+        # logout: ReleaseSession, the leader exits; logind stops the user's units
+        for client in clients:
+            assert client.stdin is not None
+            client.stdin.write("release\nexit\n")
+            client.stdin.flush()
+            await asyncio.to_thread(client.wait, 30)
+        out["gone"] = {
+            uid: await wait_gone(USER_SLICE / f"user-{uid}.slice", 60) for uid in LOGIN_UIDS
+        }
+        return out
+    finally:
+        worker.end()
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        logind.terminate()
+        try:
+            await asyncio.to_thread(logind.wait, 30)
+        except subprocess.TimeoutExpired:
+            logind.kill()
+            logind.wait()
+        log.close()
+        for uid in LOGIN_UIDS:
+            for unit in (f"user@{uid}.service", f"user-runtime-dir@{uid}.service",
+                         f"user-{uid}.slice"):  # fmt: skip
+                with contextlib.suppress(RuntimeError, TimeoutError):
+                    await shim.stop(unit)
+        dropin.unlink()
+        await shim.call("Reload", "", [])
+
+
+# ---- issue 18: a transient service's limits are there before it execs -----------------------
+
+SHOW_LIMIT = 'cat "/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/{0}" > {1}; exec "$@"'
+
+
+async def service_run(
+    shim: Shim, unit: str, file: str, argv: list[str], **props: Variant
+) -> dict[str, Any]:
+    """A transient service whose ExecStart= first writes its own cgroup's FILE (what the
+    kernel held at exec) then execs ARGV; its job, the file, and what systemd properties say
+    once it is over."""
+    seen = Path(f"/run/{unit}.limit")
+    command = ["/bin/sh", "-c", SHOW_LIMIT.format(file, seen), "sh", *argv]
+    out: dict[str, Any] = {
+        "job": await shim.start_service(unit, command, **props),
+    }
+    state = "unloaded"  # a transient service that succeeded is collected (unloaded)
+    for _ in range(600):
+        try:
+            state = await prop(shim, unit, "Unit", "ActiveState")
+        except RuntimeError as e:
+            if "NoSuchUnit" not in str(e):
+                raise
+            break
+        if state in ("failed", "inactive"):
+            break
+        await asyncio.sleep(0.1)
+    out["state"] = state
+    out["at_exec"] = seen.read_text().strip() if seen.exists() else None
+    if state != "unloaded":
+        for name in ("Result", "ExecMainCode", "ExecMainStatus"):
+            out[name] = await prop(shim, unit, "Service", name)
+    out["cgroup_left"] = (SLICE / unit).exists()
+    with contextlib.suppress(RuntimeError):
+        await shim.call("ResetFailedUnit", "s", [unit])
+    with contextlib.suppress(RuntimeError):
+        out["loaded_after_reset"] = await prop(shim, unit, "Unit", "LoadState")
+    return out
+
+
+ALLOC = "import sys; b = b'x' * (int(sys.argv[1]) << 20); print(len(b))"
+FORKS = """import json, os, sys, time
+kids, error = [], None
+while len(kids) < 10:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        error = e.errno
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+open(sys.argv[1], "w").write(json.dumps({"forked": len(kids), "errno": error}))
+"""
+
+
+@check
+async def service_memory_max(shim: Shim) -> dict[str, Any]:
+    return await service_run(
+        shim, "oomsvc.service", "memory.max", [PY, "-S", "-c", ALLOC, "200"],
+        MemoryMax=t(32 * MIB), MemorySwapMax=t(0),
+    )  # fmt: skip
+
+
+@check
+async def service_tasks_max(shim: Shim) -> dict[str, Any]:
+    report = Path("/run/forksvc.json")
+    out = await service_run(
+        shim, "forksvc.service", "pids.max", [PY, "-S", "-c", FORKS, str(report)],
+        TasksMax=t(4), Type=Variant("s", "oneshot"),
+    )  # fmt: skip
+    out["forks"] = json.loads(report.read_text()) if report.exists() else None
+    return out
+
+
+# ---- issue 16 item 5: the user manager's own scopes, in its delegated subtree --------------
+
+USER_UID = 1000  # the host's /etc/passwd entry (the guest's /etc is the host's, read-only)
+USER_PROBE = """import errno, json, os, time
+def attempt(path, text):
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+cg = open("/proc/self/cgroup").read().strip().partition("::")[2]
+here = "/sys/fs/cgroup" + cg
+manager = here.partition("/app.slice/")[0]
+out = {"cgroup": cg}
+for name in ("memory.max", "pids.max"):
+    out[name] = open(here + "/" + name).read().strip()
+kids, error = [], None
+while len(kids) < 10:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        error = errno.errorcode[e.errno]
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+out["forked"], out["fork_error"] = len(kids), error
+out["raise_memory"] = attempt(manager + "/memory.max", "max")
+out["raise_pids"] = attempt(manager + "/pids.max", "max")
+out["leave"] = attempt(os.path.dirname(manager) + "/cgroup.procs", str(os.getpid()))
+out["leave_root"] = attempt("/sys/fs/cgroup/cgroup.procs", str(os.getpid()))
+out["still"] = open("/proc/self/cgroup").read().strip()
+print(json.dumps(out), flush=True)
+b = b"x" * (200 << 20)
+print("survived", len(b), flush=True)
+"""
+
+
+@check
+async def user_manager_scopes(shim: Shim) -> dict[str, Any]:
+    uid = USER_UID
+    service = f"user@{uid}.service"
+    tree = USER_SLICE / f"user-{uid}.slice" / service
+    out: dict[str, Any] = {}
+    try:
+        # what logind 252 starts at a user's first login (user_start_service)
+        out["runtime_dir"] = await shim._job(
+            "StartUnit", "ss", [f"user-runtime-dir@{uid}.service", "replace"]
+        )
+        out["manager"] = await shim._job("StartUnit", "ss", [service, "replace"])
+        # the admin's limit on the user manager's own cgroup (the user's whole tree)
+        await shim.set(service, MemoryMax=t(256 * MIB), TasksMax=t(64))
+        out["service_files"] = {
+            f: read(service, f, tree.parent) for f in ("memory.max", "pids.max")
+        }
+        out["owner"] = os.stat(tree).st_uid
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": "/",
+            "XDG_RUNTIME_DIR": f"/run/user/{uid}",
+            "DBUS_SESSION_BUS_ADDRESS": f"unix:path=/run/user/{uid}/bus",
+        }
+        argv = ["systemd-run", "--user", "--scope", "--unit", "vm-user",
+                "-p", "MemoryMax=64M", "-p", "TasksMax=5", "-p", "MemorySwapMax=0",
+                PY, "-S", "-c", USER_PROBE]  # fmt: skip
+        p = await asyncio.to_thread(
+            subprocess.run, argv, env=env, user=uid, group=uid, extra_groups=[], cwd="/",
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        out["run"] = {"rc": p.returncode, "err": p.stderr[-1500:]}
+        first, _, rest = p.stdout.partition("\n")
+        out["probe"] = json.loads(first) if first.startswith("{") else p.stdout[-1500:]
+        out["survived"] = "survived" in rest
+        out["scope_events"] = read("vm-user.scope", "memory.events", tree / "app.slice")
+        out["service_after"] = {
+            f: read(service, f, tree.parent) for f in ("memory.max", "pids.max")
+        }
+        return out
+    finally:
+        for unit in (service, f"user-runtime-dir@{uid}.service", f"user-{uid}.slice"):
+            with contextlib.suppress(RuntimeError, TimeoutError):
+                out[f"stop {unit}"] = await shim.stop(unit)
+        out["left"] = tree.exists()
+
+
+# ---- issue 23: runc update through scopeshim, the limits in the kernel ----------------------
+
+
+@check
+async def runc_update(shim: Shim) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    from tests.e2e import oci_bundle
+
+    bundle = Path("/tmp/runc-c1")
+    state = "/run/runc-vm"
+    oci_bundle.build(bundle, ["sleep", "3600"])
+    marker = Path("/run/systemd/system")  # runc's IsRunningSystemd: sd_booted(3)
+    marker.mkdir(parents=True, exist_ok=True)
+    unit = "runc-c1.scope"
+
+    def runc(*args: str) -> dict[str, Any]:
+        # files, not pipes: a detached container keeps runc's stdout and stderr open
+        with open("/run/runc.out", "w+") as so, open("/run/runc.err", "w+") as se:
+            p = subprocess.run(
+                ["runc", "--systemd-cgroup", "--root", state, *args],
+                stdout=so, stderr=se, timeout=120, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            se.seek(0)
+            return {"rc": p.returncode, "err": se.read()[-1000:]}
+
+    files = ("pids.max", "memory.max", "cpu.max")
+    out: dict[str, Any] = {}
+    try:
+        out["run"] = await asyncio.to_thread(runc, "run", "--detach", "--bundle", str(bundle), "c1")
+        out["before"] = {f: read(unit, f) for f in files}
+        out["pids"] = await asyncio.to_thread(runc, "update", "--pids-limit", "100", "c1")
+        out["memory"] = await asyncio.to_thread(runc, "update", "--memory", "100M", "c1")
+        out["cpu"] = await asyncio.to_thread(
+            runc, "update", "--cpu-period", "100000", "--cpu-quota", "50000", "c1"
+        )
+        out["after"] = {f: read(unit, f) for f in files}
+        out["props"] = {
+            name: await prop(shim, unit, "Scope", name) for name in ("TasksMax", "MemoryMax")
+        }
+        # the new pids limit holds: runc exec's tasks (its init's threads, the shell's forks)
+        # do not fit beside the container's sleep
+        out["pids2"] = await asyncio.to_thread(runc, "update", "--pids-limit", "3", "c1")
+        out["pids_events_before"] = read(unit, "pids.events")
+        out["exec"] = await asyncio.to_thread(
+            runc, "exec", "c1", "sh", "-c", "sleep 5 & sleep 5 & sleep 5 & wait"
+        )
+        out["pids_events"] = read(unit, "pids.events")
+    finally:
+        out["delete"] = await asyncio.to_thread(runc, "delete", "--force", "c1")
+        for _ in range(50):
+            if not (SLICE / unit).exists():
+                break
+            await asyncio.sleep(0.1)
+        out["left"] = (SLICE / unit).exists()
+        marker.rmdir()
+    return out
+
+
 # ---- the run ---------------------------------------------------------------------------------
 
 
@@ -790,32 +1216,44 @@ async def run(results: Any, only: set[str]) -> None:
         if os.path.exists(SOCKET):
             break
         await asyncio.sleep(0.05)
-    daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shim",
-            "serve",
-            "--system",
-            "--backend",
-            "cgroup2",
-            "--cgroup-root",
-            str(CGROOT),
-            "--state-dir",
-            "/run/scopeshim",
-            "--log-level",
-            "debug",
-            "--config",
-            str(run_dir / "scopeshim.toml"),
-        ],
-        cwd=ROOT,
-        stdout=shim_log,
-        stderr=shim_log,
-    )
+    UNIT_ROOT.mkdir(parents=True, exist_ok=True)
+    for top in ("usr", "lib"):  # the host's (Debian's) units and drop-ins, read-only
+        if not (UNIT_ROOT / top).exists():
+            (UNIT_ROOT / top).symlink_to(f"/{top}")
+    argv = [
+        sys.executable,
+        "-m",
+        "shim",
+        "serve",
+        "--system",
+        "--backend",
+        "cgroup2",
+        "--cgroup-root",
+        str(CGROOT),
+        "--state-dir",
+        "/run/scopeshim",
+        "--log-level",
+        "debug",
+        "--config",
+        str(run_dir / "scopeshim.toml"),
+        "--unit-root",
+        str(UNIT_ROOT),
+    ]
+    daemon = subprocess.Popen(argv, cwd=ROOT, stdout=shim_log, stderr=shim_log)
     try:
         bus = await MessageBus(bus_address=f"unix:path={SOCKET}").connect()
         await wait_name(bus, "org.freedesktop.systemd1", 180)
         shim = Shim(bus)
+
+        async def restart() -> None:
+            nonlocal daemon
+            daemon.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(daemon.wait, 60)
+            print(f"{time.monotonic():.1f} scopeshim exited {code}: again", file=sys.stderr)
+            daemon = subprocess.Popen(argv, cwd=ROOT, stdout=shim_log, stderr=shim_log)
+            await wait_name(bus, "org.freedesktop.systemd1", 180)
+
+        shim.restarter = restart
         await shim.call(
             "AddMatch",
             "s",

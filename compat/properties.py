@@ -145,6 +145,19 @@ def _signal(name: str, v: object) -> object:
     return v
 
 
+def _exit_status(name: str, v: object) -> object:
+    # systemd.service(5) SuccessExitStatus= and friends, (aiai): exit codes 0-255, signals
+    assert isinstance(v, (list, tuple)) and len(v) == 2
+    codes, signals = v
+    for code in codes:
+        if not 0 <= code <= 255:
+            raise _invalid(f"Invalid status code in {name}: {code}")
+    for sig in signals:
+        if not 1 <= sig <= SIGNAL_MAX:
+            raise _invalid(f"Invalid signal in {name}: {sig}")
+    return [sorted(set(codes)), sorted(set(signals))]
+
+
 def _slice(name: str, v: object) -> object:
     assert isinstance(v, str)
     # texts as systemd 252 answers them (tests/bus/test_bad_input.py)
@@ -375,6 +388,10 @@ _SPECS: list[PropertySpec] = [
     _spec("ExitType", "s", _SERVICE, _T, check=_enum(ExitType)),
     _spec("RemainAfterExit", "b", _SERVICE, _T),
     _spec("Restart", "s", _SERVICE, _T, check=_enum(ServiceRestart)),
+    _spec("RestartUSec", "t", _SERVICE, _T),
+    _spec("SuccessExitStatus", "(aiai)", _SERVICE, _T, check=_exit_status),
+    _spec("RestartPreventExitStatus", "(aiai)", _SERVICE, _T, check=_exit_status),
+    _spec("RestartForceExitStatus", "(aiai)", _SERVICE, _T, check=_exit_status),
     _spec("TimeoutStartUSec", "t", _SERVICE, _T),
     _spec("Environment", "as", _SERVICE, _T, Merge.APPEND, _environment),
     _spec("WorkingDirectory", "s", _SERVICE, _T, check=_working_directory),

@@ -277,6 +277,11 @@ _GETTERS: dict[str, Getter] = {
     # org.freedesktop.systemd1(5) Service: the main process (transient services)
     "MainPID": lambda m, u: u.main.get("pid", 0) if "code" not in u.main else 0,
     "ExecMainPID": lambda m, u: u.main.get("pid", 0),
+    # systemd.service(5): Restart= defaults to no, RestartSec= to 100ms
+    "Restart": lambda m, u: u.settings.get("Restart", "no"),
+    "RestartUSec": lambda m, u: u.settings.get("RestartUSec", 100_000),
+    # systemd.service(5) Restart=: the automatic restarts since the last start asked for
+    "NRestarts": lambda m, u: u.main.get("n_restarts", 0),
     "ExecMainCode": lambda m, u: u.main.get("code", 0),
     "ExecMainStatus": lambda m, u: u.main.get("status", 0),
     "ExecMainStartTimestamp": lambda m, u: u.main.get("start_rt", 0),

@@ -284,6 +284,10 @@ class Manager(Configured):
                     self._enqueue(child, JobType.STOP)
             self._maybe_finish_slice_stop(unit)
             return
+        if unit.sub_state == ServiceState.AUTO_RESTART and unit.type is UnitType.SERVICE:
+            self.stop_restart(unit)
+            self._finish_job(job, JobResult.DONE)
+            return
         if unit.type is UnitType.SCOPE or (
             unit.handler is not None and unit.handler.kind in LONG_RUNNING
         ):

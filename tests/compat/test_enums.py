@@ -41,7 +41,7 @@ SPELLINGS: dict[type[enum.StrEnum], str] = {
     ActiveState: "active reloading inactive failed activating deactivating maintenance",
     ScopeState: "dead start-chown running abandoned stop-sigterm stop-sigkill failed",
     SliceState: "dead active",
-    ServiceState: "dead start running exited stop stop-sigterm stop-sigkill failed",
+    ServiceState: "dead start running exited stop stop-sigterm stop-sigkill failed auto-restart",
     TargetState: "dead active",
     JobType: "start verify-active stop reload reload-or-start restart try-restart try-reload nop",
     JobState: "waiting running",

@@ -200,6 +200,16 @@ class Handled(Scopes):
                  unit.name, unit.main["n_restarts"])  # fmt: skip
         self._enqueue(unit, JobType.START)
 
+    async def _watch_adopted(self, unit: Unit, pid: int) -> None:
+        """A main process taken back after a crash is no child of this daemon: its end is
+        seen (pidfd), its exit status cannot be (ExecMainCode=0, docs/differences.md)."""
+        await _exited(self.loop, pid)
+        if unit.main.get("pid") != pid or "code" in unit.main:
+            return
+        now = time.time_ns() // 1000, time.monotonic_ns() // 1000
+        unit.main.update(code=0, status=0, exit_rt=now[0], exit_mono=now[1])
+        self.listener.unit_changed(unit)
+
     def stop_restart(self, unit: Unit) -> None:
         """systemd.service(5): a stop while a restart is pending leaves the service dead."""
         self._cancel_timer(unit)

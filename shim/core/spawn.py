@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable, Sequence
 
 from backends.base import BackendError, CgroupBackend
+from compat import execline
 from shim.core.policy import ExecContext
 
 # sh waits for one line on stdin (the go-ahead), then becomes the command
@@ -134,6 +135,8 @@ async def start(
     extra: dict[str, object] = {}
     if context is not None:
         env.update(e.split("=", 1) for e in context.environment)  # type: ignore[misc]
+        # systemd.service(5) "Command lines": $FOO, ${FOO} and $$ in the arguments
+        argv = (argv[0], *execline.expand(argv[1:], env))
         extra["cwd"] = _directory(context, env)
         if context.output == "inherit":
             output = None  # type: ignore[assignment]

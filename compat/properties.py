@@ -240,6 +240,37 @@ def _umask(name: str, v: object) -> object:
     return v
 
 
+def _file_path(name: str, v: object) -> object:
+    # systemd.exec(5) StandardOutput=file:PATH (systemd-run sends StandardOutputFile=PATH):
+    # texts as systemd 252 answers them in the lab
+    assert isinstance(v, str)
+    if not v.startswith("/"):
+        raise _invalid(f"Path {v} is not absolute")
+    if any(part in (".", "..") for part in v.split("/")) or "//" in v:
+        raise _invalid(f"Path {v} is not normalized")
+    return v
+
+
+# systemd.exec(5) file:/append:/truncate: for each stream, as systemd-run names them on the bus
+STANDARD_FILES = {
+    "StandardInputFile": ("StandardInput", "file"),
+    "StandardOutputFile": ("StandardOutput", "file"),
+    "StandardOutputFileToAppend": ("StandardOutput", "append"),
+    "StandardOutputFileToTruncate": ("StandardOutput", "truncate"),
+    "StandardErrorFile": ("StandardError", "file"),
+    "StandardErrorFileToAppend": ("StandardError", "append"),
+    "StandardErrorFileToTruncate": ("StandardError", "truncate"),
+}
+
+
+def standard_file(settings: dict[str, object], stream: str) -> tuple[str, str] | None:
+    """(mode, path) of STREAM ("StandardOutput", ...) when a file was set for it."""
+    for name, (which, mode) in STANDARD_FILES.items():
+        if which == stream and isinstance(settings.get(name), str):
+            return mode, str(settings[name])
+    return None
+
+
 def _standard(*supported: str) -> Check:
     # StandardInput/Output/Error: what exists here (no journal: a service's lines go to
     # scopeshim's log; no tty, socket or file targets)
@@ -399,6 +430,7 @@ _SPECS: list[PropertySpec] = [
     _spec("StandardInput", "s", _SERVICE, _T, check=_standard("null")),
     _spec("StandardOutput", "s", _SERVICE, _T, check=_standard("inherit", "journal", "null")),
     _spec("StandardError", "s", _SERVICE, _T, check=_standard("inherit", "journal", "null")),
+    *(_spec(name, "s", _SERVICE, _T, check=_file_path) for name in STANDARD_FILES),
     _spec("IgnoreSIGPIPE", "b", _SERVICE, _T),
     # systemd.kill(5)
     _spec("KillMode", "s", _PROCESSES, _T, check=_enum(KillMode)),

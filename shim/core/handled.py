@@ -235,7 +235,8 @@ class Handled(Scopes):
             )  # fmt: skip
         except (spawn.SpawnError, BackendError) as e:
             output = str(e)
-            status = EXIT_EXEC  # systemd.exec(5): 203, the command could not be run
+            # systemd.exec(5): 203, the command could not be run (209: its output)
+            status = e.status if isinstance(e, spawn.SpawnError) else EXIT_EXEC
         if context is not None:
             _main_exited(unit, status)
         if context is None or context.output == "journal":
@@ -274,7 +275,7 @@ class Handled(Scopes):
                 if context is not None and isinstance(e, spawn.SpawnError):
                     # systemd.exec(5): status 203/EXEC, the service failed with exit-code
                     _main_started(unit, 0)
-                    _main_exited(unit, EXIT_EXEC)
+                    _main_exited(unit, e.status)
                     unit.result = "exit-code"
                 else:
                     unit.result = "resources"

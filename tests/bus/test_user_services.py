@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -79,3 +81,37 @@ async def test_kio_app_launch(daemon: Daemon, client: Client, tmp_path: Path) ->
     gone = await client.wait_signal(lambda m: m.member == "UnitRemoved" and m.body[0] == name)
     assert gone is not None
     assert not daemon.backend.exists(f"/app.slice/{name}")
+
+
+def _systemd_run_user(address: str) -> subprocess.CompletedProcess[str]:
+    """Debian's systemd-run 252 with --user, as typed, on the session bus of the user manager
+    (a mount namespace whose /run/systemd holds only the sd_booted marker)."""
+    script = f"""
+mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system || exit 99
+export DBUS_SESSION_BUS_ADDRESS='{address}'
+systemd-run --user --wait -p MemoryMax=50M sh -c 'exit 7'; echo "wait-status=$?"
+systemd-run --user --wait --quiet true; echo "true-status=$?"
+"""
+    return subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="a mount namespace for /run/systemd needs root")
+@pytest.mark.skipif(shutil.which("systemd-run") is None, reason="systemd-run is not installed")
+async def test_systemd_run_user_wait(daemon: Daemon, client: Client) -> None:
+    await client.ok("Subscribe")
+    done = await asyncio.to_thread(_systemd_run_user, daemon.address)
+    out = done.stdout + done.stderr
+    assert "wait-status=7" in out, out
+    assert "Finished with result: exit-code" in out
+    assert "Main processes terminated with: code=exited/status=7" in out
+    assert "true-status=0" in out
+    # the service ran in the user manager's app.slice
+    (units,) = await client.ok("ListUnits")
+    (failed,) = [u for u in units if u[0].startswith("run-") and u[3] == "failed"]
+    service = "org.freedesktop.systemd1.Service"
+    assert await client.get(failed[6], service, "Slice") == "app.slice"
+    assert await client.get(failed[6], service, "MemoryMax") == 50 << 20
+    assert await client.get(failed[6], service, "ExecMainStatus") == 7

@@ -246,7 +246,12 @@ class Handled(Scopes):
         if unit.job is not job:
             return  # replaced or cancelled meanwhile
         self._release_cgroup(unit)
-        if status == 0:
+        # systemd.service(5) SuccessExitStatus=: listed statuses succeed (Type=oneshot: no
+        # signal is clean unless listed); the stop command of a handled unit needs 0
+        success_set = restart.status_set(unit.setting("SuccessExitStatus"))
+        if status == 0 or (context is not None and status != -9 and restart.clean_exit(
+            status < 0, abs(status), True, success_set
+        )):  # fmt: skip
             unit.result = "success"
             self._set_state(unit, success)
             self._finish_job(job, JobResult.DONE)

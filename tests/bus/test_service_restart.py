@@ -90,6 +90,19 @@ async def test_success_exit_status_makes_an_exit_clean(client: Client) -> None:
     assert list(await client.get(path, SERVICE, "SuccessExitStatus")) == [[3], []]
 
 
+async def test_success_exit_status_for_a_oneshot(client: Client) -> None:
+    oneshot = ["Type", Variant("s", "oneshot")]
+    success = statuses("SuccessExitStatus", [42], [])
+    job = await start(client, "one42.service", execstart(SH, "-c", "exit 42"), oneshot, success)
+    assert await job_result(client, job) == "done"
+    # Type=oneshot: SIGTERM is not clean unless listed (systemd.service(5))
+    term = execstart(SH, "-c", "kill -TERM $$$$")  # $$ is a literal $: the shell's PID
+    job = await start(client, "oneterm.service", term, oneshot, REF)
+    assert await job_result(client, job) == "failed"
+    path = await path_of(client, "oneterm.service")
+    assert await client.get(path, SERVICE, "Result") == "signal"
+
+
 async def test_prevent_exit_status_stops_the_restarts(client: Client) -> None:
     prevent = statuses("RestartPreventExitStatus", [4], [])
     job = await start(client, "prevent.service", execstart(SH, "-c", "exit 4"), REF,

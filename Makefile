@@ -6,10 +6,11 @@ BIN    := $(VENV)/bin
 # pam_systemd.so and pamtester for the e2e PAM login; python3-dbusmock: the polkit peer;
 # systemd-container: machined and systemd-nspawn for the Controller=/RequestStop e2e test;
 # python3-gi, gir1.2-gnomedesktop-3.0: flatpak's GDBus calls and gnome_start_systemd_scope;
+# libsystemd-dev, pkg-config: pystemd's build (its run() in tests/bus/test_pystemd.py);
 # qemu-system-x86 and busybox-static: the VM tier, tests/vm)
 APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv \
 	libpam-systemd pamtester python3-dbusmock runc busybox-static systemd-container podman \
-	python3-gi gir1.2-gnomedesktop-3.0 qemu-system-x86
+	python3-gi gir1.2-gnomedesktop-3.0 qemu-system-x86 libsystemd-dev pkg-config
 # the logind versions e2e fetches into ${SCOPESHIM_CACHE:-/var/cache/scopeshim} (252 is installed)
 LOGIND_VERSIONS := 254 257 262
 PYTEST_ARGS ?=
@@ -33,6 +34,8 @@ $(BIN)/scopeshim: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,dev]'
+	@# pystemd (tests/bus/test_pystemd.py) builds against libsystemd-dev: best effort
+	$(BIN)/pip install -q pystemd || echo "pystemd not installed: tests/bus/test_pystemd.py skips"
 	@touch $@
 
 venv: $(BIN)/scopeshim

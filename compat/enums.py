@@ -79,6 +79,7 @@ class ServiceState(enum.StrEnum):
     STOP_SIGTERM = "stop-sigterm"
     STOP_SIGKILL = "stop-sigkill"
     FAILED = "failed"
+    AUTO_RESTART = "auto-restart"  # Restart=: waiting RestartSec= before starting again
 
 
 SERVICE_ACTIVE_STATE: dict[ServiceState, ActiveState] = {
@@ -90,6 +91,8 @@ SERVICE_ACTIVE_STATE: dict[ServiceState, ActiveState] = {
     ServiceState.STOP_SIGTERM: ActiveState.DEACTIVATING,
     ServiceState.STOP_SIGKILL: ActiveState.DEACTIVATING,
     ServiceState.FAILED: ActiveState.FAILED,
+    # systemctl(1) status: a service waiting for its restart is "activating (auto-restart)"
+    ServiceState.AUTO_RESTART: ActiveState.ACTIVATING,
 }
 
 

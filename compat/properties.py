@@ -146,6 +146,17 @@ def _signal(name: str, v: object) -> object:
     return v
 
 
+def _exit_status(name: str, v: object) -> object:
+    # systemd.service(5) SuccessExitStatus= and friends, (aiai): exit codes 0-255; systemd
+    # 252 takes any signal number here (signals 0 and 100 accepted in the lab)
+    assert isinstance(v, (list, tuple)) and len(v) == 2
+    codes, signals = v
+    for code in codes:
+        if not 0 <= code <= 255:
+            raise _invalid(f"Invalid status code in {name}: {code}")
+    return [sorted(set(codes)), sorted(set(signals))]
+
+
 def _slice(name: str, v: object) -> object:
     assert isinstance(v, str)
     # texts as systemd 252 answers them (tests/bus/test_bad_input.py)
@@ -228,6 +239,37 @@ def _umask(name: str, v: object) -> object:
     if not 0 <= v <= 0o777:
         raise _invalid(f"Invalid UMask: {v}")
     return v
+
+
+def _file_path(name: str, v: object) -> object:
+    # systemd.exec(5) StandardOutput=file:PATH (systemd-run sends StandardOutputFile=PATH):
+    # texts as systemd 252 answers them in the lab
+    assert isinstance(v, str)
+    if not v.startswith("/"):
+        raise _invalid(f"Path {v} is not absolute")
+    if any(part in (".", "..") for part in v.split("/")) or "//" in v:
+        raise _invalid(f"Path {v} is not normalized")
+    return v
+
+
+# systemd.exec(5) file:/append:/truncate: for each stream, as systemd-run names them on the bus
+STANDARD_FILES = {
+    "StandardInputFile": ("StandardInput", "file"),
+    "StandardOutputFile": ("StandardOutput", "file"),
+    "StandardOutputFileToAppend": ("StandardOutput", "append"),
+    "StandardOutputFileToTruncate": ("StandardOutput", "truncate"),
+    "StandardErrorFile": ("StandardError", "file"),
+    "StandardErrorFileToAppend": ("StandardError", "append"),
+    "StandardErrorFileToTruncate": ("StandardError", "truncate"),
+}
+
+
+def standard_file(settings: dict[str, object], stream: str) -> tuple[str, str] | None:
+    """(mode, path) of STREAM ("StandardOutput", ...) when a file was set for it."""
+    for name, (which, mode) in STANDARD_FILES.items():
+        if which == stream and isinstance(settings.get(name), str):
+            return mode, str(settings[name])
+    return None
 
 
 def _standard(*supported: str) -> Check:
@@ -376,6 +418,10 @@ _SPECS: list[PropertySpec] = [
     _spec("ExitType", "s", _SERVICE, _T, check=_enum(ExitType)),
     _spec("RemainAfterExit", "b", _SERVICE, _T),
     _spec("Restart", "s", _SERVICE, _T, check=_enum(ServiceRestart)),
+    _spec("RestartUSec", "t", _SERVICE, _T),
+    _spec("SuccessExitStatus", "(aiai)", _SERVICE, _T, check=_exit_status),
+    _spec("RestartPreventExitStatus", "(aiai)", _SERVICE, _T, check=_exit_status),
+    _spec("RestartForceExitStatus", "(aiai)", _SERVICE, _T, check=_exit_status),
     _spec("TimeoutStartUSec", "t", _SERVICE, _T),
     _spec("Environment", "as", _SERVICE, _T, Merge.APPEND, _environment),
     _spec("WorkingDirectory", "s", _SERVICE, _T, check=_working_directory),
@@ -385,6 +431,7 @@ _SPECS: list[PropertySpec] = [
     _spec("StandardInput", "s", _SERVICE, _T, check=_standard("null")),
     _spec("StandardOutput", "s", _SERVICE, _T, check=_standard("inherit", "journal", "null")),
     _spec("StandardError", "s", _SERVICE, _T, check=_standard("inherit", "journal", "null")),
+    *(_spec(name, "s", _SERVICE, _T, check=_file_path) for name in STANDARD_FILES),
     _spec("IgnoreSIGPIPE", "b", _SERVICE, _T),
     # systemd.timer(5), as systemd-run 252 sends it (observed); Unit= is refused by 252
     _spec("TimersMonotonic", "a(st)", _TIMER, _T, Merge.APPEND, timerunit.check_monotonic),

@@ -9,7 +9,7 @@ from typing import Any
 
 from compat import buspath, errors, readable, timerunit
 from compat.enums import LoadState
-from compat.properties import UINT64_MAX
+from compat.properties import UINT64_MAX, standard_file
 from compat.unitname import UnitType
 from shim.bus.call import Call
 from shim.bus.convert import unwrap_properties
@@ -290,6 +290,16 @@ _GETTERS: dict[str, Getter] = {
     # org.freedesktop.systemd1(5) Service: the main process (transient services)
     "MainPID": lambda m, u: u.main.get("pid", 0) if "code" not in u.main else 0,
     "ExecMainPID": lambda m, u: u.main.get("pid", 0),
+    # systemd.exec(5): a stream set to a file reads as its kind (file, append, truncate:
+    # systemd 252 in the lab)
+    "StandardInput": lambda m, u: _stream(u, "StandardInput"),
+    "StandardOutput": lambda m, u: _stream(u, "StandardOutput"),
+    "StandardError": lambda m, u: _stream(u, "StandardError"),
+    # systemd.service(5): Restart= defaults to no, RestartSec= to 100ms
+    "Restart": lambda m, u: u.settings.get("Restart", "no"),
+    "RestartUSec": lambda m, u: u.settings.get("RestartUSec", 100_000),
+    # systemd.service(5) Restart=: the automatic restarts since the last start asked for
+    "NRestarts": lambda m, u: u.main.get("n_restarts", 0),
     "ExecMainCode": lambda m, u: u.main.get("code", 0),
     "ExecMainStatus": lambda m, u: u.main.get("status", 0),
     "ExecMainStartTimestamp": lambda m, u: u.main.get("start_rt", 0),
@@ -357,6 +367,13 @@ for _name in ("TimersMonotonic", "TimersCalendar", "NextElapseUSecMonotonic",
               "AccuracyUSec", "RandomizedDelayUSec", "RemainAfterElapse", "Persistent",
               "WakeSystem", "OnClockChange", "OnTimezoneChange", "FixedRandomDelay"):  # fmt: skip
     _GETTERS[_name] = _timer(_name)
+
+
+def _stream(u: Unit, stream: str) -> object:
+    target = standard_file(u.settings, stream)
+    if target is not None:
+        return target[0]
+    return u.settings.get(stream, readable.DEFAULTS.get(stream, ""))
 
 
 def _exec_start(u: Unit) -> list[tuple[str, list[str], bool, int, int, int, int, int, int, int]]:

@@ -14,10 +14,11 @@ from functools import partial
 from typing import Any
 
 from backends.base import BackendError
-from compat import unitname
+from compat import restart, unitname
 from compat.enums import (
     ActiveState,
     JobResult,
+    JobType,
     LoadState,
     ScopeState,
     ServiceState,
@@ -78,7 +79,10 @@ CLD_EXITED, CLD_KILLED = 1, 2
 
 def _main_started(unit: Unit, pid: int) -> None:
     now = time.time_ns() // 1000, time.monotonic_ns() // 1000
-    unit.main = {"pid": pid, "start_rt": now[0], "start_mono": now[1], "reaping": int(pid > 0)}
+    # NRestarts counts the automatic restarts since the last start asked for (systemd.service(5))
+    kept = {"n_restarts": unit.main.get("n_restarts", 0)} if unit.main.get("auto") else {}
+    unit.main = {"pid": pid, "start_rt": now[0], "start_mono": now[1], "reaping": int(pid > 0),
+                 **kept}  # fmt: skip
 
 
 def _main_exited(unit: Unit, returncode: int) -> None:
@@ -134,6 +138,8 @@ class Handled(Scopes):
 
     def _start_handled(self, job: Job, handler: Handler) -> None:
         unit = job.unit
+        if handler.context is not None and not self._start_allowed(job):
+            return
         self._new_invocation(unit)
         if handler.kind is Kind.NOOP:
             self._set_state(unit, ServiceState.EXITED)
@@ -154,6 +160,76 @@ class Handled(Scopes):
             self._set_state(unit, ServiceState.START)
             self._spawn_task(self._run_simple(job, handler))
 
+    def _start_allowed(self, job: Job) -> bool:
+        """systemd.unit(5) StartLimitIntervalSec=10s, StartLimitBurst=5 for a transient
+        service: a sixth start within the interval fails it; an automatic restart keeps the
+        last exit's Result= (systemd 252 in the lab: Restart=on-failure of `exit 3` ends
+        failed, Result=exit-code, NRestarts=5), a start asked for reads start-limit-hit."""
+        unit = job.unit
+        now = self.loop.time()
+        unit.start_times = [t for t in unit.start_times if now - t < RESTART_INTERVAL]
+        if len(unit.start_times) >= RESTART_BURST:
+            log.warning("%s: start request repeated too quickly", unit.name)
+            if not unit.main.pop("auto", None):
+                unit.result = "start-limit-hit"
+            self._set_state(unit, ServiceState.FAILED)
+            self._finish_job(job, JobResult.FAILED)
+            return False
+        unit.start_times.append(now)
+        unit.result = "success"  # each start begins with a clean Result= (systemd.service(5))
+        return True
+
+    def _scope_dead(self, unit: Unit, result: str) -> None:
+        """A service whose main process's exit asked for Restart= waits RestartSec= in
+        auto-restart instead (systemd.service(5)); anything else ends as a scope does."""
+        if (
+            unit.main.pop("restart", 0)
+            and unit.type is UnitType.SERVICE
+            and unit.job is None
+            and self.units.get(unit.name) is unit
+        ):
+            self._cancel_timer(unit)
+            unit.result = result
+            self._release_cgroup(unit)
+            self._set_state(unit, ServiceState.AUTO_RESTART)
+            usec = unit.setting("RestartUSec", 100_000)
+            # RestartUSec=0: at once (the engine's timer takes 0 for "none")
+            self._arm_timer(unit, max(int(str(usec)), 1), self._auto_restart)
+            return
+        super()._scope_dead(unit, result)
+
+    def _auto_restart(self, unit: Unit) -> None:
+        """RestartSec= has passed: count the restart and queue a start job, as systemd does
+        ("Scheduled restart job, restart counter is at N")."""
+        self._timers.pop(unit, None)
+        if (
+            self.units.get(unit.name) is not unit
+            or unit.sub_state != ServiceState.AUTO_RESTART
+            or unit.job is not None
+        ):
+            return
+        unit.main["n_restarts"] = unit.main.get("n_restarts", 0) + 1
+        unit.main["auto"] = 1
+        log.info("%s: scheduled restart job, restart counter is at %d",
+                 unit.name, unit.main["n_restarts"])  # fmt: skip
+        self._enqueue(unit, JobType.START)
+
+    async def _watch_adopted(self, unit: Unit, pid: int) -> None:
+        """A main process taken back after a crash is no child of this daemon: its end is
+        seen (pidfd), its exit status cannot be (ExecMainCode=0, docs/differences.md)."""
+        await _exited(self.loop, pid)
+        if unit.main.get("pid") != pid or "code" in unit.main:
+            return
+        now = time.time_ns() // 1000, time.monotonic_ns() // 1000
+        unit.main.update(code=0, status=0, exit_rt=now[0], exit_mono=now[1])
+        self.listener.unit_changed(unit)
+
+    def stop_restart(self, unit: Unit) -> None:
+        """systemd.service(5): a stop while a restart is pending leaves the service dead."""
+        self._cancel_timer(unit)
+        unit.main.pop("auto", None)
+        self._set_state(unit, ServiceState.DEAD)
+
     async def _run_oneshot(self, job: Job, argv: Sequence[str], success: ServiceState) -> None:
         """Type=oneshot, RemainAfterExit=yes: the job ends with the command; the unit's
         cgroup exists while it runs."""
@@ -171,7 +247,8 @@ class Handled(Scopes):
             )  # fmt: skip
         except (spawn.SpawnError, BackendError) as e:
             output = str(e)
-            status = EXIT_EXEC  # systemd.exec(5): 203, the command could not be run
+            # systemd.exec(5): 203, the command could not be run (209: its output)
+            status = e.status if isinstance(e, spawn.SpawnError) else EXIT_EXEC
         if context is not None:
             _main_exited(unit, status)
         if context is None or context.output == "journal":
@@ -182,7 +259,12 @@ class Handled(Scopes):
             return  # replaced or cancelled meanwhile
         oom_killed = self._oom_killed(unit)
         self._release_cgroup(unit)
-        if status == 0:
+        # systemd.service(5) SuccessExitStatus=: listed statuses succeed (Type=oneshot: no
+        # signal is clean unless listed); the stop command of a handled unit needs 0
+        success_set = restart.status_set(unit.setting("SuccessExitStatus"))
+        if status == 0 or (context is not None and status != -9 and restart.clean_exit(
+            status < 0, abs(status), True, success_set
+        )):  # fmt: skip
             unit.result = "success"
             self._set_state(unit, success)
             self._finish_job(job, JobResult.DONE)
@@ -212,7 +294,7 @@ class Handled(Scopes):
                 if context is not None and isinstance(e, spawn.SpawnError):
                     # systemd.exec(5): status 203/EXEC, the service failed with exit-code
                     _main_started(unit, 0)
-                    _main_exited(unit, EXIT_EXEC)
+                    _main_exited(unit, e.status)
                     unit.result = "exit-code"
                 else:
                     unit.result = "resources"
@@ -431,12 +513,24 @@ class Handled(Scopes):
 
     async def _reap(self, unit: Unit, proc: asyncio.subprocess.Process) -> None:
         status = await spawn.wait(proc)
-        if status != 0 and unit.sub_state == ServiceState.RUNNING:
+        transient = unit.handler is not None and unit.handler.context is not None
+        running = unit.sub_state == ServiceState.RUNNING
+        killed, code = status < 0, abs(status)
+        # systemd.service(5) SuccessExitStatus=: which exits are clean (Result=success)
+        success = restart.status_set(unit.setting("SuccessExitStatus"))
+        clean = restart.clean_exit(killed, code, False, success) if transient else status == 0
+        if not clean and running:
             log.warning("%s: main process exited with status %d", unit.name, status)
             unit.result = _result(status, self._oom_killed(unit))
-        if unit.handler is None or unit.handler.context is None:
+        if not transient or unit.handler is None:
             return
         _main_exited(unit, status)
+        if running and restart.should_restart(
+            str(unit.setting("Restart", "no")), clean=clean, killed=killed, status=code,
+            prevent=restart.status_set(unit.setting("RestartPreventExitStatus")),
+            force=restart.status_set(unit.setting("RestartForceExitStatus")),
+        ):  # fmt: skip
+            unit.main["restart"] = 1  # taken up when the unit would be dead (_scope_dead)
         self.listener.unit_changed(unit)
         if self.units.get(unit.name) is not unit:
             return
@@ -446,8 +540,9 @@ class Handled(Scopes):
             if unit.active_state is ActiveState.DEACTIVATING and not rest:
                 self._scope_dead(unit, unit.result)  # a stop in progress: it is over
             return
-        if unit.handler.success == ServiceState.EXITED and status == 0 and not rest:
+        if unit.handler.success == ServiceState.EXITED and clean and not rest:
             # systemd.service(5) RemainAfterExit=yes: active after the main process exits
+            unit.main.pop("restart", None)
             self._set_state(unit, ServiceState.EXITED)
             return
         if not rest:

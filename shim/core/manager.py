@@ -336,6 +336,10 @@ class Manager(Timers):
         if unit.type is UnitType.TIMER:
             self._stop_timer(job)
             return
+        if unit.sub_state == ServiceState.AUTO_RESTART and unit.type is UnitType.SERVICE:
+            self.stop_restart(unit)
+            self._finish_job(job, JobResult.DONE)
+            return
         if unit.type is UnitType.SCOPE or (
             unit.handler is not None and unit.handler.kind in LONG_RUNNING
         ):

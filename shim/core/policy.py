@@ -91,6 +91,11 @@ class ExecContext:
     umask: int = 0o022  # UMask=
     output: str = "journal"  # StandardOutput=/StandardError=: journal (our log), null, inherit
     identifier: str = ""  # SyslogIdentifier=: the name its output lines carry
+    # systemd.exec(5) StandardInput=file:, StandardOutput=/StandardError= file:, append:,
+    # truncate:: (mode, path)
+    input_file: str | None = None
+    output_file: tuple[str, str] | None = None
+    error_file: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

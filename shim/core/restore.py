@@ -150,6 +150,10 @@ class Restore(Handled):
             self._by_invocation[unit.invocation_id] = unit
         path = record["control_group"]
         long_running = handler is not None and handler.kind in LONG_RUNNING
+        if unit.sub_state == ServiceState.AUTO_RESTART and long_running:
+            # systemd.service(5) Restart=: the restart that was pending at the crash, now
+            self._arm_timer(unit, 1, self._auto_restart)
+            return
         if path is None or not self.backend.exists(path):
             if unit.active_state not in (ActiveState.INACTIVE, ActiveState.FAILED) and (
                 unit.type is UnitType.SCOPE or long_running
@@ -162,6 +166,9 @@ class Restore(Handled):
         self._by_cgroup[path] = unit
         if unit.type is UnitType.SCOPE or long_running:
             self.backend.watch_empty(path, self._cgroup_empty)
+            main = unit.main.get("pid", 0)
+            if main and "code" not in unit.main and main in self.backend.pids(path):
+                self._spawn_task(self._watch_adopted(unit, main))
             if unit.sub_state in (ScopeState.STOP_SIGTERM, ScopeState.STOP_SIGKILL):
                 self._resume_stop(unit)  # finish the stop
         elif unit.active_state in (ActiveState.ACTIVATING, ActiveState.DEACTIVATING):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from compat import errors
 from compat.enums import ServiceType
+from compat.properties import standard_file
 from shim.core.policy import ExecContext, Handler, Kind
 
 # systemd.service(5): the states a oneshot ends in, with and without RemainAfterExit=yes
@@ -42,7 +43,10 @@ def handler(name: str, settings: dict[str, object]) -> Handler:
     nice = settings.get("Nice")
     umask = settings.get("UMask", 0o022)
     directory = settings.get("WorkingDirectory")
-    output = settings.get("StandardOutput", "journal")
+    output_file = standard_file(settings, "StandardOutput")
+    input_file = standard_file(settings, "StandardInput")
+    # a file for standard output: nothing of it goes to the log
+    output = "file" if output_file else settings.get("StandardOutput", "journal")
     identifier = settings.get("SyslogIdentifier") or argv[0].rsplit("/", 1)[-1]
     context = ExecContext(
         group=str(group) if group else None,
@@ -52,6 +56,9 @@ def handler(name: str, settings: dict[str, object]) -> Handler:
         umask=int(umask) if isinstance(umask, int) else 0o022,
         output=str(output),
         identifier=str(identifier),
+        input_file=input_file[1] if input_file else None,
+        output_file=output_file,
+        error_file=standard_file(settings, "StandardError"),
     )
     remain = bool(settings.get("RemainAfterExit", False))
     return Handler(

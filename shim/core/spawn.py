@@ -11,10 +11,12 @@ import contextlib
 import grp
 import os
 import pwd
+import shlex
 import shutil
 from collections.abc import Callable, Sequence
 
 from backends.base import BackendError, CgroupBackend
+from compat import execline
 from shim.core.policy import ExecContext
 
 # sh waits for one line on stdin (the go-ahead), then becomes the command
@@ -23,6 +25,19 @@ _GATE = 'read -r _ || exit 1; exec "$@" </dev/null'
 
 class SpawnError(Exception):
     """The command could not be started (missing program, unknown user, cgroup refused)."""
+
+    # systemd.exec(5) "Process exit codes": 203 EXIT_EXEC unless a stream failed
+    status = 203
+
+
+class OutputError(SpawnError):
+    """StandardOutput=/StandardError= could not be opened."""
+
+    status = 209  # systemd.exec(5): 209 EXIT_STDOUT, failed to set up standard output
+
+
+# systemd.exec(5): 208 EXIT_STDIN, failed to set up standard input
+EXIT_STDIN = 208
 
 
 def _credentials(user: str | None, group: str | None = None) -> dict[str, object]:
@@ -87,14 +102,34 @@ def _directory(context: ExecContext | None, env: dict[str, str]) -> str | None:
 
 
 def _gate(context: ExecContext | None) -> str:
-    """The gate, with systemd.exec(5) UMask= and Nice= applied before the command (Nice= is
-    the absolute niceness; nice(1) adds to the daemon's own, which need not be 0)."""
+    """The gate, with systemd.exec(5) UMask=, Nice= and StandardInput= applied before the
+    command (Nice= is the absolute niceness; nice(1) adds to the daemon's own, not always 0)."""
     if context is None:
         return _GATE
     nice = ""
     if context.nice is not None:
         nice = f"nice -n {context.nice - os.getpriority(os.PRIO_PROCESS, 0)} "
-    return f'read -r _ || exit 1; umask {context.umask:04o}; exec {nice}"$@" </dev/null'
+    # StandardInput=file:PATH (opened by the command's user here; systemd opens it as root)
+    source = shlex.quote(context.input_file) if context.input_file else "/dev/null"
+    check = f"true <{source} 2>/dev/null || exit {EXIT_STDIN}; " if context.input_file else ""
+    return f'read -r _ || exit 1; umask {context.umask:04o}; {check}exec {nice}"$@" <{source}'
+
+
+# systemd.exec(5) StandardOutput=file: writes from the start without truncating; append:
+# appends; truncate: truncates
+_FILE_FLAGS = {
+    "file": os.O_WRONLY | os.O_CREAT,
+    "append": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+    "truncate": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+}
+
+
+def _open_output(target: tuple[str, str], umask: int) -> int:
+    mode, path = target
+    try:
+        return os.open(path, _FILE_FLAGS[mode] | os.O_CLOEXEC | os.O_NOCTTY, 0o666 & ~umask)
+    except OSError as e:
+        raise OutputError(f"cannot open {path} for output: {e.strerror}") from None
 
 
 def fork_request(argv: Sequence[str], user: str) -> dict[str, object]:
@@ -134,19 +169,37 @@ async def start(
     output = asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL
     env = _environment(user) if env is None else env
     extra: dict[str, object] = {}
+    errors: int = asyncio.subprocess.STDOUT
+    opened: list[int] = []
     if context is not None:
         env.update(e.split("=", 1) for e in context.environment)  # type: ignore[misc]
+        # systemd.service(5) "Command lines": $FOO, ${FOO} and $$ in the arguments
+        argv = (argv[0], *execline.expand(argv[1:], env))
         extra["cwd"] = _directory(context, env)
         if context.output == "inherit":
             output = None  # type: ignore[assignment]
+        if context.output_file is not None:
+            output = _open_output(context.output_file, context.umask)
+            opened.append(output)
+        if context.error_file is not None:
+            try:
+                errors = _open_output(context.error_file, context.umask)
+            except SpawnError:
+                for fd in opened:
+                    os.close(fd)
+                raise
+            opened.append(errors)
     try:
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", _gate(context), "scopeshim-exec", *argv,
-            stdin=asyncio.subprocess.PIPE, stdout=output, stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.PIPE, stdout=output, stderr=errors,
             env=env, start_new_session=True, **credentials, **extra,  # type: ignore[arg-type]
         )  # fmt: skip
     except OSError as e:
         raise SpawnError(f"cannot run {argv[0]}: {e.strerror}") from None
+    finally:
+        for fd in opened:  # the child has its copies
+            os.close(fd)
     assert proc.stdin is not None
     try:
         backend.attach(cgroup, [proc.pid])
@@ -181,9 +234,9 @@ async def run(
     except TimeoutError:
         proc.kill()
         out, _ = await proc.communicate()
-        return -9, out.decode(errors="replace")
+        return -9, (out or b"").decode(errors="replace")
     assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
+    return proc.returncode, (out or b"").decode(errors="replace")
 
 
 async def wait(proc: asyncio.subprocess.Process) -> int:

@@ -77,6 +77,8 @@ class Unit:
     # a service's main process (org.freedesktop.systemd1(5) ExecMain*): pid, code, status,
     # start/exit realtime/monotonic; empty until one started (a timer: its last trigger)
     main: dict[str, int] = field(default_factory=dict)
+    # when a transient service was started lately (systemd.unit(5) StartLimitIntervalSec=)
+    start_times: list[float] = field(default_factory=list)
     # unit files (configured.py): the settings of the unit itself, before its files apply
     base_settings: dict[str, object] | None = None
     fragment_path: str = ""  # FragmentPath=

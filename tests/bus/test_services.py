@@ -247,6 +247,9 @@ for i in $(seq 100); do busctl --address '{address}' status org.freedesktop.syst
   >/dev/null 2>&1 && break; sleep 0.1; done
 systemd-run --wait -p MemoryMax=50M sh -c 'exit 7'; echo "wait-status=$?"
 systemd-run --wait --quiet true; echo "true-status=$?"
+systemd-run --wait --quiet -p StandardOutput=append:'{state_dir}/app.log' \
+  -p StandardError=truncate:'{state_dir}/err.log' -p StandardInput=file:/etc/hostname \
+  sh -c 'cat; echo out; echo err >&2'; echo "files-status=$?"
 systemd-run --unit=hello --setenv=GREETING=hi --service-type=oneshot --remain-after-exit \
   sh -c 'echo $GREETING from $(pwd)'; echo "oneshot-status=$?"
 systemctl --no-pager show -p ActiveState -p SubState -p Result -p ExecMainStatus hello.service
@@ -273,6 +276,11 @@ async def test_systemd_run_without_scope(private_bus: PrivateBus, tmp_path: Path
     assert "Finished with result: exit-code" in done.stderr + out
     assert "Main processes terminated with: code=exited/status=7" in done.stderr + out
     assert "true-status=0" in out
+    # StandardInput=file:, StandardOutput=append:, StandardError=truncate: (systemd.exec(5))
+    assert "files-status=0" in out
+    hostname = Path("/etc/hostname").read_text()
+    assert (tmp_path / "app.log").read_text() == hostname + "out\n"
+    assert (tmp_path / "err.log").read_text() == "err\n"
     assert "oneshot-status=0" in out
     for line in ("ActiveState=active", "SubState=exited", "Result=success", "ExecMainStatus=0"):
         assert line in out.split("sleeper-status")[0], out

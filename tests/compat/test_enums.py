@@ -42,7 +42,7 @@ SPELLINGS: dict[type[enum.StrEnum], str] = {
     ActiveState: "active reloading inactive failed activating deactivating maintenance",
     ScopeState: "dead start-chown running abandoned stop-sigterm stop-sigkill failed",
     SliceState: "dead active",
-    ServiceState: "dead start running exited stop stop-sigterm stop-sigkill failed",
+    ServiceState: "dead start running exited stop stop-sigterm stop-sigkill failed auto-restart",
     TargetState: "dead active",
     # systemd.timer(5) / timer.c's state names as `systemctl show -p SubState` printed them
     TimerState: "dead waiting running elapsed failed",

@@ -77,7 +77,8 @@ async def test_a_sigkill_with_an_oom_kill_in_memory_events_is_result_oom_kill(
     cgroup's memory.events counts it, cgroup-v2.rst); a SIGKILL otherwise is "signal". The
     kernel's own kill is in tests/vm/test_services.py; the fake tree's file stands for it."""
     events = daemon.backend.root / "system.slice/oom.service/memory.events"
-    script = f'printf "oom {oom_kill}\\noom_kill {oom_kill}\\n" > {events}; kill -9 $$'
+    # "$$$$": ExecStart= arguments turn "$$" into "$" (systemd.service(5)), the shell's own PID
+    script = f'printf "oom {oom_kill}\\noom_kill {oom_kill}\\n" > {events}; kill -9 $$$$'
     job = await start(client, "oom.service", execstart(SH, "-c", script),
                       ["AddRef", Variant("b", True)])  # fmt: skip
     assert await job_result(client, job) == "done"

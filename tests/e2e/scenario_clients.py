@@ -140,6 +140,22 @@ class Scenario:
         wait_for(lambda: not leftover(), 5)
         f["leftover"] = leftover()
 
+    def systemd_run_service(self, f: dict[str, Any]) -> None:
+        """A transient service (no --scope) with --wait, -p and --setenv: the command runs in
+        the service's own cgroup with the limit and the variable, and systemd-run prints the
+        result and passes the exit status on (257+ over /run/systemd/private)."""
+        seen = self.tmp / "service.seen"
+        f["run"] = run(
+            ["systemd-run", "--wait", "--unit=clients-svc", "--slice=clients",
+             "-p", "MemoryMax=48M", "--setenv=CLIENTS_VAR=from-systemd-run", "--",
+             "sh", "-c", f'{{ grep "^0::" /proc/self/cgroup; echo "$CLIENTS_VAR"; }} > {seen};'
+             " exit 3"],
+            env={"SYSTEMD_LOG_LEVEL": "info"},
+        )  # fmt: skip
+        f["seen"] = seen.read_text() if seen.exists() else None
+        f["cgroup_after"] = self.cg("/clients.slice/clients-svc.service")
+        f["after"] = show("clients-svc.service", "LoadState", "ActiveState")
+
     # -- systemctl -----------------------------------------------------------------------
 
     def systemctl_setup(self, f: dict[str, Any]) -> None:
@@ -481,6 +497,7 @@ def private_cases() -> dict[str, Any]:
 STEPS = (
     "systemd_run_scope",
     "systemd_run_generated",
+    "systemd_run_service",
     "systemctl_setup",
     "systemctl_list_units",
     "systemctl_status",

@@ -43,6 +43,7 @@ pytestmark = pytest.mark.timeout(600)
 STEPS = (
     "systemd-run-scope",
     "systemd-run-generated",
+    "systemd-run-service",
     "systemctl-setup",
     "systemctl-list-units",
     "systemctl-status",
@@ -106,6 +107,8 @@ NOT_IN_TRANSCRIPT = {
     "test_systemd_run_scope_limits": "the lab's cgroup2 tree has no memory/cpu controller "
     "(v1 holds them here): 252 writes no file either, and has no scopeshim log note",
     "test_set_property_runtime_and_persistent": "as test_systemd_run_scope_limits",
+    "test_systemd_run_service_waits_and_passes_the_exit_status": "a step added after the "
+    "transcript was recorded (02:40 UTC, 2026-12-08), not yet run against the lab's 252",
 }
 # where the real 252 printed otherwise than the test holds scopeshim to: strict xfail, so a
 # transcript that agrees (a rerun, a fixed difference) fails until the entry goes
@@ -240,6 +243,22 @@ def test_systemd_run_scope_generated_name_and_exit_status(steps: Steps, version:
     assert f["run"]["out"] == f"0::/system.slice/{m.group(1)}\n", why
     assert f["exit7"]["rc"] == 7, why
     assert f["leftover"] == [], why
+
+
+def test_systemd_run_service_waits_and_passes_the_exit_status(steps: Steps) -> None:
+    """systemd-run --wait of a transient service (issue 18): the command ran in
+    clients.slice/clients-svc.service with --setenv's variable, systemd-run printed the
+    result as systemd does and exited with the command's status; the unit was collected."""
+    f = steps["systemd-run-service"]
+    why = explain(f)
+    assert f["run"]["rc"] == 3, why
+    assert f["seen"] == "0::/clients.slice/clients-svc.service\nfrom-systemd-run\n", why
+    err = f["run"]["err"]
+    assert "Running as unit: clients-svc.service" in err, why
+    assert "Finished with result: exit-code" in err, why
+    # 252 prints "code=exited/status=3", 257+ "code=exited, status=3/NOTIMPLEMENTED"
+    assert re.search(r"Main processes terminated with: code=exited(/|, )status=3\b", err), why
+    assert f["cgroup_after"].get("exists") is False, why
 
 
 # -- systemctl --------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def driver_args(name: str, kind: str, opts: argparse.Namespace, *extra: str) -> 
     out = [PY, DRIVER, "--kind", kind, "--label", name, "--out", str(RAW / f"{name}.json")]
     out += EXTRA_DRIVER_ARGS
     out += ["--levels", opts.levels]
-    if opts.phases:
+    if getattr(opts, "phases", ""):
         out += ["--phases", opts.phases]
     if opts.quick:
         out.append("--quick")

@@ -20,6 +20,7 @@ from dbus_fast.aio.message_bus import MessageBus
 # one write carries at most this much: several messages queued in one turn of the event loop
 # (a reply and the signals its call caused) go out in one send(), not one each
 BATCH_BYTES = 64 * 1024
+DEFER = 3
 
 
 class _PatientWriter(message_bus._MessageWriter):
@@ -28,17 +29,29 @@ class _PatientWriter(message_bus._MessageWriter):
 
     futs: list[Any]
     scheduled: bool
+    deferred: int
 
     def schedule_write(self, msg: Any = None, future: Any = None) -> None:
         if msg is not None:
             self.buffer_message(msg, future)
         if self.bus.unique_name and not self.scheduled:
             self.scheduled = True
-            self.loop.call_soon(self.flush)
+            self.loop.call_soon(self._soon)
+
+    def _soon(self) -> None:
+        """Once the callbacks ready now have run (the state write, job dispatch and signal
+        flush a call set off each take a turn), at most DEFER turns later: more per send."""
+        ready: Any = getattr(self.loop, "_ready", None)
+        if ready and self.deferred < DEFER:
+            self.deferred += 1
+            self.loop.call_soon(self._soon)
+            return
+        self.flush()
 
     def flush(self) -> None:
         """Write what is queued now; what the socket does not take waits for writability."""
         self.scheduled = False
+        self.deferred = 0
         self.write_callback(remove_writer=False)
         fd: Any = self.fd
         if self.buf is not None or self.messages:
@@ -125,4 +138,5 @@ def patient(bus: MessageBus) -> MessageBus:
         assert isinstance(writer, _PatientWriter)
         writer.futs = [writer.fut] if writer.fut is not None else []
         writer.scheduled = False
+        writer.deferred = 0
     return bus

@@ -102,15 +102,17 @@ stress: deps venv logind
 # Benchmarks side by side (bench/run.py): scopeshim (fake; cgroup2 in tests/e2e/sandbox.sh) vs
 # the real systemd 252 (../shared/lab), python-dbusmock's systemd template and a dbus-fast floor,
 # each on its own private bus. Outputs in bench/results/. BENCH_QUICK=1: fewer repeats, 100 and
-# 1,000 live units only; BENCH_ONLY=floor,scopeshim-fake,...: a subset.
+# 1,000 live units only; BENCH_ONLY=floor,scopeshim-fake,...: a subset; BENCH_PHASES=kube,...:
+# the driver's phases, a subset (bench/README.md).
 BENCH_QUICK ?=
 BENCH_ONLY ?=
+BENCH_PHASES ?=
 $(VENV)/.bench-deps: pyproject.toml $(BIN)/scopeshim
 	$(BIN)/pip install -q -e '.[test,dev,bench]'
 	@touch $@
 
 bench: deps venv $(VENV)/.bench-deps
-	$(BIN)/python bench/run.py $(if $(BENCH_QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
+	$(BIN)/python bench/run.py $(if $(BENCH_QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(if $(BENCH_PHASES),--phases $(BENCH_PHASES))
 
 # `make install [DESTDIR=...] [PREFIX=/usr/local] [INIT=sysvinit]` (packaging/install.sh):
 # scopeshim in its own Python environment (PREFIX/lib/scopeshim, built with INSTALL_PYTHON and

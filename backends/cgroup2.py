@@ -146,6 +146,22 @@ def _mount_root_of(directory: Path) -> str | None:
     return "/" + joined
 
 
+def _subdirs(top: str) -> list[str]:
+    """The cgroups below TOP, parents before their children (one scandir per cgroup; a
+    cgroup directory holds interface files and its child cgroups, no symlinks)."""
+    out: list[str] = []
+    stack = [top]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                found = [e.path for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        out += found
+        stack += found
+    return out
+
+
 class Cgroup2Backend:
     """A CgroupBackend over a cgroup2 directory."""
 
@@ -199,10 +215,9 @@ class Cgroup2Backend:
         if self.pids(path):
             raise BackendError(f"cgroup {path} is populated", errno.EBUSY)
         self.unwatch(path)
-        subdirs = sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
         try:
-            for sub in [*subdirs, d]:
-                sub.rmdir()  # cgroup-v2.rst: an empty cgroup is removed with rmdir
+            for sub in [*reversed(_subdirs(str(d))), str(d)]:  # the deepest first
+                os.rmdir(sub)  # cgroup-v2.rst: an empty cgroup is removed with rmdir
         except OSError as e:
             raise BackendError(f"cannot remove cgroup {path}: {e.strerror}", e.errno) from None
         finally:
@@ -225,14 +240,13 @@ class Cgroup2Backend:
                 raise BackendError(f"process {pid} {what}", e.errno) from None
 
     def pids(self, path: str, recursive: bool = True) -> list[int]:
-        d = self._dir(path)
-        files = [d / "cgroup.procs"]
-        if recursive and d.is_dir():
-            files += [p / "cgroup.procs" for p in d.rglob("*") if p.is_dir()]
+        d = str(self._dir(path))
+        dirs = [d, *_subdirs(d)] if recursive else [d]
         out: set[int] = set()
-        for f in files:
+        for sub in dirs:
             try:
-                out.update(int(x) for x in f.read_text().split())
+                with open(os.path.join(sub, "cgroup.procs"), "rb") as f:
+                    out.update(int(x) for x in f.read().split())
             except (OSError, ValueError):
                 continue
         out.discard(0)  # cgroup.procs shows 0 for processes outside our PID namespace

@@ -23,6 +23,12 @@ def _within(path: str, root: str) -> bool:
     return root == "/" or path == root or path.startswith(root + "/")
 
 
+def _ancestors(path: str) -> list[str]:
+    """PATH and every cgroup above it, the root first."""
+    parts = [p for p in path.split("/") if p]
+    return ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
 OPERATIONS_KEPT = 1_000
 
 
@@ -48,6 +54,10 @@ class FakeBackend:
         self.operations: deque[Operation] = deque(maxlen=OPERATIONS_KEPT)
         self.n_operations = 0  # every call ever recorded
         self._members: dict[int, str] = {}  # pid -> cgroup path
+        # indexes of _members (no scan of every process per call): path -> its pids, and
+        # path -> the pids in it and below it
+        self._procs: dict[str, set[int]] = {}
+        self._subtree: dict[str, set[int]] = {}
         self._pidfds: dict[int, int] = {}  # pid -> pidfd
         self._watches: dict[str, EmptyCallback] = {}
         self.delegated: dict[str, tuple[int, int]] = {}  # path -> (uid, gid)
@@ -70,7 +80,7 @@ class FakeBackend:
                 except (ValueError, OSError):
                     continue
                 self._pidfds[pid] = fd
-                self._members[pid] = path
+                self._set_member(pid, path)
                 self._unwatched.add(pid)
             self._write_procs(path)
 
@@ -89,10 +99,28 @@ class FakeBackend:
         self.operations.append(Operation(op, path, args))
         self.n_operations += 1
 
+    def _set_member(self, pid: int, path: str | None) -> str | None:
+        """Move PID to the cgroup PATH (None: forget it); its old cgroup."""
+        old = self._members.pop(pid, None)
+        if old is not None:
+            self._procs[old].discard(pid)
+            if not self._procs[old]:
+                del self._procs[old]
+            for a in _ancestors(old):
+                self._subtree[a].discard(pid)
+                if not self._subtree[a]:
+                    del self._subtree[a]
+        if path is not None:
+            self._members[pid] = path
+            self._procs.setdefault(path, set()).add(pid)
+            for a in _ancestors(path):
+                self._subtree.setdefault(a, set()).add(pid)
+        return old
+
     def _write_procs(self, path: str) -> None:
         d = self._dir(path)
         if d.is_dir():
-            pids = sorted(p for p, c in self._members.items() if c == path)
+            pids = sorted(self._procs.get(path, ()))
             (d / "cgroup.procs").write_text("".join(f"{p}\n" for p in pids))
 
     def _forget(self, pid: int) -> None:
@@ -102,7 +130,7 @@ class FakeBackend:
             if self._loop is not None:
                 self._loop.remove_reader(fd)
             os.close(fd)
-        old = self._members.pop(pid, None)
+        old = self._set_member(pid, None)
         if old is not None:
             self._write_procs(old)
 
@@ -113,8 +141,14 @@ class FakeBackend:
             self._check_watches(path)
 
     def _check_watches(self, path: str) -> None:
-        for watched in list(self._watches):
-            if _within(path, watched) and not self.pids(watched):
+        # the watched cgroups at or above PATH (a lookup per ancestor, not a scan of every
+        # watch), in the order they were watched
+        hits = [a for a in _ancestors(path) if a in self._watches]
+        if len(hits) > 1:
+            order = {w: i for i, w in enumerate(self._watches)}
+            hits.sort(key=order.__getitem__)
+        for watched in hits:
+            if watched in self._watches and not self.pids(watched):
                 callback = self._watches.pop(watched)
                 callback(watched)
 
@@ -139,7 +173,10 @@ class FakeBackend:
         if self.pids(path):
             raise BackendError(f"cgroup {path} is populated", errno.EBUSY)
         d = self._dir(path)
-        for gone in [p for p in (*self.labels, *self.delegated) if _within(p, path)]:
+        below = path + "/"  # _within(p, path), inline: this runs over every cgroup labelled
+        for gone in [
+            p for p in (*self.labels, *self.delegated) if p == path or p.startswith(below)
+        ]:
             # what the kernel forgets with the directory (a long-running fake daemon would
             # otherwise keep one entry per cgroup it ever made)
             self.labels.pop(gone, None)
@@ -188,7 +225,7 @@ class FakeBackend:
             old = self._members.get(pid)
             if old is not None:
                 touched.add(old)
-            self._members[pid] = path
+            self._set_member(pid, path)
         for p in touched:
             self._write_procs(p)
         for p in touched - {path}:
@@ -197,8 +234,8 @@ class FakeBackend:
     def pids(self, path: str, recursive: bool = True) -> list[int]:
         path = normalise(path)
         if recursive:
-            return sorted(p for p, c in self._members.items() if _within(c, path))
-        return sorted(p for p, c in self._members.items() if c == path)
+            return sorted(self._subtree.get(path, ()))
+        return sorted(self._procs.get(path, ()))
 
     def cgroup_of(self, pid: int) -> str | None:
         return self._members.get(pid)

@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import extras  # bench/ is on sys.path: this script's directory
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
@@ -167,6 +168,7 @@ class Client:
         self.bus = bus
         self.kind = kind
         self.waiters: dict[tuple[str, str], asyncio.Future[tuple[float, list[Any]]]] = {}
+        self.address = ""  # the bus's, for second connections (bench/extras.py)
         bus.add_message_handler(self._on_message)
 
     def _on_message(self, msg: Message) -> None:
@@ -455,6 +457,7 @@ class Bench:
         self.out: dict[str, Any] = {}
         self.profiler = Profiler(args.profile)
         self.restart: Callable[[], Awaitable[list[str]]] | None = None
+        self.inflight_n = INFLIGHT
 
     async def phase(self, name: str, work: Awaitable[Any]) -> Any:
         log(name)
@@ -522,7 +525,7 @@ class Bench:
     async def pooled(
         self, items: list[Any], op: Callable[[Any], Awaitable[Any]]
     ) -> tuple[list[Any], float]:
-        """Run op over items with INFLIGHT calls outstanding at any time: (results, wall s)."""
+        """Run op over items, inflight_n (INFLIGHT) calls outstanding at any time: (results, s)."""
         results: list[Any] = [None] * len(items)
         it = iter(enumerate(items))
 
@@ -531,7 +534,7 @@ class Bench:
                 results[i] = await op(item)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(min(INFLIGHT, len(items)))))
+        await asyncio.gather(*(worker() for _ in range(min(self.inflight_n, len(items)))))
         return results, time.perf_counter() - t0
 
     async def inflight(self, n: int) -> None:
@@ -664,26 +667,50 @@ class Bench:
                 await self.settle()
         return None
 
+    def want(self, phase: str) -> bool:
+        return not self.args.phases or phase in self.args.phases
+
     async def run(self) -> dict[str, Any]:
         a = self.args
         self.pid = await self.c.peer_pid()
         self.out["peer_pid"] = self.pid
         await self.settle()
         self.out["memory_idle"] = self.rss()
-        await self.guarded("sequential", lambda: self.sequential(a.seq, a.warmup))
-        await self.settle()
-        await self.guarded("inflight", lambda: self.inflight(a.par))
-        await self.settle()
-        await self.guarded("lifecycle", lambda: self.lifecycle(a.life))
-        await self.settle()
+        for phase, make in (
+            ("sequential", lambda: self.sequential(a.seq, a.warmup)),
+            ("inflight", lambda: self.inflight(a.par)),
+            ("lifecycle", lambda: self.lifecycle(a.life)),
+        ):
+            if self.want(phase):
+                await self.guarded(phase, make)
+                await self.settle()
+        for phase, key, fn in (
+            ("kube", "kube_burst", extras.kube_burst),
+            ("bytes", "bus_bytes", extras.bus_bytes),
+            ("service", "services", extras.services),
+        ):
+            if self.want(phase) and self.c.kind not in ("dbusmock", "floor"):
+                got = await self.guarded(phase, lambda f=fn: f(self))  # type: ignore[misc]
+                if got is not None:
+                    self.out[key] = got
+                await self.settle()
         self.out["levels"] = {}
-        for level in a.levels:
-            got = await self.guarded(
-                f"level-{level}", lambda lv=level: self.at_level(lv, a.reps, a.list_reps)
-            )
-            if got is not None:
-                self.out["levels"][str(level)] = got
-                self.out["memory_at_" + str(level)] = got["memory"]
+        respond = a.respond_levels if self.want("respond") and self.c.kind != "floor" else []
+        levels = a.levels if self.want("levels") else []
+        for level in sorted(set(levels) | set(respond)):
+            if level in levels:
+                got = await self.guarded(
+                    f"level-{level}", lambda lv=level: self.at_level(lv, a.reps, a.list_reps)
+                )
+                if got is not None:
+                    self.out["levels"][str(level)] = got
+                    self.out["memory_at_" + str(level)] = got["memory"]
+            if level in respond:
+                await self.guarded(f"grow-{level}", lambda lv=level: self.grow(lv))
+                await self.settle()
+                got = await self.guarded(f"respond-{level}", lambda: extras.responsiveness(self))
+                if got is not None:
+                    self.out.setdefault("respond", {})[str(level)] = got
         return self.out
 
 
@@ -762,6 +789,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     logdir.mkdir(parents=True, exist_ok=True)
     bus = await MessageBus(bus_address=address, negotiate_unix_fd=True).connect()
     c = Client(bus, args.kind)
+    c.address = address
     kids = Children()
     spawned = None
     logind = None
@@ -818,10 +846,14 @@ def main() -> None:
     p.add_argument("--start-logind", action="store_true")
     p.add_argument("--levels", default="100,1000,10000")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--phases", default="", help="a subset: sequential,inflight,lifecycle,"
+                   "kube,bytes,service,levels,respond (default: all)")  # fmt: skip
     p.add_argument("--profile", default=None, help="py-spy output prefix (one file per phase)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     args.levels = [int(v) for v in args.levels.split(",") if v]
+    args.phases = [v for v in args.phases.split(",") if v]
+    args.respond_levels = [3000] if args.quick else [3000, 10000]
     q = args.quick
     args.ready_reps = 3 if q else 5
     args.warmup = 10 if q else 30
@@ -841,7 +873,7 @@ def main() -> None:
     result["params"] = {
         k: getattr(args, k)
         for k in ("levels", "quick", "ready_reps", "warmup", "seq", "par", "life", "reps",
-                  "list_reps", "logind_reps")
+                  "list_reps", "logind_reps", "phases", "respond_levels")
     }  # fmt: skip
     result["params"]["inflight"] = INFLIGHT
     result["wall_s"] = time.time() - t0

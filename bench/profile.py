@@ -87,6 +87,7 @@ def main() -> None:
     p.add_argument("--analyse", type=Path, default=None)
     p.add_argument("--backend", choices=["fake", "cgroup2"], default="fake",
                    help="cgroup2 runs inside tests/e2e/sandbox.sh")  # fmt: skip
+    p.add_argument("--phases", default="", help="the driver's phases, a subset")
     opts = p.parse_args()
     out = opts.analyse or OUT
     if opts.analyse is None:
@@ -95,8 +96,9 @@ def main() -> None:
             old.unlink()
         bench_run.RAW.mkdir(parents=True, exist_ok=True)
         args = argparse.Namespace(
-            quick=opts.quick, levels="100,1000" if opts.quick else "100,1000,10000", timeout=1800
-        )
+            quick=opts.quick, levels="100,1000" if opts.quick else "100,1000,10000",
+            timeout=1800, phases=opts.phases,
+        )  # fmt: skip
         name = f"scopeshim-{opts.backend}"
         bench_run.EXTRA_DRIVER_ARGS = ["--profile", str(out / name)]
         if opts.backend == "fake":

@@ -191,7 +191,82 @@ def goals(peers: dict[str, dict[str, Any]], levels: list[int]) -> list[tuple[str
         "n/a" if not ready else ("met" if all(v <= 300 for _, v in ready) else "missed"),
         "; ".join(f"{n} {v:.0f} ms" for n, v in ready),
     ))  # fmt: skip
+    _, new = issue20_table(peers)
+    known20 = [(m, v, x) for m, v, x in new if v != "n/a"]
+    out.append((
+        "issue 20's measures at least as good as systemd 252's (cgroup2 backend)",
+        "n/a" if not known20 else ("met" if all(v == "met" for _, v, _ in known20) else "missed"),
+        "; ".join(f"{m}: {x}x" for m, v, x in known20 if v == "missed") or
+        ("all met" if known20 else "cgroup2 or systemd run missing"),
+    ))  # fmt: skip
     return out
+
+
+def issue20_rows() -> list[tuple[str, Getter]]:
+    """(measure, getter) of issue 20's measures (bench/extras.py); all lower-is-better."""
+    out: list[tuple[str, Getter]] = []
+    k = ("kube_burst",)
+    out += [
+        ("kubelet burst 100 pods x 2: total (s)", lambda r: dig(r, *k, "total_s")),
+        ("kubelet burst: create (s)", lambda r: dig(r, *k, "create_s")),
+        ("kubelet burst: update (s)", lambda r: dig(r, *k, "update_s")),
+        ("kubelet burst: teardown (s)", lambda r: dig(r, *k, "teardown_s")),
+        ("kubelet burst: per call p50 (ms)", lambda r: dig(r, *k, "all_calls", "p50_ms")),
+        ("kubelet burst: per call p99 (ms)", lambda r: dig(r, *k, "all_calls", "p99_ms")),
+        ("kubelet burst: start -> JobRemoved p99 (ms)",
+         lambda r: dig(r, *k, "calls", "start_job", "p99_ms")),
+        ("kubelet burst: Get Version, 2nd client, p99 (ms)",
+         lambda r: dig(r, *k, "second_client", "get_version", "p99_ms")),
+    ]  # fmt: skip
+    for lv in (3000, 10000):
+        out += [
+            (f"@{lv:,} loaded, starts running: GetUnit p99 (ms)",
+             lambda r, lv=lv: dig(r, "respond", str(lv), "get_unit", "p99_ms")),
+            (f"@{lv:,} loaded, starts running: Get ActiveState p99 (ms)",
+             lambda r, lv=lv: dig(r, "respond", str(lv), "get_active_state", "p99_ms")),
+        ]  # fmt: skip
+    for what, key in (("lifecycle (exit)", "lifecycle"), ("start + StopUnit", "start_stop")):
+        out += [
+            (f"bus messages per scope {what}", lambda r, k=key: dig(r, "bus_bytes", k, "messages")),
+            (f"bus bytes per scope {what}", lambda r, k=key: dig(r, "bus_bytes", k, "bytes")),
+        ]  # fmt: skip
+    sv = ("services",)
+    out += [
+        ("service StartTransientUnit -> JobRemoved p50 (ms)",
+         lambda r: dig(r, *sv, "job_removed", "p50_ms")),
+        ("service StartTransientUnit -> JobRemoved p99 (ms)",
+         lambda r: dig(r, *sv, "job_removed", "p99_ms")),
+        ("service start -> exited, UnitRemoved p50 (ms)",
+         lambda r: dig(r, *sv, "exited_removed", "p50_ms")),
+        ("service start -> exited, UnitRemoved p99 (ms)",
+         lambda r: dig(r, *sv, "exited_removed", "p99_ms")),
+        ("systemd-run --wait true p50 (ms)", lambda r: dig(r, *sv, "systemd_run", "p50_ms")),
+        ("systemd-run --wait true p99 (ms)", lambda r: dig(r, *sv, "systemd_run", "p99_ms")),
+    ]  # fmt: skip
+    return out
+
+
+def issue20_table(peers: dict[str, dict[str, Any]]) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """Markdown lines of issue 20's measures; each row's goal: cgroup2 <= systemd 252."""
+    cg2, fake, sd = (peers.get(k, {}) for k in ("scopeshim-cgroup2", "scopeshim-fake", "systemd"))
+    lines = [
+        "| measure (lower is better) | scopeshim (cgroup2) | scopeshim (fake) | systemd 252 | "
+        "cgroup2 / systemd | goal (<= 1.0) |",
+        "|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for measure, get in issue20_rows():
+        a, f, b = get(cg2), get(fake), get(sd)
+        if a is None and f is None and b is None:
+            continue
+        v = "n/a" if a is None or not b else ("met" if a / b <= 1.0 else "missed")
+        verdicts.append((measure, v, ratio(a, b)))
+        lines.append(f"| {measure} | {fmt(a)} | {fmt(f)} | {fmt(b)} | {ratio(a, b)} | {v} |")
+    for label, r in (("cgroup2", cg2), ("fake", fake), ("systemd", sd)):
+        skip = dig(r, "services", "systemd_run", "skipped")
+        if skip:
+            lines.append(f"\nsystemd-run on {label}: skipped: {one_line(skip)}")
+    return lines, verdicts
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -266,6 +341,9 @@ def markdown(data: dict[str, Any]) -> str:
     else:
         what = em.get("skipped") or em.get("error") or "not run in this invocation"
     lines += ["", "Empty cgroup seen by the cgroup1 backend: " + what]
+    table, _ = issue20_table(peers)
+    if len(table) > 2:
+        lines += ["", "## Issue 20's measures (bench/extras.py)", "", *table]
     lines += ["", "## Goals", "", "| goal | verdict | measured |", "|---|---|---|"]
     for goal, verdict, evidence in data["goals"]:
         lines.append(f"| {goal} | **{verdict}** | {evidence} |")

@@ -15,7 +15,7 @@ Where a sandbox cannot run (not root, no namespaces, no lab kit) the peer is ski
 reason goes into the results. Outputs: bench/results/{bench.json,bench.md,latency_vs_units.png}
 and the raw per-peer JSON plus logs in bench/results/raw/.
 
-Usage: run.py [--quick] [--only NAME[,NAME...]] [--report-only]
+Usage: run.py [--quick] [--only NAME[,NAME...]] [--phases PHASE[,...]] [--report-only]
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ def driver_args(name: str, kind: str, opts: argparse.Namespace, *extra: str) -> 
     out = [PY, DRIVER, "--kind", kind, "--label", name, "--out", str(RAW / f"{name}.json")]
     out += EXTRA_DRIVER_ARGS
     out += ["--levels", opts.levels]
+    if getattr(opts, "phases", ""):
+        out += ["--phases", opts.phases]
     if opts.quick:
         out.append("--quick")
     return out + list(extra)
@@ -222,6 +224,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")))
     p.add_argument("--only", default="", help="comma-separated peer names (default: all)")
+    p.add_argument("--phases", default=os.environ.get("BENCH_PHASES", ""),
+                   help="the driver's phases, a subset (driver.py --phases)")  # fmt: skip
     p.add_argument("--report-only", action="store_true", help="rebuild the outputs from raw/")
     p.add_argument("--timeout", type=int, default=1800, help="per peer, seconds")
     opts = p.parse_args()

@@ -19,7 +19,7 @@ from shim.bus import session
 from shim.bus.escalate import SystemAttach
 from shim.bus.peer import PeerServer, PrivateSocketBusyError
 from shim.bus.service import BUS_NAME, Service
-from shim.bus.transport import patient, to_driver
+from shim.bus.transport import flush, patient, to_driver
 from shim.core.instance import Instance
 from shim.core.manager import Manager
 from shim.core.policy import READY, Policy
@@ -237,6 +237,7 @@ async def run(options: Options, backend: CgroupBackend) -> int:
         await service.manager.forkserver.aclose()
     service.manager.close()
     if service.bus.connected:
+        flush(service.bus)  # what close() sent, before the socket goes
         service.bus.disconnect()
     backend.close()
     if made_marker is not None:

@@ -90,8 +90,11 @@ class UnitFiles:
         """NAME.d/*.conf as systemd orders them: by file name across all directories, the
         first directory of the search path (and the most specific name) winning a name."""
         found: dict[str, str] = {}
+        variants = name_variants(name)
         for directory in self.search_path():
-            for variant in name_variants(name):
+            if not os.path.isdir(directory):
+                continue  # one stat instead of a failed listdir per name variant (issue 20)
+            for variant in variants:
                 d = os.path.join(directory, f"{variant}.d")
                 try:
                     entries = sorted(os.listdir(d))

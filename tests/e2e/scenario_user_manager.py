@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,16 @@ def _user_env(uid: int, home: str) -> dict[str, str]:
     }
 
 
-def as_user(uid: int, gid: int, home: str, *argv: str, timeout: float = 60) -> dict[str, Any]:
-    """Run ARGV as the user with a login's environment; its status and output."""
-    env = _user_env(uid, home)
+def as_user(
+    uid: int,
+    gid: int,
+    home: str,
+    *argv: str,
+    timeout: float = 60,
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run ARGV as the user with a login's environment (and EXTRA); its status and output."""
+    env = {**_user_env(uid, home), **(extra or {})}
     drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
     proc = subprocess.run(
         [*drop, *argv], env=env, capture_output=True, text=True, timeout=timeout, cwd="/"
@@ -118,6 +126,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logind", default=INSTALLED_LOGIND)
     parser.add_argument("--zygote", action="store_true", help="the default launch (forks)")
+    parser.add_argument("--clients", help="get-logind.sh's bin/ of 257 or 262: their clients too")
     args = parser.parse_args()
     run = Path(os.environ["SCOPESHIM_E2E_RUN"])
     user = private_user(run / "user")
@@ -201,6 +210,9 @@ async def main() -> None:
             scope=scope,
             pids_max=_read(CGROOT / tree.lstrip("/") / "app.slice/run-e2e.scope/pids.max"),
         )
+
+        if args.clients:
+            report(step="clients-new", **newer_clients(Path(args.clients), uid, gid, home, tree))
 
         # SIGKILL of the user manager while a scope of the user runs: it is started again and
         # takes the scope back; the process never leaves it
@@ -321,6 +333,64 @@ async def main() -> None:
             report(step="logind-exit", exit=stop(logind))
         report(step="stopped", exit=stop(daemon))
         report(step="logs", **Logs(run).excerpt({"logind.log": 0, "scopeshim.log": 0}))
+
+
+def newer_clients(bindir: Path, uid: int, gid: int, home: str, tree: str) -> dict[str, Any]:
+    """The unmodified systemctl --user and systemd-run --user of 257 or 262 (BINDIR), as the
+    user: status, list-units, show, show-environment, import-environment, kill, stop, and a
+    scope with -p limits."""
+    ctl = [str(bindir / "systemctl"), "--user", "--no-pager"]
+    run = [str(bindir / "systemd-run"), "--user", "--scope"]
+    app = CGROOT / tree.lstrip("/") / "app.slice"
+    out: dict[str, Any] = {"version": as_user(uid, gid, home, ctl[0], "--version")["stdout"]}
+    out["status"] = as_user(uid, gid, home, *ctl, "status")
+    out["list_units"] = as_user(uid, gid, home, *ctl, "list-units", "--all", "--plain",
+                                "--no-legend")  # fmt: skip
+    out["show"] = as_user(uid, gid, home, *ctl, "show", "-p", "ControlGroup", "-p", "Version",
+                          "-p", "SystemState")  # fmt: skip
+    out["import"] = as_user(uid, gid, home, *ctl, "import-environment", "E2E_IMPORTED",
+                            extra={"E2E_IMPORTED": "from-login"})  # fmt: skip
+    out["show_environment"] = as_user(uid, gid, home, *ctl, "show-environment")
+    # the limits as the manager answers them from inside the scope; the files where the
+    # controller is on this cgroup2 tree, else the manager's note (the log of user@UID.service)
+    show = f"{ctl[0]} --user show run-new.scope -p TasksMax -p MemoryMax -p CPUWeight"
+    files = f"cd {app}/run-new.scope && grep -H . pids.max memory.max cpu.weight"
+    log = Path(os.environ["SCOPESHIM_E2E_RUN"]) / "scopeshim.log"
+    mark = log.stat().st_size
+    out["scope"] = as_user(
+        uid, gid, home, *run, "--unit", "run-new", "-p", "TasksMax=12", "-p", "MemoryMax=32M",
+        "-p", "CPUWeight=50", "sh", "-c", f"cat /proc/self/cgroup; {show}; {files}; true",
+    )  # fmt: skip
+    with log.open("rb") as f:
+        f.seek(mark)
+        lines = f.read().decode(errors="replace").splitlines()
+    out["scope_notes"] = [x for x in lines if "run-new.scope: " in x and " DEBUG " not in x]
+    # kill and stop, each of a scope whose sleep runs in the background
+    for unit, verb in (("run-kill", "kill"), ("run-stop", "stop")):
+        sleeper = subprocess.Popen(
+            ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", *run, "--unit",
+             unit, "sleep", "300"],
+            env=_user_env(uid, home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs = app / f"{unit}.scope" / "cgroup.procs"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and str(sleeper.pid) not in (_read(procs) or ""):
+            time.sleep(0.05)
+        before = _read(procs)
+        args = ["kill", "-s", "SIGTERM"] if verb == "kill" else ["stop"]
+        done = as_user(uid, gid, home, *ctl, *args, f"{unit}.scope")
+        try:
+            status: int | None = sleeper.wait(30)
+        except subprocess.TimeoutExpired:
+            sleeper.kill()
+            status = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (app / f"{unit}.scope").exists():
+            time.sleep(0.05)
+        out[verb] = {**done, "procs_before": before, "pid": sleeper.pid, "exit": status,
+                     "cgroup_left": (app / f"{unit}.scope").exists()}  # fmt: skip
+    out["after"] = as_user(uid, gid, home, *ctl, "list-units", "--all", "--plain", "--no-legend")
+    return out
 
 
 def _linger(uid: int, on: bool) -> dict[str, Any]:

@@ -134,7 +134,7 @@ async def main() -> None:
     report(step="setup", uid=uid, user=user.name, logind=logind_version(args.logind))
     daemon = start_scopeshim(config(run, args.zygote), args.zygote)
     bus = await connect()
-    logind = login = None
+    logind = login = login2 = None
     service = f"user@{uid}.service"
     tree = f"/user.slice/user-{uid}.slice/{service}"
     try:
@@ -283,10 +283,45 @@ async def main() -> None:
             gnome_available=_gnome_desktop(),
         )
 
-        # logout: the session goes, logind stops user@UID.service: everything under it goes
+        # a second session of the same user: logind starts user@UID.service again, which is
+        # running already: the same manager serves both; the first session's logout ends that
+        # session's scope only, the user manager keeps running (pam_systemd(8): the user
+        # manager lives as long as the user has a session or lingers)
+        manager = _read(init_dir / "cgroup.procs")
+        mark = signals.mark()
+        login2 = subprocess.Popen(
+            [sys.executable, str(CLIENT), str(uid), "--gid", str(gid)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert login2.stdout is not None and login2.stdin is not None
+        created2 = json.loads(login2.stdout.readline() or "{}")
+        with_two = await unit_state(bus, service)
+        manager_two = _read(init_dir / "cgroup.procs")
+        first = f"session-{created.get('session')}.scope"
         login.stdin.write("release\nexit\n")
         login.stdin.flush()
         login.wait(30)
+        first_gone = await signals.wait(mark, "UnitRemoved", first, timeout=60) is not None
+        # logind 252 stops the user UserStopDelaySec= (10 s) after its last session: a wrong
+        # stop would have begun within that time
+        await asyncio.sleep(12)
+        report(
+            step="second-session",
+            created=created2,
+            user_unit=with_two,
+            manager_before=manager,
+            manager_with_two=manager_two,
+            first_removed=first_gone,
+            manager_after=_read(init_dir / "cgroup.procs"),
+            user_states=signals.states(mark, service),
+            user_unit_after=await unit_state(bus, service),
+            show_environment=as_user(uid, gid, home, *ctl, "show-environment"),
+        )
+
+        # logout of the last session: logind stops user@UID.service: everything under it goes
+        login2.stdin.write("release\nexit\n")
+        login2.stdin.flush()
+        login2.wait(30)
         stopped = await signals.wait(0, "UnitRemoved", service, timeout=60) is not None
         gone = await wait_until(lambda: not processes_of(uid) or None, timeout=30)
         slice_dir = CGROOT / f"user.slice/user-{uid}.slice"
@@ -325,9 +360,10 @@ async def main() -> None:
             slice_cgroup_left=slice_dir.exists(),
         )
     finally:
-        if login is not None and login.poll() is None:
-            login.kill()
-            login.wait()
+        for client in (login, login2):
+            if client is not None and client.poll() is None:
+                client.kill()
+                client.wait()
         bus.disconnect()
         if logind is not None:
             report(step="logind-exit", exit=stop(logind))

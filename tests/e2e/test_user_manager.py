@@ -116,7 +116,21 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
         assert gnome["child_user_unit"] == unit, why
         assert gnome["self_user_unit"] == "run-gnome.scope", why
 
-    # logout: logind stops user@UID.service; no process, cgroup or mount of the user is left
+    # a second session of the same user: the same user manager serves it; the first
+    # session's logout leaves user@UID.service and its manager running, untouched
+    second = events["second-session"]
+    assert second["created"]["ok"] is True, why
+    assert second["created"]["session"] != login["created"]["session"], why
+    assert second["user_unit"]["SubState"] == "running", why
+    assert second["manager_before"], why
+    assert second["manager_with_two"] == second["manager_before"], why
+    assert second["first_removed"] is True, why
+    assert second["manager_after"] == second["manager_before"], why
+    assert second["user_states"] in ([], ["active/running"]), why
+    assert second["user_unit_after"]["SubState"] == "running", why
+    assert second["show_environment"]["status"] == 0, why
+
+    # logout of the last one: logind stops user@UID.service; nothing of the user is left
     out = events["logout"]
     assert out["user_unit_removed"] is True, why
     assert out["processes_left"] == {}, why

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.e2e import oci_bundle
 from tests.e2e.inside import CGROOT, ROOT, connect, report, stop, wait_name
 from tests.e2e.logind_kit import (
     INSTALLED_LOGIND,
@@ -97,6 +98,9 @@ def as_user(
 ) -> dict[str, Any]:
     """Run ARGV as the user with a login's environment (and EXTRA); its status and output."""
     env = {**_user_env(uid, home), **(extra or {})}
+    # runc uses its systemd driver on a booted systemd only (sd_booted(3): /run/systemd/system
+    # exists); the system instance here runs without --mark-booted, so runc's mount namespace
+    # has its own /run/systemd with it
     drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
     proc = subprocess.run(
         [*drop, *argv], env=env, capture_output=True, text=True, timeout=timeout, cwd="/"
@@ -126,6 +130,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logind", default=INSTALLED_LOGIND)
     parser.add_argument("--zygote", action="store_true", help="the default launch (forks)")
+    parser.add_argument("--rootless", action="store_true", help="rootless runc too")
     parser.add_argument("--clients", help="get-logind.sh's bin/ of 257 or 262: their clients too")
     args = parser.parse_args()
     run = Path(os.environ["SCOPESHIM_E2E_RUN"])
@@ -213,6 +218,8 @@ async def main() -> None:
 
         if args.clients:
             report(step="clients-new", **newer_clients(Path(args.clients), uid, gid, home, tree))
+        if args.rootless:
+            report(step="rootless", **rootless_runc(uid, gid, home, tree))
 
         # SIGKILL of the user manager while a scope of the user runs: it is started again and
         # takes the scope back; the process never leaves it
@@ -427,6 +434,37 @@ def newer_clients(bindir: Path, uid: int, gid: int, home: str, tree: str) -> dic
                      "cgroup_left": (app / f"{unit}.scope").exists()}  # fmt: skip
     out["after"] = as_user(uid, gid, home, *ctl, "list-units", "--all", "--plain", "--no-legend")
     return out
+
+
+BOOTED = "mount -t tmpfs scopeshim-booted /run/systemd && mkdir /run/systemd/system"
+
+
+def rootless_runc(uid: int, gid: int, home: str, tree: str) -> dict[str, Any]:
+    """Rootless runc --systemd-cgroup as the user: it asks the user manager (on the session
+    bus) for a scope, reads its ControlGroup, and runs the container in
+    user@UID.service/app.slice/runc-rootless-e2e.scope. runc picks its cgroup driver from
+    /sys/fs/cgroup: root makes a mount namespace where that is the cgroup2 tree, then drops
+    to the user (as scenario_clients_runc.py does, without the drop)."""
+    bundle = oci_bundle.build(
+        Path(home) / "rootless-bundle",
+        ["sh", "-c", "cat /proc/self/cgroup; cat /sys/fs/cgroup/cgroup.procs >/dev/null; id -u"],
+        cgroups_path="app.slice:runc:rootless-e2e",
+        rootless=(uid, gid),
+    )
+    # runc uses its systemd driver on a booted systemd only (sd_booted(3): /run/systemd/system
+    # exists); the system instance here runs without --mark-booted, so runc's mount namespace
+    # has its own /run/systemd with it
+    drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f"mount --bind {CGROOT} /sys/fs/cgroup && {BOOTED} && exec \"$@\"", "runc", *drop,
+            "runc", "--root", f"/run/user/{uid}/runc", "--systemd-cgroup", "run", "--bundle",
+            str(bundle), "rootless-e2e"]  # fmt: skip
+    proc = subprocess.run(
+        argv, env=_user_env(uid, home), capture_output=True, text=True, timeout=60, cwd="/"
+    )
+    scope = CGROOT / tree.lstrip("/") / "app.slice/runc-rootless-e2e.scope"
+    return {"status": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
+            "scope_left": scope.exists()}  # fmt: skip
 
 
 def _linger(uid: int, on: bool) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import oci_bundle
 from tests.e2e.test_logind import VERSIONS, explain, fetch_logind, run_scenario
 
 
@@ -42,6 +43,9 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
     if probe.returncode != 0:
         pytest.skip("python3-gi is not installed (make deps installs it)")
     extra = ["--zygote"] if launch == "zygote" else []
+    rootless = shutil.which("runc") is not None and oci_bundle.have_busybox()
+    if rootless:
+        extra.append("--rootless")
     if version in NEWER_CLIENTS:
         # the systemctl and systemd-run of the same build as this logind, as the user
         logind, _ = fetch_logind(version)
@@ -91,6 +95,15 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
 
     if version in NEWER_CLIENTS:
         newer_clients(events["clients-new"], version, tree, why)
+
+    # rootless runc --systemd-cgroup as the user: a scope of the user manager, under
+    # user@UID.service (runc reads the manager's ControlGroup), root inside mapped to the user
+    if rootless:
+        runc = events["rootless"]
+        assert runc["status"] == 0, why
+        out = runc["stdout"].splitlines()
+        assert f"0::{tree}/app.slice/runc-rootless-e2e.scope" in out, why
+        assert out[-1] == "0" and runc["scope_left"] is False, why
 
     # SIGKILL of the user manager with a scope running: started again in init.scope, the
     # scope taken back, its process never moved

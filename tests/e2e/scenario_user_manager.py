@@ -131,6 +131,7 @@ async def main() -> None:
     parser.add_argument("--logind", default=INSTALLED_LOGIND)
     parser.add_argument("--zygote", action="store_true", help="the default launch (forks)")
     parser.add_argument("--rootless", action="store_true", help="rootless runc too")
+    parser.add_argument("--podman", action="store_true", help="rootless podman too")
     parser.add_argument("--clients", help="get-logind.sh's bin/ of 257 or 262: their clients too")
     args = parser.parse_args()
     run = Path(os.environ["SCOPESHIM_E2E_RUN"])
@@ -220,6 +221,8 @@ async def main() -> None:
             report(step="clients-new", **newer_clients(Path(args.clients), uid, gid, home, tree))
         if args.rootless:
             report(step="rootless", **rootless_runc(uid, gid, home, tree))
+        if args.podman:
+            report(step="podman", **rootless_podman(uid, gid, home, tree, run))
 
         # SIGKILL of the user manager while a scope of the user runs: it is started again and
         # takes the scope back; the process never leaves it
@@ -465,6 +468,55 @@ def rootless_runc(uid: int, gid: int, home: str, tree: str) -> dict[str, Any]:
     scope = CGROOT / tree.lstrip("/") / "app.slice/runc-rootless-e2e.scope"
     return {"status": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
             "scope_left": scope.exists()}  # fmt: skip
+
+
+def rootless_podman(uid: int, gid: int, home: str, tree: str, run: Path) -> dict[str, Any]:
+    """Rootless podman --cgroup-manager=systemd as the user: subordinate ids for the user
+    (/etc/subuid and /etc/subgid of this sandbox's mount namespace), an image imported from
+    the busybox rootfs, a container whose cgroup is a scope of the user manager. As for runc,
+    root makes a mount namespace with the cgroup2 tree at /sys/fs/cgroup first."""
+    for name in ("subuid", "subgid"):
+        ids = run / name
+        ids.write_text(f"{uid if name == 'subuid' else gid}:100000:65536\n")
+        subprocess.run(["mount", "--bind", str(ids), f"/etc/{name}"], check=True)
+    rootfs = oci_bundle.build(Path(home) / "podman-bundle", ["true"], rootless=(uid, gid))
+    tar = Path(home) / "busybox.tar"
+    subprocess.run(["tar", "-C", str(rootfs / "rootfs"), "-cf", str(tar), "."], check=True)
+    os.chown(tar, uid, gid)
+    drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
+    setup = f'mount --bind {CGROOT} /sys/fs/cgroup && {BOOTED} && exec "$@"'
+    wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "podman",
+            *drop]  # fmt: skip
+    podman = ["podman", "--cgroup-manager=systemd", "--storage-driver=vfs",
+              "--events-backend=file", "--log-level=info"]  # fmt: skip
+    out: dict[str, Any] = {}
+    for step, argv in (
+        # the user namespace podman makes with newuidmap: the user, then the subordinate ids
+        ("unshare", [*podman, "unshare", "cat", "/proc/self/uid_map"]),
+        ("import", [*podman, "import", str(tar), "localhost/scopeshim-busybox"]),
+        # --pids-limit=-1: podman's default 2048 goes to pids.max, and this host's pids
+        # controller is held by cgroup v1 (no pids.max on its cgroup2 tree, runc fails)
+        ("run", [*podman, "run", "--rm", "--network=none", "--cgroupns=host",
+                 "--pids-limit=-1", "--name",
+                 "e2e", "localhost/scopeshim-busybox", "sh", "-c",
+                 "cat /proc/self/cgroup; id -u"]),
+    ):  # fmt: skip
+        proc = subprocess.run(
+            [*wrap, *argv], env=_user_env(uid, home), capture_output=True, text=True,
+            timeout=120, cwd="/",
+        )  # fmt: skip
+        out[step] = {
+            "status": proc.returncode,
+            "stdout": proc.stdout,
+            "stderr": proc.stderr[-3000:],
+        }
+    # the container's and conmon's scopes go once empty
+    parent = CGROOT / tree.lstrip("/") / "user.slice"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(parent.glob("libpod-*")):
+        time.sleep(0.1)
+    out["scopes_left"] = sorted(x.name for x in parent.glob("libpod-*"))
+    return out
 
 
 def _linger(uid: int, on: bool) -> dict[str, Any]:

@@ -46,6 +46,11 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
     rootless = shutil.which("runc") is not None and oci_bundle.have_busybox()
     if rootless:
         extra.append("--rootless")
+    podman = all(shutil.which(t) for t in ("podman", "newuidmap", "newgidmap"))
+    if rootless and podman:
+        extra.append("--podman")
+    else:
+        request.node.user_properties.append(("podman", "not run: podman or uidmap missing"))
     if version in NEWER_CLIENTS:
         # the systemctl and systemd-run of the same build as this logind, as the user
         logind, _ = fetch_logind(version)
@@ -104,6 +109,25 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
         out = runc["stdout"].splitlines()
         assert f"0::{tree}/app.slice/runc-rootless-e2e.scope" in out, why
         assert out[-1] == "0" and runc["scope_left"] is False, why
+
+    # rootless podman --cgroup-manager=systemd: subordinate ids through newuidmap, the
+    # container in a scope of the user manager in its user.slice (podman's parent for
+    # rootless), no "no systemd user session available" fallback, nothing left after --rm
+    if rootless and podman:
+        pod = events["podman"]
+        maps = [line.split() for line in pod["unshare"]["stdout"].splitlines()]
+        assert pod["unshare"]["status"] == 0 and maps == [
+            ["0", str(uid), "1"],
+            ["1", "100000", "65536"],
+        ], why
+        assert pod["import"]["status"] == 0 and pod["run"]["status"] == 0, why
+        out = pod["run"]["stdout"].splitlines()
+        assert re.fullmatch(
+            rf"0::{re.escape(tree)}/user\.slice/libpod-[0-9a-f]{{64}}\.scope", out[-2]
+        ), why
+        assert out[-1] == "0", why
+        assert "no systemd user session" not in pod["run"]["stderr"], why
+        assert pod["scopes_left"] == [], why
 
     # SIGKILL of the user manager with a scope running: started again in init.scope, the
     # scope taken back, its process never moved

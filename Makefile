@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 # qemu-system-x86 and busybox-static: the VM tier, tests/vm)
 APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv \
 	libpam-systemd pamtester python3-dbusmock runc busybox-static systemd-container \
-	python3-gi gir1.2-gnomedesktop-3.0 qemu-system-x86 podman uidmap
+	python3-gi gir1.2-gnomedesktop-3.0 qemu-system-x86 podman uidmap crun
 # the logind versions e2e fetches into ${SCOPESHIM_CACHE:-/var/cache/scopeshim} (252 is installed)
 LOGIND_VERSIONS := 254 257 262
 PYTEST_ARGS ?=

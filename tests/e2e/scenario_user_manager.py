@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -130,7 +131,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logind", default=INSTALLED_LOGIND)
     parser.add_argument("--zygote", action="store_true", help="the default launch (forks)")
-    parser.add_argument("--rootless", action="store_true", help="rootless runc too")
+    parser.add_argument("--rootless", action="append", default=[], help="runc or crun")
     parser.add_argument("--podman", action="store_true", help="rootless podman too")
     parser.add_argument("--clients", help="get-logind.sh's bin/ of 257 or 262: their clients too")
     args = parser.parse_args()
@@ -219,8 +220,8 @@ async def main() -> None:
 
         if args.clients:
             report(step="clients-new", **newer_clients(Path(args.clients), uid, gid, home, tree))
-        if args.rootless:
-            report(step="rootless", **rootless_runc(uid, gid, home, tree))
+        for runtime in args.rootless:
+            report(step=f"rootless-{runtime}", **rootless_oci(runtime, uid, gid, home, tree))
         if args.podman:
             report(step="podman", **rootless_podman(uid, gid, home, tree, run))
 
@@ -442,30 +443,33 @@ def newer_clients(bindir: Path, uid: int, gid: int, home: str, tree: str) -> dic
 BOOTED = "mount -t tmpfs scopeshim-booted /run/systemd && mkdir /run/systemd/system"
 
 
-def rootless_runc(uid: int, gid: int, home: str, tree: str) -> dict[str, Any]:
-    """Rootless runc --systemd-cgroup as the user: it asks the user manager (on the session
-    bus) for a scope, reads its ControlGroup, and runs the container in
-    user@UID.service/app.slice/runc-rootless-e2e.scope. runc picks its cgroup driver from
+def rootless_oci(runtime: str, uid: int, gid: int, home: str, tree: str) -> dict[str, Any]:
+    """Rootless RUNTIME (runc or crun) --systemd-cgroup as the user: it asks the user manager
+    (on the session bus) for a scope, reads its ControlGroup, and runs the container in
+    user@UID.service/app.slice/RUNTIME-rootless-e2e.scope. runc picks its cgroup driver from
     /sys/fs/cgroup: root makes a mount namespace where that is the cgroup2 tree, then drops
     to the user (as scenario_clients_runc.py does, without the drop)."""
     bundle = oci_bundle.build(
-        Path(home) / "rootless-bundle",
+        Path(home) / f"{runtime}-bundle",
         ["sh", "-c", "cat /proc/self/cgroup; cat /sys/fs/cgroup/cgroup.procs >/dev/null; id -u"],
-        cgroups_path="app.slice:runc:rootless-e2e",
+        cgroups_path=f"app.slice:{runtime}:rootless-e2e",
         rootless=(uid, gid),
     )
     # runc uses its systemd driver on a booted systemd only (sd_booted(3): /run/systemd/system
-    # exists); the system instance here runs without --mark-booted, so runc's mount namespace
-    # has its own /run/systemd with it
+    # exists); the system instance here runs without --mark-booted, so the runtime's mount
+    # namespace has its own /run/systemd with it
     drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
     argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            f"mount --bind {CGROOT} /sys/fs/cgroup && {BOOTED} && exec \"$@\"", "runc", *drop,
-            "runc", "--root", f"/run/user/{uid}/runc", "--systemd-cgroup", "run", "--bundle",
-            str(bundle), "rootless-e2e"]  # fmt: skip
+            f"mount --bind {CGROOT} /sys/fs/cgroup && {BOOTED} && exec \"$@\"", runtime,
+            *drop, runtime, "--root", f"/run/user/{uid}/{runtime}", "--systemd-cgroup", "run",
+            "--bundle", str(bundle), "rootless-e2e"]  # fmt: skip
     proc = subprocess.run(
         argv, env=_user_env(uid, home), capture_output=True, text=True, timeout=60, cwd="/"
     )
-    scope = CGROOT / tree.lstrip("/") / "app.slice/runc-rootless-e2e.scope"
+    scope = CGROOT / tree.lstrip("/") / f"app.slice/{runtime}-rootless-e2e.scope"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and scope.exists():
+        time.sleep(0.1)
     return {"status": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
             "scope_left": scope.exists()}  # fmt: skip
 
@@ -496,10 +500,11 @@ def rootless_podman(uid: int, gid: int, home: str, tree: str, run: Path) -> dict
         ("import", [*podman, "import", str(tar), "localhost/scopeshim-busybox"]),
         # --pids-limit=-1: podman's default 2048 goes to pids.max, and this host's pids
         # controller is held by cgroup v1 (no pids.max on its cgroup2 tree, runc fails)
-        ("run", [*podman, "run", "--rm", "--network=none", "--cgroupns=host",
-                 "--pids-limit=-1", "--name",
-                 "e2e", "localhost/scopeshim-busybox", "sh", "-c",
-                 "cat /proc/self/cgroup; id -u"]),
+        *((f"run-{rt}", [*podman, "--runtime", rt, "run", "--rm", "--network=none",
+                         "--cgroupns=host", "--pids-limit=-1", "--name", f"e2e-{rt}",
+                         "localhost/scopeshim-busybox", "sh", "-c",
+                         "cat /proc/self/cgroup; id -u"])
+          for rt in ("runc", "crun") if shutil.which(rt)),
     ):  # fmt: skip
         proc = subprocess.run(
             [*wrap, *argv], env=_user_env(uid, home), capture_output=True, text=True,

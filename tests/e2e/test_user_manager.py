@@ -43,9 +43,11 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
     if probe.returncode != 0:
         pytest.skip("python3-gi is not installed (make deps installs it)")
     extra = ["--zygote"] if launch == "zygote" else []
-    rootless = shutil.which("runc") is not None and oci_bundle.have_busybox()
-    if rootless:
-        extra.append("--rootless")
+    busybox = oci_bundle.have_busybox()
+    runtimes = [r for r in ("runc", "crun") if busybox and shutil.which(r)]
+    for runtime in runtimes:
+        extra += ["--rootless", runtime]
+    rootless = "runc" in runtimes
     podman = all(shutil.which(t) for t in ("podman", "newuidmap", "newgidmap"))
     if rootless and podman:
         extra.append("--podman")
@@ -101,14 +103,17 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
     if version in NEWER_CLIENTS:
         newer_clients(events["clients-new"], version, tree, why)
 
-    # rootless runc --systemd-cgroup as the user: a scope of the user manager, under
+    # rootless runc and crun --systemd-cgroup as the user: a scope of the user manager, under
     # user@UID.service (runc reads the manager's ControlGroup), root inside mapped to the user
-    if rootless:
-        runc = events["rootless"]
-        assert runc["status"] == 0, why
-        out = runc["stdout"].splitlines()
-        assert f"0::{tree}/app.slice/runc-rootless-e2e.scope" in out, why
-        assert out[-1] == "0" and runc["scope_left"] is False, why
+    for runtime in runtimes:
+        oci = events[f"rootless-{runtime}"]
+        assert oci["status"] == 0, why
+        out = oci["stdout"].splitlines()
+        # crun (1.8) puts the container's processes into a "container" child of the
+        # delegated scope; runc into the scope itself
+        inner = "/container" if runtime == "crun" else ""
+        assert f"0::{tree}/app.slice/{runtime}-rootless-e2e.scope{inner}" in out, why
+        assert out[-1] == "0" and oci["scope_left"] is False, why
 
     # rootless podman --cgroup-manager=systemd: subordinate ids through newuidmap, the
     # container in a scope of the user manager in its user.slice (podman's parent for
@@ -120,13 +125,16 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
             ["0", str(uid), "1"],
             ["1", "100000", "65536"],
         ], why
-        assert pod["import"]["status"] == 0 and pod["run"]["status"] == 0, why
-        out = pod["run"]["stdout"].splitlines()
-        assert re.fullmatch(
-            rf"0::{re.escape(tree)}/user\.slice/libpod-[0-9a-f]{{64}}\.scope", out[-2]
-        ), why
-        assert out[-1] == "0", why
-        assert "no systemd user session" not in pod["run"]["stderr"], why
+        assert pod["import"]["status"] == 0, why
+        for runtime in runtimes:  # podman --runtime runc, then crun
+            run_ = pod[f"run-{runtime}"]
+            assert run_["status"] == 0, why
+            out = run_["stdout"].splitlines()
+            inner = "/container" if runtime == "crun" else ""
+            scope = rf"{re.escape(tree)}/user\.slice/libpod-[0-9a-f]{{64}}\.scope"
+            assert re.fullmatch(rf"0::{scope}{inner}", out[-2]), why
+            assert out[-1] == "0", why
+            assert "no systemd user session" not in run_["stderr"], why
         assert pod["scopes_left"] == [], why
 
     # SIGKILL of the user manager with a scope running: started again in init.scope, the

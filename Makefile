@@ -7,10 +7,11 @@ BIN    := $(VENV)/bin
 # systemd-container: machined and systemd-nspawn for the Controller=/RequestStop e2e test;
 # python3-gi, gir1.2-gnomedesktop-3.0: flatpak's GDBus calls and gnome_start_systemd_scope;
 # libsystemd-dev, pkg-config: pystemd's build (its run() in tests/bus/test_pystemd.py);
+# podman, crun, uidmap: healthchecks and rootless containers on the user manager (e2e);
 # qemu-system-x86 and busybox-static: the VM tier, tests/vm)
 APT_PACKAGES := dbus-daemon dbus-bin systemd libglib2.0-bin util-linux python3-venv \
 	libpam-systemd pamtester python3-dbusmock runc busybox-static systemd-container podman \
-	python3-gi gir1.2-gnomedesktop-3.0 qemu-system-x86 libsystemd-dev pkg-config
+	python3-gi gir1.2-gnomedesktop-3.0 qemu-system-x86 libsystemd-dev pkg-config uidmap crun
 # the logind versions e2e fetches into ${SCOPESHIM_CACHE:-/var/cache/scopeshim} (252 is installed)
 LOGIND_VERSIONS := 254 257 262
 PYTEST_ARGS ?=

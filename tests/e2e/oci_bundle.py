@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -42,8 +43,11 @@ def build(
     *,
     cgroups_path: str | None = None,
     resources: dict[str, Any] | None = None,
+    rootless: tuple[int, int] | None = None,
 ) -> Path:
-    """Write BUNDLE/rootfs and BUNDLE/config.json; returns BUNDLE."""
+    """Write BUNDLE/rootfs and BUNDLE/config.json; returns BUNDLE. ROOTLESS=(UID, GID): runc's
+    rootless spec (`runc spec --rootless`: a user namespace, no resources) mapping root inside
+    to UID:GID, the bundle owned by them."""
     rootfs = bundle / "rootfs"
     for d in ("bin", "proc", "dev", "sys", "tmp", "etc", "run"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
@@ -57,7 +61,8 @@ def build(
     config = bundle / "config.json"
     if config.exists():
         config.unlink()
-    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+    rootless_flag = ["--rootless"] if rootless else []
+    subprocess.run(["runc", "spec", *rootless_flag, "--bundle", str(bundle)], check=True)
     spec = json.loads(config.read_text())
     spec["process"]["terminal"] = False
     spec["process"]["args"] = list(args)
@@ -68,7 +73,14 @@ def build(
         linux["cgroupsPath"] = cgroups_path
     if resources:
         linux.setdefault("resources", {}).update(resources)
+    if rootless:
+        # the mappings `runc spec --rootless` takes from its caller (here root), for the user
+        linux["uidMappings"] = [{"containerID": 0, "hostID": rootless[0], "size": 1}]
+        linux["gidMappings"] = [{"containerID": 0, "hostID": rootless[1], "size": 1}]
     config.write_text(json.dumps(spec, indent=1))
+    if rootless:
+        for path in [bundle, *bundle.rglob("*")]:
+            os.lchown(path, *rootless)
     return bundle
 
 

@@ -9,11 +9,13 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_logind import VERSIONS, explain, run_scenario
+from tests.e2e import oci_bundle
+from tests.e2e.test_logind import VERSIONS, explain, fetch_logind, run_scenario
 
 
 def _last_json(text: str) -> dict[str, Any]:
@@ -24,6 +26,8 @@ def _last_json(text: str) -> dict[str, Any]:
 # each logind with user managers started as commands; the default launch (forked from the
 # zygote) with logind 252
 CASES = [(v, "exec") for v in VERSIONS] + [("252", "zygote")]
+# with these logind builds, the systemctl --user and systemd-run --user of the same build too
+NEWER_CLIENTS = ("257", "262")
 
 
 @pytest.mark.timeout(400)
@@ -39,6 +43,21 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
     if probe.returncode != 0:
         pytest.skip("python3-gi is not installed (make deps installs it)")
     extra = ["--zygote"] if launch == "zygote" else []
+    busybox = oci_bundle.have_busybox()
+    runtimes = [r for r in ("runc", "crun") if busybox and shutil.which(r)]
+    for runtime in runtimes:
+        extra += ["--rootless", runtime]
+    rootless = "runc" in runtimes
+    podman = all(shutil.which(t) for t in ("podman", "newuidmap", "newgidmap"))
+    if rootless and podman:
+        extra.append("--podman")
+    else:
+        request.node.user_properties.append(("podman", "not run: podman or uidmap missing"))
+    if version in NEWER_CLIENTS:
+        # the systemctl and systemd-run of the same build as this logind, as the user
+        logind, _ = fetch_logind(version)
+        if logind is not None:
+            extra += ["--clients", str(Path(logind).parent / "bin")]
     outcome = run_scenario("scenario_user_manager.py", version, *extra, timeout=200)
     if outcome.skipped:
         pytest.skip(outcome.skipped)
@@ -81,6 +100,43 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
     assert re.search(rf"^0::{re.escape(tree)}/app\.slice/run-e2e\.scope$", run["stdout"], re.M), why
     assert run["stdout"].split()[-1] == "10", why  # TasksMax as the user manager has it
 
+    if version in NEWER_CLIENTS:
+        newer_clients(events["clients-new"], version, tree, why)
+
+    # rootless runc and crun --systemd-cgroup as the user: a scope of the user manager, under
+    # user@UID.service (runc reads the manager's ControlGroup), root inside mapped to the user
+    for runtime in runtimes:
+        oci = events[f"rootless-{runtime}"]
+        assert oci["status"] == 0, why
+        out = oci["stdout"].splitlines()
+        # crun (1.8) puts the container's processes into a "container" child of the
+        # delegated scope; runc into the scope itself
+        inner = "/container" if runtime == "crun" else ""
+        assert f"0::{tree}/app.slice/{runtime}-rootless-e2e.scope{inner}" in out, why
+        assert out[-1] == "0" and oci["scope_left"] is False, why
+
+    # rootless podman --cgroup-manager=systemd: subordinate ids through newuidmap, the
+    # container in a scope of the user manager in its user.slice (podman's parent for
+    # rootless), no "no systemd user session available" fallback, nothing left after --rm
+    if rootless and podman:
+        pod = events["podman"]
+        maps = [line.split() for line in pod["unshare"]["stdout"].splitlines()]
+        assert pod["unshare"]["status"] == 0 and maps == [
+            ["0", str(uid), "1"],
+            ["1", "100000", "65536"],
+        ], why
+        assert pod["import"]["status"] == 0, why
+        for runtime in runtimes:  # podman --runtime runc, then crun
+            run_ = pod[f"run-{runtime}"]
+            assert run_["status"] == 0, why
+            out = run_["stdout"].splitlines()
+            inner = "/container" if runtime == "crun" else ""
+            scope = rf"{re.escape(tree)}/user\.slice/libpod-[0-9a-f]{{64}}\.scope"
+            assert re.fullmatch(rf"0::{scope}{inner}", out[-2]), why
+            assert out[-1] == "0", why
+            assert "no systemd user session" not in run_["stderr"], why
+        assert pod["scopes_left"] == [], why
+
     # SIGKILL of the user manager with a scope running: started again in init.scope, the
     # scope taken back, its process never moved
     killed = events["sigkill"]
@@ -105,7 +161,21 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
         assert gnome["child_user_unit"] == unit, why
         assert gnome["self_user_unit"] == "run-gnome.scope", why
 
-    # logout: logind stops user@UID.service; no process, cgroup or mount of the user is left
+    # a second session of the same user: the same user manager serves it; the first
+    # session's logout leaves user@UID.service and its manager running, untouched
+    second = events["second-session"]
+    assert second["created"]["ok"] is True, why
+    assert second["created"]["session"] != login["created"]["session"], why
+    assert second["user_unit"]["SubState"] == "running", why
+    assert second["manager_before"], why
+    assert second["manager_with_two"] == second["manager_before"], why
+    assert second["first_removed"] is True, why
+    assert second["manager_after"] == second["manager_before"], why
+    assert second["user_states"] in ([], ["active/running"]), why
+    assert second["user_unit_after"]["SubState"] == "running", why
+    assert second["show_environment"]["status"] == 0, why
+
+    # logout of the last one: logind stops user@UID.service; nothing of the user is left
     out = events["logout"]
     assert out["user_unit_removed"] is True, why
     assert out["processes_left"] == {}, why
@@ -129,3 +199,39 @@ def test_user_manager_lifecycle(request: pytest.FixtureRequest, version: str, la
         gone = " Abandon -> org.freedesktop.systemd1.ScopeNotRunning"
         refused = [x for x in refused if gone not in x]
     assert refused == [], why
+
+
+def newer_clients(new: dict[str, Any], version: str, tree: str, why: str) -> None:
+    """systemctl --user and systemd-run --user --scope -p of 257 or 262 against the user
+    manager: the same answers as 252's, and kill, stop, import-environment."""
+    assert new["version"].startswith(f"systemd {version} "), why
+    for name in ("status", "list_units", "show", "import", "show_environment", "after"):
+        assert new[name]["status"] == 0, why
+    assert f"CGroup: {tree}" in new["status"]["stdout"], why
+    listed = {line.split()[0] for line in new["list_units"]["stdout"].splitlines()}
+    assert listed == {"-.slice", "init.scope", "session.slice", "app.slice", "dbus.service"}, why
+    assert f"ControlGroup={tree}" in new["show"]["stdout"].splitlines(), why
+    # import-environment NAME: the caller's value of NAME into the manager's environment
+    assert "E2E_IMPORTED=from-login" in new["show_environment"]["stdout"].splitlines(), why
+
+    # systemd-run --user --scope -p ...: in app.slice/run-new.scope, the limits as given
+    scope = new["scope"]
+    out = scope["stdout"].splitlines()
+    assert scope["status"] == 0, why
+    assert f"0::{tree}/app.slice/run-new.scope" in out, why
+    assert {"TasksMax=12", "MemoryMax=33554432", "CPUWeight=50"} <= set(out), why
+    # each limit in its file, or (the controller not on this cgroup2 tree, as on a hybrid
+    # host whose v1 hierarchies hold it) the manager's note saying so
+    for file, value in (("pids.max", "12"), ("memory.max", "33554432"), ("cpu.weight", "50")):
+        controller = file.split(".")[0]
+        missing = f"run-new.scope: controller {controller} is not available"
+        landed = f"{file}:{value}" in out
+        assert landed or any(missing in note for note in new["scope_notes"]), why
+
+    # kill -s SIGTERM and stop of a running scope: its sleep ends by SIGTERM, the scope goes
+    for verb in ("kill", "stop"):
+        done = new[verb]
+        assert done["status"] == 0 and done["procs_before"] == str(done["pid"]), why
+        assert done["exit"] == -15 and done["cgroup_left"] is False, why
+    after = {line.split()[0] for line in new["after"]["stdout"].splitlines()}
+    assert not {"run-kill.scope", "run-stop.scope"} & after, why

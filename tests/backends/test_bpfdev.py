@@ -728,7 +728,7 @@ def test_devices_is_offered_on_a_cgroup2_mount_when_the_probe_loads(tmp_path, mo
     )
     check = Manager._check_backend_support
     if works:
-        check(SimpleNamespace(backend=b), assignments)
+        check(SimpleNamespace(backend=b, instance=SimpleNamespace(user=False)), assignments)
     else:
         with pytest.raises(errors.PropertyReadOnly, match="Cannot set property DevicePolicy"):
-            check(SimpleNamespace(backend=b), assignments)
+            check(SimpleNamespace(backend=b, instance=SimpleNamespace(user=False)), assignments)

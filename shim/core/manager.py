@@ -5,6 +5,7 @@ restore.py)."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 from backends.base import Capability, Usage
@@ -478,7 +479,15 @@ class Manager(Timers):
     def set_environment(self, unset: Sequence[str], assignments: Sequence[str]) -> None:
         """org.freedesktop.systemd1(5) SetEnvironment/UnsetEnvironment/UnsetAndSetEnvironment:
         the block passed to spawned processes; the set list overrides the unset list."""
-        self.instance.update_environment(unset, assignments)
+        before = self.instance.environment
+        if self.instance.update_environment(unset, assignments) and self._persisting:
+            # an answer is a promise: the block is on disk before the reply (and after a
+            # restart, as systemd keeps it across its re-execution)
+            try:
+                self._persisting.store.save_environment(self.instance.environment)
+            except OSError as e:
+                self.instance.environment = before
+                raise errors.from_errno(e.errno, os.strerror(e.errno or 0)) from None
         if assignments and self.environment_hook is not None:
             self.environment_hook(list(assignments))
 

@@ -33,6 +33,8 @@ class Restore(Handled):
     def restore(self, saved: Saved) -> None:
         """Take over the units a previous run left, re-checked against the cgroup tree."""
         self._next_job_id = max(self._next_job_id, saved.next_job_id)
+        if saved.environment is not None:
+            self.instance.environment = list(saved.environment)
         depth = {"slice": 0}
         records = sorted(
             (r for r in saved.units if r["name"] not in (ROOT_SLICE, INIT_SCOPE)),

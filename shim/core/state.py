@@ -301,6 +301,7 @@ class Saved:
     jobs: list[dict[str, Any]]
     next_job_id: int
     ended: list[dict[str, Any]] = field(default_factory=list)
+    environment: list[str] | None = None  # the manager's block (SetEnvironment), if set
 
 
 class StateStore:
@@ -381,7 +382,25 @@ class StateStore:
         self._reserved_job_id = next_id
         jobs = [r for r in records if "result" not in r]
         ended = [r for r in records if "result" in r]
-        return Saved(list(units.values()), jobs, next_id, ended)
+        return Saved(list(units.values()), jobs, next_id, ended, self._load_environment())
+
+    def save_environment(self, environment: list[str]) -> None:
+        """The manager's environment block, on disk before SetEnvironment is answered."""
+        write_atomic(self.dir / "environment.json", json.dumps(environment), self._sync)
+
+    def _load_environment(self) -> list[str] | None:
+        path = self.dir / "environment.json"
+        try:
+            value = self._read_json(path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            self.set_aside(path, str(e))
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+            self.set_aside(path, "not a JSON list of NAME=VALUE strings")
+            return None
+        return value
 
     def _load_jobs(self) -> list[dict[str, Any]]:
         path = self.dir / "jobs.json"

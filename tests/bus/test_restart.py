@@ -384,3 +384,19 @@ async def test_references_counted_per_client(
     shim.start()
     await wait_owner(c)
     assert await c.get(path, UNIT, "Refs") == [c.bus.unique_name]
+
+
+async def test_the_environment_block_survives_kill_9(shim: Daemon, bus_client: Client) -> None:
+    """SetEnvironment/UnsetEnvironment answered means kept: after kill -9 and a restart the
+    Environment property is what the last answered call left (systemd keeps the block across
+    its re-execution; a user manager restarted after a crash must not lose what
+    `dbus-update-activation-environment --systemd` gave it)."""
+    c = bus_client
+    manager = "/org/freedesktop/systemd1"
+    shim.start()
+    await wait_owner(c)
+    await c.ok("SetEnvironment", "as", [["KEPT=yes", "GONE=soon"]])
+    await c.ok("UnsetEnvironment", "as", [["GONE"]])
+    await restart(shim, c)
+    env = await c.get(manager, "org.freedesktop.systemd1.Manager", "Environment")
+    assert "KEPT=yes" in env and not any(e.startswith("GONE=") for e in env), env

@@ -18,8 +18,11 @@ mkdir -p "$work/etc" "$work/storage" "$work/rootfs/bin"
 cp -a /etc/containers/. "$work/etc/"
 printf '[storage]\ndriver = "vfs"\nrunroot = "/run/containers/storage"\ngraphroot = "%s"\n' \
   "$work/storage" > "$work/etc/storage.conf"
-# no pids controller on this machine's cgroup2 tree: no pids limit (runc would write pids.max)
-printf '[engine]\nevents_logger = "file"\n[containers]\npids_limit = 0\n' > "$work/etc/containers.conf"
+# no pids controller on this machine's cgroup2 tree: no pids limit (runc would write pids.max);
+# runc, not crun, whichever podman would pick (crun's setrlimit(RLIMIT_MEMLOCK) is refused in
+# the sandbox; `make deps` installs crun for the rootless tests)
+printf '[engine]\nevents_logger = "file"\nruntime = "runc"\n[containers]\npids_limit = 0\n' \
+  > "$work/etc/containers.conf"
 mount --bind "$work/etc" /etc/containers
 # podman keeps a blob-info cache in /var/lib/containers whatever graphroot says: one that
 # was not there before goes at the end

@@ -120,6 +120,11 @@ def _b(v: bool) -> Variant:
     return Variant("b", v)
 
 
+def _accounting() -> list[list[Any]]:
+    """The *Accounting flags the driver turns on for every unit it makes."""
+    return [[f"{what}Accounting", _b(True)] for what in ("Memory", "CPU", "IO", "Tasks")]
+
+
 def pod_slice_props(parent: str) -> list[list[Any]]:
     """What opencontainers/cgroups' systemd driver sends for a pod slice (kubelet's
     cgroup manager): Wants= the parent, accounting on, DefaultDependencies=false."""
@@ -127,10 +132,7 @@ def pod_slice_props(parent: str) -> list[list[Any]]:
         ["Description", Variant("s", "libcontainer container kubepods pod")],
         ["Wants", Variant("as", [parent])],
         ["DefaultDependencies", _b(False)],
-        ["MemoryAccounting", _b(True)],
-        ["CPUAccounting", _b(True)],
-        ["IOAccounting", _b(True)],
-        ["TasksAccounting", _b(True)],
+        *_accounting(),
         ["MemoryMax", Variant("t", 512 << 20)],
         ["CPUWeight", Variant("t", 102)],
         ["CPUQuotaPerSecUSec", Variant("t", 1_000_000)],
@@ -145,10 +147,7 @@ def container_props(pod: str, pid: int) -> list[list[Any]]:
         ["Delegate", _b(True)],
         ["PIDs", Variant("au", [pid])],
         ["DefaultDependencies", _b(False)],
-        ["MemoryAccounting", _b(True)],
-        ["CPUAccounting", _b(True)],
-        ["IOAccounting", _b(True)],
-        ["TasksAccounting", _b(True)],
+        *_accounting(),
         ["MemoryMax", Variant("t", 256 << 20)],
         ["CPUWeight", Variant("t", 39)],
         ["CPUQuotaPerSecUSec", Variant("t", 500_000)],

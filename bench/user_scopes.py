@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ from dbus_fast.aio import MessageBus
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.user_memory import start_exec  # noqa: E402
 from tests.bus.peer_client import PeerClient  # noqa: E402
 
 SYSTEMD1 = "org.freedesktop.systemd1"
@@ -38,17 +38,9 @@ STU = "ssa(sv)a(sa(sv))"
 
 
 def start_manager(runtime: Path) -> tuple[subprocess.Popen[str], float]:
-    env = {"PATH": os.environ["PATH"], "XDG_RUNTIME_DIR": str(runtime), "HOME": str(runtime)}
+    """bench/user_memory.py's user manager, and how long it took to say READY=1 (ms)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shim", "serve", "--user", "--backend", "fake", "--notify-ready",
-         "--log-level", "warning"],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if line != "READY=1":
-        raise SystemExit(f"user manager did not start: {line!r}")
+    proc = start_exec(runtime)
     return proc, (time.perf_counter() - t0) * 1000
 
 

@@ -264,6 +264,29 @@ STANDARD_FILES = {
 }
 
 
+# systemd.exec(5) StandardInput=/StandardOutput=/StandardError=fd: descriptors the caller
+# passed (systemd-run --pipe and --pty send its own, or a pty's); the value in the settings is
+# the daemon's copy of it, -1 once the service is done with it (closed)
+PASSED_FDS = {
+    "StandardInputFileDescriptor": "StandardInput",
+    "StandardOutputFileDescriptor": "StandardOutput",
+    "StandardErrorFileDescriptor": "StandardError",
+}
+
+
+def passed_fd(settings: dict[str, object], stream: str) -> int | None:
+    """The descriptor passed for STREAM ("StandardInput", ...), if one was (-1: closed)."""
+    value = settings.get(stream + "FileDescriptor")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _descriptor(name: str, v: object) -> object:
+    assert isinstance(v, int)
+    if v < 0:
+        raise _invalid(f"Invalid file descriptor for {name}")
+    return v
+
+
 def standard_file(settings: dict[str, object], stream: str) -> tuple[str, str] | None:
     """(mode, path) of STREAM ("StandardOutput", ...) when a file was set for it."""
     for name, (which, mode) in STANDARD_FILES.items():
@@ -432,6 +455,8 @@ _SPECS: list[PropertySpec] = [
     _spec("StandardOutput", "s", _SERVICE, _T, check=_standard("inherit", "journal", "null")),
     _spec("StandardError", "s", _SERVICE, _T, check=_standard("inherit", "journal", "null")),
     *(_spec(name, "s", _SERVICE, _T, check=_file_path) for name in STANDARD_FILES),
+    *(_spec(name, "h", _SERVICE, _T, check=_descriptor) for name in PASSED_FDS),
+    _spec("TTYPath", "s", _SERVICE, _T, check=_file_path),
     _spec("IgnoreSIGPIPE", "b", _SERVICE, _T),
     # systemd.timer(5), as systemd-run 252 sends it (observed); Unit= is refused by 252
     _spec("TimersMonotonic", "a(st)", _TIMER, _T, Merge.APPEND, timerunit.check_monotonic),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 from dbus_fast import Variant
 
 from compat.errors import InvalidArgs, UnixProcessIdUnknown
+from compat.properties import PASSED_FDS
 
 
 def unwrap_properties(raw: list[Any]) -> list[tuple[str, str, object]]:
@@ -63,3 +66,30 @@ def pidfds_to_pids(
         else:
             out.append((name, sig, value))
     return out
+
+
+def dup_passed_fds(
+    properties: list[tuple[str, str, object]], fds: list[int]
+) -> list[tuple[str, str, object]]:
+    """Standard*FileDescriptor (h: an index into the message's descriptors) as the daemon's
+    own copy of that descriptor: the message's are closed once the call is answered."""
+    out: list[tuple[str, str, object]] = []
+    try:
+        for name, sig, value in properties:
+            if name in PASSED_FDS and sig == "h":
+                if not isinstance(value, int) or not 0 <= value < len(fds):
+                    raise InvalidArgs("Invalid file descriptor index")
+                value = os.dup(fds[value])  # close-on-exec until a service's exec is given it
+            out.append((name, sig, value))
+    except BaseException:
+        close_passed_fds(out)
+        raise
+    return out
+
+
+def close_passed_fds(properties: list[tuple[str, str, object]]) -> None:
+    """Close the copies dup_passed_fds() made (a call that was refused keeps none)."""
+    for name, sig, value in properties:
+        if name in PASSED_FDS and sig == "h" and isinstance(value, int):
+            with contextlib.suppress(OSError):
+                os.close(value)

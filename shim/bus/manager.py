@@ -10,7 +10,13 @@ from typing import Any
 from compat import buspath, errors, readable
 from compat.properties import UINT64_MAX
 from shim.bus.call import Call
-from shim.bus.convert import pid_of_pidfd, pidfds_to_pids, unwrap_properties
+from shim.bus.convert import (
+    close_passed_fds,
+    dup_passed_fds,
+    pid_of_pidfd,
+    pidfds_to_pids,
+    unwrap_properties,
+)
 from shim.bus.router import Interface, Method, Prop, Signal
 from shim.bus.units import default_tasks_max, queue_signal
 from shim.core.manager import Manager
@@ -127,12 +133,16 @@ def RestartUnit(c: Call, name: str, mode: str) -> str:
 
 def StartTransientUnit(c: Call, name: str, mode: str, props: list[Any], aux: list[Any]) -> str:
     converted = [(n, unwrap_properties(p)) for n, p in aux]
-    properties = pidfds_to_pids(unwrap_properties(props), c.fds)
-    return _job(
-        c.manager.start_transient_unit(
-            name, mode, properties, converted, c.pid, c.uid, caller=c.sender
+    properties = dup_passed_fds(pidfds_to_pids(unwrap_properties(props), c.fds), c.fds)
+    try:
+        return _job(
+            c.manager.start_transient_unit(
+                name, mode, properties, converted, c.pid, c.uid, caller=c.sender
+            )
         )
-    )
+    except BaseException:
+        close_passed_fds(properties)  # refused: the unit keeps no descriptor
+        raise
 
 
 def KillUnit(c: Call, name: str, whom: str, signal: int) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from compat import buspath, errors, readable, timerunit
 from compat.enums import LoadState
-from compat.properties import UINT64_MAX, standard_file
+from compat.properties import UINT64_MAX, passed_fd, standard_file
 from compat.unitname import UnitType
 from shim.bus.call import Call
 from shim.bus.convert import unwrap_properties
@@ -373,6 +373,8 @@ def _stream(u: Unit, stream: str) -> object:
     target = standard_file(u.settings, stream)
     if target is not None:
         return target[0]
+    if passed_fd(u.settings, stream) is not None:
+        return "fd"  # org.freedesktop.systemd1(5): a descriptor the caller passed
     return u.settings.get(stream, readable.DEFAULTS.get(stream, ""))
 
 

@@ -12,6 +12,7 @@ operations (manager.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import logging
 import os
@@ -31,6 +32,7 @@ from compat.enums import (
     SliceState,
     parse_enum,
 )
+from compat.properties import PASSED_FDS
 from compat.unitname import ROOT_SLICE, UnitType
 from shim.core.events import Listener
 from shim.core.forkserver import ForkServer
@@ -65,6 +67,17 @@ def _lists(value: object, name: str) -> bool:
 
 def _active_or_activating(state: ActiveState) -> bool:
     return state in (ActiveState.ACTIVE, ActiveState.ACTIVATING, ActiveState.RELOADING)
+
+
+def _release_passed_fds(unit: Unit) -> None:
+    """The descriptors a caller passed for a service's streams, closed once it is done (dead
+    or failed; systemd releases them then, so that a reader of the caller's pipe sees EOF)."""
+    for key in PASSED_FDS:
+        fd = unit.settings.get(key)
+        if isinstance(fd, int) and not isinstance(fd, bool) and fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            unit.settings[key] = -1
 
 
 def _cgroup_error(what: str, e: BackendError) -> errors.SystemdError:
@@ -160,6 +173,7 @@ class Engine:
         self._queue_gc(unit)
 
     def _unregister(self, unit: Unit) -> None:
+        _release_passed_fds(unit)
         self.listener.unit_removed(unit)  # while still registered: pending changes flush first
         del self.units[unit.name]
         if unit.slice is not None:
@@ -456,6 +470,7 @@ class Engine:
             unit.timestamps["InactiveEnter"] = now
         self.listener.unit_changed(unit)
         if new in inactive:
+            _release_passed_fds(unit)
             self._queue_gc(unit)
         if not _active_or_activating(new):
             self._queue_unneeded(*_pins(unit), *([unit.slice] if unit.slice else []))

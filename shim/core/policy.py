@@ -96,6 +96,11 @@ class ExecContext:
     input_file: str | None = None
     output_file: tuple[str, str] | None = None
     error_file: tuple[str, str] | None = None
+    # StandardInput=/StandardOutput=/StandardError=fd: the daemon's copies of the passed
+    # descriptors (systemd-run --pipe, --pty)
+    input_fd: int | None = None
+    output_fd: int | None = None
+    error_fd: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

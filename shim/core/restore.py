@@ -16,6 +16,7 @@ from compat.enums import (
     ServiceState,
     parse_enum,
 )
+from compat.properties import PASSED_FDS
 from compat.unitname import ROOT_SLICE, UnitType
 from shim.core import services, state
 from shim.core.handled import Handled
@@ -121,6 +122,9 @@ class Restore(Handled):
         if unit_type is None or name in self.units:
             return
         settings = {k: state.decode(v) for k, v in record["settings"].items()}
+        for key in PASSED_FDS:  # descriptors of the process that died: none of them is ours
+            if key in settings:
+                settings[key] = -1
         if not record["transient"]:
             handler = self.policy.handler_for(name)
         elif unit_type is UnitType.SERVICE and settings.get("ExecStart"):

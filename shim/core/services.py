@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from compat import errors
 from compat.enums import ServiceType
-from compat.properties import standard_file
+from compat.properties import passed_fd, standard_file
 from shim.core.policy import ExecContext, Handler, Kind
 
 # systemd.service(5): the states a oneshot ends in, with and without RemainAfterExit=yes
@@ -45,8 +45,14 @@ def handler(name: str, settings: dict[str, object]) -> Handler:
     directory = settings.get("WorkingDirectory")
     output_file = standard_file(settings, "StandardOutput")
     input_file = standard_file(settings, "StandardInput")
-    # a file for standard output: nothing of it goes to the log
-    output = "file" if output_file else settings.get("StandardOutput", "journal")
+    fds = {s: passed_fd(settings, s) for s in ("StandardInput", "StandardOutput", "StandardError")}
+    fds = {s: fd for s, fd in fds.items() if fd is not None and fd >= 0}  # -1: closed since
+    # a file or a passed descriptor for standard output: nothing of it goes to the log
+    output = (
+        "file"
+        if output_file or "StandardOutput" in fds
+        else settings.get("StandardOutput", "journal")
+    )
     identifier = settings.get("SyslogIdentifier") or argv[0].rsplit("/", 1)[-1]
     context = ExecContext(
         group=str(group) if group else None,
@@ -59,6 +65,9 @@ def handler(name: str, settings: dict[str, object]) -> Handler:
         input_file=input_file[1] if input_file else None,
         output_file=output_file,
         error_file=standard_file(settings, "StandardError"),
+        input_fd=fds.get("StandardInput"),
+        output_fd=fds.get("StandardOutput"),
+        error_fd=fds.get("StandardError"),
     )
     remain = bool(settings.get("RemainAfterExit", False))
     return Handler(

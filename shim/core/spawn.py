@@ -101,6 +101,11 @@ def _directory(context: ExecContext | None, env: dict[str, str]) -> str | None:
     return path
 
 
+def _shell(context: ExecContext | None) -> str:
+    """The gate's shell: sh, or bash (Essential in Debian) to redirect a passed descriptor."""
+    return "/bin/bash" if context is not None and context.input_fd is not None else "/bin/sh"
+
+
 def _gate(context: ExecContext | None) -> str:
     """The gate, with systemd.exec(5) UMask=, Nice= and StandardInput= applied before the
     command (Nice= is the absolute niceness; nice(1) adds to the daemon's own, not always 0)."""
@@ -109,8 +114,13 @@ def _gate(context: ExecContext | None) -> str:
     nice = ""
     if context.nice is not None:
         nice = f"nice -n {context.nice - os.getpriority(os.PRIO_PROCESS, 0)} "
-    # StandardInput=file:PATH (opened by the command's user here; systemd opens it as root)
-    source = shlex.quote(context.input_file) if context.input_file else "/dev/null"
+    # StandardInput=file:PATH (opened by the command's user here; systemd opens it as root);
+    # StandardInput=fd: the passed descriptor itself, made standard input once the gate has
+    # read its go (bash runs that gate: dash redirects no descriptor above 9)
+    if context.input_fd is not None:
+        source = f"&{context.input_fd}"
+    else:
+        source = shlex.quote(context.input_file) if context.input_file else "/dev/null"
     check = f"true <{source} 2>/dev/null || exit {EXIT_STDIN}; " if context.input_file else ""
     return f'read -r _ || exit 1; umask {context.umask:04o}; {check}exec {nice}"$@" <{source}'
 
@@ -189,9 +199,17 @@ async def start(
                     os.close(fd)
                 raise
             opened.append(errors)
+        # systemd.exec(5) StandardOutput=/StandardError=fd: the passed descriptors (kept by
+        # the unit until it is done: a restart gets them again); stderr follows stdout
+        if context.output_fd is not None:
+            output = context.output_fd
+        if context.error_fd is not None:
+            errors = context.error_fd
+        if context.input_fd is not None:
+            extra["pass_fds"] = (context.input_fd,)
     try:
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", _gate(context), "scopeshim-exec", *argv,
+            _shell(context), "-c", _gate(context), "scopeshim-exec", *argv,
             stdin=asyncio.subprocess.PIPE, stdout=output, stderr=errors,
             env=env, start_new_session=True, **credentials, **extra,  # type: ignore[arg-type]
         )  # fmt: skip

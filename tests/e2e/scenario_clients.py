@@ -146,7 +146,8 @@ class Scenario:
         result and passes the exit status on (257+ over /run/systemd/private)."""
         seen = self.tmp / "service.seen"
         f["run"] = run(
-            ["systemd-run", "--wait", "--unit=clients-svc", "--slice=clients",
+            # --collect: unloaded although it failed, so the later steps' lists stay as they were
+            ["systemd-run", "--wait", "--collect", "--unit=clients-svc", "--slice=clients",
              "-p", "MemoryMax=48M", "--setenv=CLIENTS_VAR=from-systemd-run", "--",
              "sh", "-c", f'{{ grep "^0::" /proc/self/cgroup; echo "$CLIENTS_VAR"; }} > {seen};'
              " exit 3"],

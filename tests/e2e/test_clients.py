@@ -259,6 +259,7 @@ def test_systemd_run_service_waits_and_passes_the_exit_status(steps: Steps) -> N
     # 252 prints "code=exited/status=3", 257+ "code=exited, status=3/NOTIMPLEMENTED"
     assert re.search(r"Main processes terminated with: code=exited(/|, )status=3\b", err), why
     assert f["cgroup_after"].get("exists") is False, why
+    assert f["after"]["LoadState"] == "not-found", why  # --collect: gone although it failed
 
 
 # -- systemctl --------------------------------------------------------------------------------

@@ -71,9 +71,10 @@ def test_memory_max_lowered_under_what_a_running_scope_holds(vm: harness.Boot) -
     assert r["worker"] == {"ok": True, "holding_mib": 100}
     assert r["held"] > 100 * MIB
     assert r["set"]["memory.max"] == str(32 * MIB)
-    # the write itself OOM-killed the holder (the largest task first); the kernel goes on
-    # killing until usage is under the new limit, which took the sleeper too here (its own
-    # doing: memory.max's write loop, cgroup-v2.rst); the scope then emptied and went away.
-    # Before the fix (no memory controller until the limit came) nothing was killed at all.
+    # the write itself OOM-killed the holder (the largest task first; memory.max's write
+    # loop, cgroup-v2.rst); the sleeper, exempt from the OOM killer, keeps the scope (and its
+    # files) there. Before the fix (no memory controller until the limit came) nothing was
+    # killed at all.
     assert r["exit"] == -9
+    assert r["sleeper"] is None
     assert events(r["set"]["memory.events"])["oom_kill"] >= 1
